@@ -1,0 +1,59 @@
+# playground-rt: the scripts' home. `just` lists the recipes.
+
+set dotenv-load := false
+
+venv := ".venv"
+py := venv / "bin/python"
+
+# list the recipes
+default:
+    @just --list
+
+# create .venv and install the server with the CPU onnxruntime and the dev tools
+install:
+    test -x {{py}} || python3 -m venv {{venv}}
+    {{py}} -m pip install -q --upgrade pip
+    {{py}} -m pip install -q -e '.[cpu,dev]'
+
+# install with onnxruntime-gpu instead (CUDA machines)
+install-gpu:
+    test -x {{py}} || python3 -m venv {{venv}}
+    {{py}} -m pip install -q -e '.[gpu,dev]'
+
+# put u2netp where rembg finds it (offline-capable)
+models:
+    {{py}} -m playground_rt.cli models pull
+
+# run the server on the embedded defaults (pulls the model on first start)
+serve *ARGS:
+    {{py}} -m playground_rt.cli serve {{ARGS}}
+
+# system packages the tests use: Debian's chromium and redis-server
+system-deps:
+    bash .ci/system-deps
+
+# the whole suite (what CI runs)
+test *ARGS:
+    {{py}} -m pytest {{ARGS}}
+
+# ruff and mypy --strict
+lint:
+    {{venv}}/bin/ruff check src tests bench
+    {{venv}}/bin/ruff format --check src tests bench
+    {{venv}}/bin/mypy --strict src
+
+# benchmarks: pipeline (raw ORT ceiling, rembg s, playground-rt) and hub fan-out
+bench *ARGS:
+    {{py}} -m playground_rt.cli bench {{ARGS}}
+
+# schemathesis against /openapi.json with many examples
+fuzz EXAMPLES="500":
+    PLAYGROUND_FUZZ_EXAMPLES={{EXAMPLES}} {{py}} -m pytest tests/test_fuzz.py -q
+
+# hold 200 sockets and a stream of previews (SECONDS, default 300)
+load SECONDS="300":
+    {{py}} -m bench.load --seconds {{SECONDS}}
+
+# Autobahn|Testsuite against an echo route (needs Python 2.7 via pyenv)
+conformance:
+    {{py}} -m bench.conformance

@@ -1,0 +1,205 @@
+"""REST endpoints: decode with msgspec, call ``jobs``/``commands``, encode.
+
+Every error leaves through :func:`error_response` as ``{"detail": ..., "code": ...}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from . import errors, schemas
+from .state import AppState
+
+T = TypeVar("T")
+
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+_encoder = msgspec.json.Encoder()
+
+
+class MsgspecResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return _encoder.encode(content)
+
+
+def state(request: Request) -> AppState:
+    app_state: AppState = request.app.state.playground
+    return app_state
+
+
+def error_response(exc: errors.PlaygroundError) -> MsgspecResponse:
+    headers = {}
+    if isinstance(exc, errors.QueueFull):
+        headers["Retry-After"] = str(exc.retry_after)
+    return MsgspecResponse(schemas.ErrorBody(exc.detail, exc.code), status_code=exc.status, headers=headers)
+
+
+async def playground_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.PlaygroundError)
+    return error_response(exc)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail
+    if exc.status_code == 413:
+        detail = f"request body exceeds max_body_bytes={state(request).settings.max_body_bytes}"
+    return MsgspecResponse(schemas.ErrorBody(detail), status_code=exc.status_code, headers=exc.headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise errors.TooLarge(f"request body of {length} bytes exceeds max_body_bytes={limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise errors.TooLarge(f"request body exceeds max_body_bytes={limit}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def decode_body(request: Request, kind: type[T]) -> T:
+    """The body as ``kind``: 400 for malformed JSON, 422 naming the ``$.path`` of a bad value."""
+    body = await read_body(request, state(request).settings.max_body_bytes)
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    try:
+        result: T = decoder.decode(body)
+        return result
+    except msgspec.ValidationError as exc:  # subclasses DecodeError: first
+        raise errors.InvalidParams(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise errors.BadRequest(f"malformed JSON body: {exc}") from None
+
+
+def authorize(request: Request) -> None:
+    token = state(request).settings.token
+    if token is None:
+        return
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    given = given or request.query_params.get("token", "")
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise errors.Unauthorized("missing or wrong bearer token")
+
+
+# --- endpoints ---------------------------------------------------------------------------
+
+
+async def preview(request: Request) -> Response:
+    authorize(request)
+    body = await decode_body(request, schemas.PipelineRequest)
+    app = state(request)
+    prepared = await app.jobs.prepare(body)
+    sub = await app.jobs.submit(prepared, "preview", body.taskId)
+    job = sub.job
+    url = app.jobs.result_url(job.result_path) if job.result_path else None
+    return MsgspecResponse(
+        schemas.PreviewResponse(
+            status="completed" if sub.status == "completed" else "accepted",
+            job_id=job.id,
+            routed_backend=job.routed_backend,
+            cache_key=prepared.cache_key,
+            notes=sub.notes,
+            taskId=body.taskId,
+            result_url=url,
+        )
+    )
+
+
+async def fallback(request: Request) -> Response:
+    authorize(request)
+    body = await decode_body(request, schemas.PipelineRequest)
+    app = state(request)
+    prepared = await app.jobs.prepare(body)
+    sub = await app.jobs.submit(prepared, "fallback", body.taskId)
+    job = sub.job
+    if not job.terminal and app.settings.fallback_wait_s > 0:
+        await app.jobs.wait(job, app.settings.fallback_wait_s)
+    view = app.jobs.view(job)
+    notes = sub.notes
+    if not job.terminal:
+        notes.append(f"still {view.state} after {app.settings.fallback_wait_s:g} s; follow job_id")
+    return MsgspecResponse(
+        schemas.FallbackResponse(
+            status=view.state if job.terminal else "accepted",  # type: ignore[arg-type]
+            routed_backend=job.routed_backend,
+            result_path=view.result_path,
+            notes=notes,
+            job_id=job.id,
+            cache_key=prepared.cache_key,
+            taskId=body.taskId,
+            result_url=view.result_url,
+            detail=view.detail,
+        )
+    )
+
+
+async def job_status(request: Request) -> Response:
+    authorize(request)
+    app = state(request)
+    return MsgspecResponse(app.jobs.view(app.jobs.get(request.path_params["job_id"])))
+
+
+async def job_cancel(request: Request) -> Response:
+    authorize(request)
+    app = state(request)
+    task_id = request.query_params.get("taskId")
+    job = app.jobs.cancel(request.path_params["job_id"], task_id)
+    return MsgspecResponse(app.jobs.view(job))
+
+
+async def list_pipelines(request: Request) -> Response:
+    return MsgspecResponse(state(request).pipeline_list)
+
+
+async def build_command(request: Request) -> Response:
+    authorize(request)
+    body = await decode_body(request, schemas.CommandBuildRequest)
+    return MsgspecResponse(state(request).commands.build(body))
+
+
+async def list_commands(request: Request) -> Response:
+    return MsgspecResponse(state(request).commands.describe())
+
+
+async def metrics_report(request: Request) -> Response:
+    authorize(request)
+    body = await decode_body(request, schemas.MetricsReport)
+    state(request).telemetry.client_report(body)
+    return MsgspecResponse(schemas.MetricsAccepted(True), status_code=202)
+
+
+async def datasets(request: Request) -> Response:
+    authorize(request)
+    app = state(request)
+    try:
+        offset = int(request.query_params.get("offset", "0"))
+        limit = int(request.query_params.get("limit", "50"))
+    except ValueError:
+        raise errors.InvalidParams("offset and limit must be integers") from None
+    if offset < 0 or not 1 <= limit <= 500:
+        raise errors.InvalidParams("offset must be >= 0 and limit within 1..500")
+    return MsgspecResponse(await app.datasets.page(offset, limit))
+
+
+async def healthz(request: Request) -> Response:
+    return MsgspecResponse(schemas.Health("ok"))
+
+
+async def readyz(request: Request) -> Response:
+    readiness = state(request).readiness()
+    return MsgspecResponse(readiness, status_code=200 if readiness.ready else 503)
+
+
+async def openapi(request: Request) -> Response:
+    return Response(state(request).openapi, media_type="application/json")

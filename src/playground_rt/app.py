@@ -1,0 +1,162 @@
+"""``create_app()``: the routes as data and the lifespan that owns every long-lived thing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib.metadata import version
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from . import api, errors, modelstore, openapi, schemas
+from .cache import ResultStore
+from .commands import Catalog
+from .config import Settings
+from .datasets import Datasets
+from .hub import Hub
+from .jobs import JobManager
+from .models import ModelRegistry
+from .ops import OPS
+from .pipelines import CANONICAL_FORM, PIPELINES
+from .state import AppState
+from .telemetry import Telemetry
+
+log = logging.getLogger("playground_rt")
+VERSION = version("playground-rt")
+
+
+def pipeline_list() -> schemas.PipelineList:
+    infos = [
+        schemas.PipelineInfo(
+            id=p.id,
+            version=p.version,
+            summary=p.summary,
+            ops=[
+                schemas.OpInfo(
+                    name=name,
+                    summary=OPS[name].summary,
+                    client=OPS[name].client,
+                    params_schema=msgspec.json.schema(OPS[name].params),
+                )
+                for name in p.ops
+            ],
+            params_schema=p.schema(),
+        )
+        for p in PIPELINES.values()
+    ]
+    return schemas.PipelineList(infos, CANONICAL_FORM)
+
+
+def build_state(settings: Settings) -> AppState:
+    store = ResultStore(settings.results_root)
+    models = ModelRegistry(settings.model_home, settings.outputs_root, settings.intra_op_threads)
+    jobs = JobManager(settings, store, models)
+    telemetry = Telemetry(jobs.executor.stats)
+    hub = Hub(settings, jobs, telemetry)
+    return AppState(
+        settings=settings,
+        store=store,
+        models=models,
+        jobs=jobs,
+        telemetry=telemetry,
+        hub=hub,
+        commands=Catalog.load(settings.commands_catalog),
+        datasets=Datasets(settings.data_root),
+        pipeline_list=pipeline_list(),
+        openapi=openapi.render(VERSION),
+    )
+
+
+def _warm(state: AppState) -> None:
+    """Pull (if allowed) and load the preload models; runs in a thread after start-up."""
+    home = state.settings.model_home
+    for model in state.settings.preload_models:
+        if state.settings.pull_models:
+            modelstore.pull(model, home, log=log.info)
+    state.models.warm(state.settings.preload_models)
+    for info in state.models.info():
+        for provider in info.providers:
+            state.telemetry.session_info.labels(info.model, provider).set(1)
+
+
+async def _warm_task(state: AppState) -> None:
+    try:
+        await asyncio.to_thread(_warm, state)
+    except Exception as exc:
+        state.model_error = str(exc)
+        log.exception("loading models failed; /readyz stays 503")
+    else:
+        state.models_ready = True
+        log.info("models ready: %s", ", ".join(m.model for m in state.models.info()))
+
+
+def create_app(settings: Settings) -> Starlette:
+    state = build_state(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.playground = state
+        settings.results_root.mkdir(parents=True, exist_ok=True)
+        if swept := state.store.sweep():
+            log.info("removed %d stale temp files under %s", swept, settings.results_root)
+        state.jobs.listeners.append(state.telemetry.job_event)
+        state.jobs.listeners.append(state.hub.publish_job)
+        state.jobs.start()
+        await state.hub.start()
+        warm = asyncio.create_task(_warm_task(state), name="warm-models")
+        try:
+            yield
+        finally:
+            warm.cancel()
+            await state.jobs.stop()
+            await state.hub.stop()
+
+    async def metrics(request: Request) -> Response:
+        return Response(state.telemetry.prometheus(), media_type="text/plain; version=0.0.4")
+
+    routes = [
+        Route("/api/pipelines/preview", api.preview, methods=["POST"]),
+        Route("/api/pipelines/fallback", api.fallback, methods=["POST"]),
+        Route("/api/pipelines", api.list_pipelines, methods=["GET"]),
+        Route("/api/jobs/{job_id}", api.job_status, methods=["GET"]),
+        Route("/api/jobs/{job_id}", api.job_cancel, methods=["DELETE"]),
+        Route("/api/commands/build", api.build_command, methods=["POST"]),
+        Route("/api/commands", api.list_commands, methods=["GET"]),
+        Route("/api/metrics", api.metrics_report, methods=["POST"]),
+        Route("/api/datasets", api.datasets, methods=["GET"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", api.openapi, methods=["GET"]),
+        WebSocketRoute("/ws", state.hub.endpoint),
+        Mount("/results", StaticFiles(directory=settings.results_root, check_dir=False), name="results"),
+        Mount("/", StaticFiles(directory=settings.resolved_static_dir(), html=True, check_dir=False)),
+    ]
+    middleware = []
+    if settings.allowed_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.allowed_origins,
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["authorization", "content-type"],
+            )
+        )
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        # Body size is enforced by api.read_body (JSON 413, with or without Content-Length);
+        # Starlette's max_body_size would answer in plain text instead.
+        exception_handlers={errors.PlaygroundError: api.playground_error, HTTPException: api.http_error},
+    )

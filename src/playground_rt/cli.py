@@ -1,0 +1,137 @@
+"""``playground-rt serve | run | models | bench``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from . import config, modelstore
+
+SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("host", str, "interface to bind"),
+    ("port", int, "port to bind (0 = any free one)"),
+    ("data_root", Path, "where image_path resolves"),
+    ("outputs_root", Path, "where results and checkpoints live"),
+    ("model_home", Path, "where rembg model files live (U2NET_HOME)"),
+    ("workers", int, "executor threads (0 = cores // intra-op threads)"),
+    ("intra_op_threads", int, "onnxruntime threads per run"),
+    ("queue_size", int, "queued jobs before 429"),
+    ("max_body_bytes", int, "request body limit"),
+    ("max_image_bytes", int, "image byte limit"),
+    ("max_pixels", int, "decoded pixel limit"),
+    ("broker", str, "redis://host:port/db to fan the hub out through Redis"),
+    ("token", str, "require this bearer token on the API and sockets"),
+    ("commands_catalog", Path, "a TOML file of extra CLI commands"),
+    ("ws_impl", str, "uvicorn WebSocket implementation"),
+    ("log_level", str, "debug, info, warning or error"),
+)
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", help="run the server (uvicorn)")
+    for name, kind, text in SERVE_FLAGS:
+        serve.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    serve.add_argument(
+        "--allowed-origins", dest="allowed_origins", help="comma-separated origins allowed to connect"
+    )
+    serve.add_argument("--no-pull", dest="pull_models", action="store_false", default=None,
+                       help="don't fetch missing models at start-up")
+
+
+def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    models = sub.add_parser("models", help="fetch or list ONNX models")
+    verbs = models.add_subparsers(dest="verb", required=True)
+    pull = verbs.add_parser("pull", help="put a model where rembg finds it (offline-capable for u2netp)")
+    pull.add_argument("--model", default="u2netp")
+    pull.add_argument("--model-home", type=Path, default=None)
+    listing = verbs.add_parser("list", help="the rembg models and whether their files are present")
+    listing.add_argument("--model-home", type=Path, default=None)
+
+
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = sub.add_parser("bench", help="run the benchmarks in bench/ (see README)")
+    bench.add_argument("which", choices=["pipeline", "hub", "all"], nargs="?", default="all")
+    bench.add_argument("--quick", action="store_true", help="fewer iterations, for a smoke run")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="playground-rt", description=__doc__)
+    sub = root.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    from . import runner
+
+    runner.add_arguments(sub.add_parser("run", help="run a pipeline on an image or a folder"))
+    _add_models(sub)
+    _add_bench(sub)
+    return root
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    overrides = {name: getattr(args, name) for name, _, _ in SERVE_FLAGS}
+    overrides["pull_models"] = args.pull_models
+    if args.allowed_origins is not None:
+        overrides["allowed_origins"] = [o.strip() for o in args.allowed_origins.split(",") if o.strip()]
+    settings = config.from_env(os.environ, **overrides)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws=settings.ws_impl,
+        ws_max_size=settings.ws_max_frame_bytes,
+        ws_ping_interval=settings.ws_ping_interval_s,
+        timeout_graceful_shutdown=10,
+        log_level=settings.log_level,
+        proxy_headers=False,
+    )
+    return 0
+
+
+def models(args: argparse.Namespace) -> int:
+    settings = config.from_env(os.environ, model_home=args.model_home)
+    if args.verb == "pull":
+        path = modelstore.pull(args.model, settings.model_home, log=print)  # noqa: T201
+        print(f"{args.model}: {path}")  # noqa: T201
+        return 0
+    for name, present, path in modelstore.list_models(settings.model_home):
+        print(f"{'✓' if present else '·'} {name:28} {path}")  # noqa: T201
+    return 0
+
+
+def bench(args: argparse.Namespace) -> int:
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root))
+    from bench import main as bench_main
+
+    return bench_main.main([args.which, *(["--quick"] if args.quick else [])])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return serve(args)
+        if args.command == "run":
+            from . import runner
+
+            return runner.run(args)
+        if args.command == "models":
+            return models(args)
+        return bench(args)
+    except msgspec.ValidationError as exc:
+        print(f"playground-rt: bad setting: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""All configuration in one object.
+
+Precedence: command-line flags, then ``PLAYGROUND_*`` environment variables, then the
+defaults below. Every field is documented where it is declared; ``playground-rt serve
+--help`` and the README's configuration table are made from the same names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+MiB = 1024 * 1024
+
+WsImpl = Literal["wsproto", "websockets", "websockets-sansio"]
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Server settings (see the README's configuration table)."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    data_root: Path = Path("data")
+    """Where ``image_path`` resolves; nothing outside it is ever read."""
+    outputs_root: Path = Path("outputs")
+    """Results go to ``{outputs_root}/playground``; ``checkpoint_path`` resolves here."""
+    model_home: Path = Path("~/.u2net")
+    """Where rembg finds its ``.onnx`` files (exported as ``U2NET_HOME``)."""
+    static_dir: Path | None = None
+    """The single-page app; ``None`` means the ``static/`` folder of this checkout."""
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 32 * MiB
+    max_image_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 20 * MiB
+    max_pixels: Annotated[int, msgspec.Meta(ge=1)] = 16_800_000
+    """Decoded-size ceiling, checked from the header before any pixel is decoded."""
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 0
+    """Executor threads; 0 picks ``cores // intra_op_threads``."""
+    intra_op_threads: Annotated[int, msgspec.Meta(ge=0, le=64)] = 1
+    """onnxruntime threads per session run; workers × this never exceeds the cores."""
+    queue_size: Annotated[int, msgspec.Meta(ge=1)] = 64
+    """Jobs waiting beyond this get 429 + Retry-After."""
+    job_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+    """Budget of one job's ops; past it the job fails (the worker finishes the op in hand)."""
+    fallback_wait_s: Annotated[float, msgspec.Meta(ge=0, le=300)] = 60.0
+    """How long ``/api/pipelines/fallback`` waits for the result before answering ``accepted``."""
+    preload_models: list[str] = msgspec.field(default_factory=lambda: ["u2netp"])
+    pull_models: bool = True
+    """``serve`` pulls missing preload models at start-up (offline-capable, see README)."""
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
+    """Origins allowed to open sockets and make CORS requests; empty = same origin only."""
+    token: str | None = None
+    """When set, the API and sockets require ``Authorization: Bearer <token>`` (or ``?token=``)."""
+    broker: str | None = None
+    """``redis://host:port/db`` fans the hub out through Redis; ``None`` keeps it in memory."""
+    commands_catalog: Path | None = None
+    """A TOML file of extra CLI commands for ``/api/commands/build``."""
+    ws_max_connections: Annotated[int, msgspec.Meta(ge=1)] = 2000
+    ws_max_frame_bytes: Annotated[int, msgspec.Meta(ge=256)] = 64 * 1024
+    ws_send_queue: Annotated[int, msgspec.Meta(ge=4)] = 256
+    ws_send_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    ws_ping_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    ws_impl: WsImpl = "wsproto"
+    telemetry_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def results_root(self) -> Path:
+        return self.outputs_root / "playground"
+
+    @property
+    def worker_count(self) -> int:
+        if self.workers:
+            return self.workers
+        return max(1, _cores() // max(1, self.intra_op_threads))
+
+    def resolved_static_dir(self) -> Path:
+        if self.static_dir is not None:
+            return self.static_dir
+        return Path(__file__).resolve().parents[2] / "static"
+
+
+_LIST_FIELDS = {"preload_models", "allowed_origins"}
+
+
+def from_env(environ: Mapping[str, str], **overrides: object) -> Settings:
+    """Build settings from ``PLAYGROUND_<FIELD>`` variables, then ``overrides`` (CLI flags).
+
+    Lists are comma-separated; an invalid value raises ``msgspec.ValidationError`` naming
+    the variable's field.
+    """
+    raw: dict[str, object] = {}
+    for name in Settings.__struct_fields__:
+        value = environ.get(f"PLAYGROUND_{name.upper()}")
+        if value is None:
+            continue
+        raw[name] = [v.strip() for v in value.split(",") if v.strip()] if name in _LIST_FIELDS else value
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    settings = msgspec.convert(raw, Settings, strict=False)
+    settings.model_home = settings.model_home.expanduser()
+    return settings

@@ -1,0 +1,197 @@
+"""One accepted WebSocket: a bounded outbox, one sender task, and a supervisor.
+
+Contract (what the hub relies on):
+
+* :meth:`Connection.offer` is synchronous and never awaits the client. Droppable frames
+  (telemetry, heartbeats) are discarded when the outbox is full, oldest droppable first,
+  to make room; a non-droppable frame that cannot be queued closes the socket with
+  :attr:`Close.SLOW_CONSUMER` at once.
+* Exactly one task sends. It records when the send in hand started (``sending_since``), so
+  the hub's sweep can evict a socket whose send is stuck: a client that stops reading makes
+  ``send`` wait forever in every uvicorn implementation, ``close()`` included.
+* :meth:`Connection.close` is synchronous: it records the close code and wakes the
+  supervisor, which cancels the reader and sender and then *tries* to send the close frame
+  for at most ``CLOSE_TIMEOUT_S`` (a stuck peer never gets it: its transport is left to
+  uvicorn, bounded by the transport's write buffer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+log = logging.getLogger("playground_rt.hub")
+
+CLOSE_TIMEOUT_S = 1.0
+FRAME_RATE = 50.0
+"""Client frames per second a socket may sustain (token bucket refill)."""
+FRAME_BURST = 100.0
+"""Client frames a socket may send at once before the rate applies."""
+STRIKES_TO_CLOSE = 50
+"""Consecutive frames refused by the rate limit before the socket is closed."""
+
+
+class Close(enum.IntEnum):
+    """Close codes the hub uses (``docs/protocol.md``, "Close codes")."""
+
+    NORMAL = 1000  # the client closed, or the hub has nothing more to say
+    TRY_AGAIN_LATER = 1013  # ws_max_connections sockets are open
+    UNAUTHORIZED = 4001  # token required and missing or wrong
+    ORIGIN_DENIED = 4003  # sent before accept: uvicorn answers the handshake with 403
+    SLOW_CONSUMER = 4008  # outbox overflowed or a send outlived ws_send_timeout_s
+    TOO_BIG = 4009  # a client frame over ws_max_frame_bytes
+    NO_PING = 4012  # nothing received for two heartbeat intervals
+    FLOOD = 4029  # the frame rate limit was ignored
+    SHUTTING_DOWN = 4500  # the hub stops: reconnect (and resume) elsewhere or later
+
+
+Item = tuple[str, bool]
+"""An encoded frame and whether it may be dropped."""
+_MARK: Item = ("", False)
+
+
+class TokenBucket:
+    def __init__(self, rate: float = FRAME_RATE, burst: float = FRAME_BURST) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+        self.strikes = 0
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            self.strikes = 0
+            return True
+        self.strikes += 1
+        return False
+
+
+class Connection:
+    def __init__(self, websocket: WebSocket, limit: int, dropped: Callable[[str, int], None]) -> None:
+        self.ws = websocket
+        self.limit = limit
+        self._dropped = dropped
+        self.queue: deque[Item] = deque()
+        self.keys: set[str] = set()
+        """Subscriptions: ``t:<taskId>``, ``j:<job_id>``, ``c:<channel>``."""
+        self.live_since: int | None = None
+        """The hub's seq when this socket first subscribed (resume skips what it got live)."""
+        self.bucket = TokenBucket()
+        now = time.monotonic()
+        self.last_received = now
+        self.last_heartbeat = now
+        self.sending_since: float | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.peer_closed = False
+        self._held = False
+        self._wake = asyncio.Event()
+        self._done = asyncio.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._done.is_set()
+
+    # --- outbox (synchronous) --------------------------------------------------------------
+
+    def offer(self, text: str, droppable: bool) -> bool:
+        """Queue one encoded frame; False when it was dropped or the socket is closing."""
+        if self._done.is_set():
+            return False
+        if len(self.queue) >= self.limit and not self._make_room(droppable):
+            return False
+        self.queue.append((text, droppable))
+        self._wake.set()
+        return True
+
+    def _make_room(self, droppable: bool) -> bool:
+        if droppable:
+            self._dropped("queue_full", 1)
+            return False
+        for index, (_, can_drop) in enumerate(self.queue):
+            if can_drop:
+                del self.queue[index]
+                self._dropped("queue_full", 1)
+                return True
+        self.close(Close.SLOW_CONSUMER, f"slow consumer: more than {self.limit} frames waiting")
+        return False
+
+    def hold(self) -> None:
+        """Hold frames queued from now on; :meth:`release` puts ``text`` before them.
+
+        So a reply whose seq was taken at ``hold`` time goes out before frames that its
+        own request caused (a ``submit`` answered from the cache emits ``completed`` before
+        the ``ack`` could be written), and the socket's seq stays increasing.
+        """
+        assert not self._held, "one hold at a time"
+        self._held = True
+        self.queue.append(_MARK)
+
+    def release(self, text: str) -> None:
+        self._held = False
+        for index, item in enumerate(self.queue):
+            if item is _MARK:
+                self.queue[index] = (text, False)
+                break
+        self._wake.set()
+
+    def close(self, code: int, reason: str) -> None:
+        """Close (or evict): idempotent, never blocks; the supervisor does the rest."""
+        if self._done.is_set():
+            return
+        self.close_code, self.close_reason = code, reason
+        if self.queue:
+            self._dropped("closed", len(self.queue))
+            self.queue.clear()
+        self._done.set()
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    async def run(self, reader: Callable[[Connection], Coroutine[Any, Any, None]]) -> None:
+        """Run ``reader(self)`` and the sender until either ends or :meth:`close` is called."""
+        tasks = [
+            asyncio.create_task(reader(self), name="ws-read"),
+            asyncio.create_task(self._send_loop(), name="ws-send"),
+        ]
+        for task in tasks:
+            task.add_done_callback(self._task_done)
+        try:
+            await self._done.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.close_code is not None and not self.peer_closed:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self.ws.close(self.close_code, self.close_reason)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            if not isinstance(exc, WebSocketDisconnect | OSError):
+                log.error("%s failed", task.get_name(), exc_info=exc)
+            self.peer_closed = True
+        self._done.set()
+
+    async def _send_loop(self) -> None:
+        queue, wake, send = self.queue, self._wake, self.ws.send
+        while True:
+            if not queue or queue[0] is _MARK:
+                wake.clear()
+                await wake.wait()
+                continue
+            text, _ = queue.popleft()
+            self.sending_since = time.monotonic()
+            await send({"type": "websocket.send", "text": text})
+            self.sending_since = None

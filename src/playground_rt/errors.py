@@ -1,0 +1,106 @@
+"""The errors a client can cause, and how each one is told.
+
+    PlaygroundError                 every error the server answers with a 4xx/5xx body
+    ├── BadRequest (400)            malformed JSON, base64 or frame
+    ├── Unauthorized (401)          the bearer token is missing or wrong
+    ├── NotFound (404)              unknown pipeline, job, image or model
+    │   ├── UnknownPipeline
+    │   └── UnknownJob
+    ├── PathOutsideRoot (422)       a path escapes its configured root
+    ├── InvalidParams (422)         a value is out of range or of the wrong type
+    ├── InvalidImage (422)          not an image, a format outside the allow-list, truncated
+    ├── ModelUnavailable (422)      a model file is missing or cannot be loaded
+    ├── TooLarge (413)              body, image bytes or pixels over the limits
+    ├── QueueFull (429)             the executor's queue is full; carries Retry-After
+    ├── NotReady (503)              the server is starting or stopping
+    ├── JobCancelled                a job was cancelled (never rendered as HTTP)
+    └── OpFailed (500 for HTTP)     an op raised or ran past its time budget
+
+Everything is mapped to a status and a ``{"detail": ...}`` body in ``api`` and to
+``error``/``failed`` frames in ``hub``: nowhere else.
+"""
+
+from __future__ import annotations
+
+
+class PlaygroundError(Exception):
+    """Base class: ``status`` is the HTTP status, ``detail`` the client-facing text."""
+
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(PlaygroundError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(PlaygroundError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(PlaygroundError):
+    status = 404
+    code = "not_found"
+
+
+class UnknownPipeline(NotFound):
+    code = "unknown_pipeline"
+
+
+class UnknownJob(NotFound):
+    code = "unknown_job"
+
+
+class PathOutsideRoot(PlaygroundError):
+    status = 422
+    code = "path_outside_root"
+
+
+class InvalidParams(PlaygroundError):
+    status = 422
+    code = "invalid_params"
+
+
+class InvalidImage(PlaygroundError):
+    status = 422
+    code = "invalid_image"
+
+
+class ModelUnavailable(PlaygroundError):
+    status = 422
+    code = "model_unavailable"
+
+
+class TooLarge(PlaygroundError):
+    status = 413
+    code = "too_large"
+
+
+class QueueFull(PlaygroundError):
+    status = 429
+    code = "queue_full"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class NotReady(PlaygroundError):
+    status = 503
+    code = "not_ready"
+
+
+class JobCancelled(PlaygroundError):
+    status = 409
+    code = "cancelled"
+
+
+class OpFailed(PlaygroundError):
+    status = 500
+    code = "op_failed"

@@ -1,0 +1,216 @@
+"""A bounded queue in front of N worker threads, driven from the event loop.
+
+The queue lives on the loop (a deque: queued jobs can be removed from the middle on cancel
+or supersede, and their position is known for ``queued`` frames). Each of the N worker
+*slots* is an asyncio task that takes the next job and runs it on a one-thread pool of its
+own. A job past its time budget is failed at once and its slot gets a fresh thread, so a
+stuck op costs one abandoned thread, never a worker; the abandoned thread is told to stop
+at its next cancellation check.
+
+Sizing: N × onnxruntime intra-op threads should not exceed the cores; ``Settings``
+derives N from that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from . import errors
+
+log = logging.getLogger("playground_rt.executor")
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+DEFAULT_DURATION_S = {"rembg": 0.5}
+EWMA_WEIGHT = 0.3
+
+
+@dataclass
+class Stats:
+    """What telemetry frames and ``/metrics`` report about the pool."""
+
+    queue_depth: int = 0
+    running: int = 0
+    workers: int = 0
+    completed: int = 0
+    durations_s: dict[str, float] = field(default_factory=dict)
+    """Moving average of run time per pipeline."""
+
+
+class _Closed(Exception):
+    pass
+
+
+def _discard(future: asyncio.Future[object]) -> None:
+    """Consume an abandoned job's outcome so asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
+class Executor(Generic[J, R]):
+    """Runs ``run(job)`` on worker threads and hands each outcome to ``settle`` on the loop.
+
+    ``settle(job, result_or_exception)`` is called exactly once per job taken from the queue;
+    jobs removed with :meth:`remove` are never run nor settled.
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int,
+        queue_size: int,
+        timeout_s: float,
+        run: Callable[[J], R],
+        settle: Callable[[J, R | BaseException], None],
+        started: Callable[[J], None],
+        kind: Callable[[J], str],
+        on_timeout: Callable[[J], None],
+    ) -> None:
+        self.workers = workers
+        self.queue_size = queue_size
+        self.timeout_s = timeout_s
+        self._run, self._settle, self._started = run, settle, started
+        self._kind, self._on_timeout = kind, on_timeout
+        self._queue: deque[J] = deque()
+        self._wake = asyncio.Event()
+        self._slots: list[asyncio.Task[None]] = []
+        self._pools: list[ThreadPoolExecutor] = []
+        self._closing = False
+        self.stats = Stats(workers=workers)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        assert not self._slots, "already started"
+        for index in range(self.workers):
+            self._pools.append(self._new_pool(index))
+            self._slots.append(asyncio.create_task(self._slot(index), name=f"slot-{index}"))
+
+    async def stop(self) -> list[J]:
+        """Stop taking jobs; return the ones still queued (the caller cancels them), then
+        wait for running jobs to finish."""
+        self._closing = True
+        left = list(self._queue)
+        self._queue.clear()
+        self._wake.set()
+        await asyncio.gather(*self._slots, return_exceptions=True)
+        for pool in self._pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self.stats.queue_depth = 0
+        return left
+
+    @property
+    def accepting(self) -> bool:
+        return bool(self._slots) and not self._closing
+
+    # --- queue -----------------------------------------------------------------------------
+
+    def submit(self, job: J) -> int:
+        """Queue ``job``; returns its 0-based position or raises ``QueueFull``/``NotReady``."""
+        if not self.accepting:
+            raise errors.NotReady("the executor is not running (starting or shutting down)")
+        if len(self._queue) >= self.queue_size:
+            seconds = self.retry_after()
+            raise errors.QueueFull(
+                f"queue full ({len(self._queue)} jobs waiting); retry in {seconds} s "
+                "or keep the work client-side",
+                retry_after=seconds,
+            )
+        self._queue.append(job)
+        self.stats.queue_depth = len(self._queue)
+        self._wake.set()
+        return len(self._queue) - 1
+
+    def remove(self, job: J) -> bool:
+        """Take a queued job out; False if it already left the queue."""
+        try:
+            self._queue.remove(job)
+        except ValueError:
+            return False
+        self.stats.queue_depth = len(self._queue)
+        return True
+
+    def position(self, job: J) -> int | None:
+        try:
+            return self._queue.index(job)
+        except ValueError:
+            return None
+
+    def queued(self) -> list[J]:
+        return list(self._queue)
+
+    # --- estimates -------------------------------------------------------------------------
+
+    def average_s(self, kind: str) -> float:
+        return self.stats.durations_s.get(kind, DEFAULT_DURATION_S.get(kind, 0.05))
+
+    def eta_ms(self, position: int) -> int:
+        """Time until the job at ``position`` finishes, from recent durations."""
+        ahead = sum(self.average_s(self._kind(j)) for j in list(self._queue)[:position])
+        busy = self.stats.running * 0.5 * max(self.stats.durations_s.values(), default=0.05)
+        mine = self.average_s(self._kind(self._queue[position])) if position < len(self._queue) else 0
+        return int(1000 * ((ahead + busy) / self.workers + mine))
+
+    def retry_after(self) -> int:
+        backlog = sum(self.average_s(self._kind(j)) for j in self._queue)
+        return max(1, math.ceil(backlog / self.workers))
+
+    # --- workers ---------------------------------------------------------------------------
+
+    def _new_pool(self, index: int) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(1, thread_name_prefix=f"playground-worker-{index}")
+
+    async def _next(self) -> J:
+        while True:
+            if self._queue:
+                job = self._queue.popleft()
+                self.stats.queue_depth = len(self._queue)
+                return job
+            if self._closing:
+                raise _Closed
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _slot(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                job = await self._next()
+            except _Closed:
+                return
+            self.stats.running += 1
+            started = time.perf_counter()
+            self._started(job)
+            future = loop.run_in_executor(self._pools[index], self._run, job)
+            outcome: R | BaseException
+            try:
+                outcome = await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+            except TimeoutError:
+                self._on_timeout(job)
+                future.add_done_callback(_discard)
+                self._pools[index].shutdown(wait=False)
+                self._pools[index] = self._new_pool(index)
+                outcome = errors.OpFailed(f"job exceeded its time budget of {self.timeout_s:g} s")
+            except Exception as exc:  # the job's own failure, settled below
+                outcome = exc
+            finally:
+                self.stats.running -= 1
+            self._record(self._kind(job), time.perf_counter() - started)
+            try:
+                self._settle(job, outcome)
+            except Exception:
+                log.exception("settling a job failed")
+
+    def _record(self, kind: str, seconds: float) -> None:
+        old = self.stats.durations_s.get(kind)
+        self.stats.durations_s[kind] = seconds if old is None else old + EWMA_WEIGHT * (seconds - old)
+        self.stats.completed += 1

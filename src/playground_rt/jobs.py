@@ -1,0 +1,454 @@
+"""The job lifecycle: validate, key, route, run once, tell everyone who asked.
+
+A request becomes a :class:`Prepared` (pipeline plan, image bytes, cache key). Then, in
+order: an identical job already queued or running is *joined* (single-flight: it runs once);
+a whole result on disk is answered at once (cache hit); a client-capable preview is left to
+the browser's workers; anything else is queued on the executor.
+
+A job is wanted by *interests*: the taskIds that asked for it (or an anonymous token). A
+cancel or a supersede removes one interest; the job is cancelled when none is left, so one
+tab cancelling never kills the same work another tab is waiting for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image
+
+from . import errors, images, pipelines, schemas
+from .cache import ResultStore
+from .config import Settings
+from .executor import Executor
+from .ops.base import OpContext, SessionProvider
+from .paths import confine, display
+
+log = logging.getLogger("playground_rt.jobs")
+
+Mode = Literal["preview", "fallback"]
+PROGRESS_INTERVAL_S = 0.1
+FINISHED_KEPT = 2000
+PYTORCH_SUFFIXES = (".ckpt", ".pt", ".pth")
+
+
+class JobState(enum.Enum):
+    QUEUED = "queued"  # waiting in the executor's queue
+    RUNNING = "running"  # on a worker thread
+    COMPLETED = "completed"  # result on disk (computed now or found in the cache)
+    FAILED = "failed"  # an op raised, timed out or the image could not be processed
+    CANCELLED = "cancelled"  # every interest withdrew, or the server shut down
+
+
+_NEXT: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
+    JobState.RUNNING: frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.COMPLETED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated request: everything needed to key, route and run it."""
+
+    plan: pipelines.Plan
+    source: images.Source
+    checkpoint: Path | None
+    job_id: str
+    cache_key: str
+    notes: tuple[str, ...]
+
+    @property
+    def pipeline_id(self) -> str:
+        return self.plan.pipeline.id
+
+
+@dataclass(eq=False)
+class Job:
+    prepared: Prepared
+    routed_backend: str
+    state: JobState = JobState.QUEUED
+    interests: set[str] = field(default_factory=set)
+    image: Image.Image | None = None
+    result_path: Path | None = None
+    cache_hit: bool = False
+    detail: str | None = None
+    durations: dict[str, float] = field(default_factory=dict)
+    created: float = field(default_factory=time.perf_counter)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: threading.Event = field(default_factory=threading.Event)
+    last_progress: float = 0.0
+    pending_progress: schemas.Progress | None = None
+    flush: asyncio.TimerHandle | None = None
+
+    @property
+    def id(self) -> str:
+        return self.prepared.job_id
+
+    @property
+    def task_ids(self) -> frozenset[str]:
+        return frozenset(i for i in self.interests if not i.startswith("anon:"))
+
+    @property
+    def terminal(self) -> bool:
+        return not _NEXT[self.state]
+
+    def move(self, new: JobState) -> None:
+        if new not in _NEXT[self.state]:
+            raise RuntimeError(f"job {self.id}: illegal transition {self.state.value} -> {new.value}")
+        self.state = new
+
+    def check(self) -> None:
+        """Raised into the worker thread between steps once the job must stop."""
+        if self.stop.is_set():
+            raise errors.JobCancelled(f"job {self.id} was cancelled")
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One frame about a job, for every subscriber of its id or of any of its taskIds."""
+
+    frame: schemas.JobFrame
+    task_ids: frozenset[str]
+
+
+Listener = Callable[[JobEvent], None]
+
+
+@dataclass
+class Submission:
+    job: Job
+    status: Literal["accepted", "completed", "failed", "cancelled"]
+    notes: list[str]
+
+
+class JobManager:
+    def __init__(self, settings: Settings, store: ResultStore, models: SessionProvider) -> None:
+        self.settings = settings
+        self.store = store
+        self.models = models
+        self.limits = images.Limits(settings.max_image_bytes, settings.max_pixels)
+        self.listeners: list[Listener] = []
+        self.active: dict[str, Job] = {}
+        self.finished: OrderedDict[str, Job] = OrderedDict()
+        self._checkpoint_digests: dict[tuple[Path, int, int], str] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.executor: Executor[Job, Path] = Executor(
+            workers=settings.worker_count,
+            queue_size=settings.queue_size,
+            timeout_s=settings.job_timeout_s,
+            run=self._execute,
+            settle=self._settle,
+            started=self._started,
+            kind=lambda job: job.prepared.pipeline_id,
+            on_timeout=lambda job: job.stop.set(),
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.executor.start()
+
+    async def stop(self) -> None:
+        """Cancel queued jobs (terminal frames go out), let running ones finish."""
+        for job in await self.executor.stop():
+            self._finish(job, JobState.CANCELLED, detail="server shutting down")
+
+    # --- requests --------------------------------------------------------------------------
+
+    async def prepare(self, request: schemas.PipelineRequest | schemas.Submit) -> Prepared:
+        """Validate a request without running it (``PlaygroundError`` on bad input)."""
+        plan = pipelines.get_pipeline(request.pipeline_id).plan(request.params)
+        notes: list[str] = []
+        checkpoint = await self._checkpoint(request.checkpoint_path, plan, notes)
+        if checkpoint is None:
+            for step in plan.steps:
+                if model := getattr(step.params, "model", None):
+                    self.models.require(model)
+        source = await asyncio.to_thread(self._read_image, request, notes)
+        ckpt_digest = await asyncio.to_thread(self._digest_file, checkpoint) if checkpoint else ""
+        digest = pipelines.digest(plan, source.sha256, ckpt_digest)
+        pid = plan.pipeline.id
+        return Prepared(plan, source, checkpoint, f"{pid}-{digest}", f"{pid}:{digest}", tuple(notes))
+
+    async def submit(self, prepared: Prepared, mode: Mode, task_id: str | None) -> Submission:
+        interest = task_id or f"anon:{uuid.uuid4().hex}"
+        notes = list(prepared.notes)
+        route_client = mode == "preview" and prepared.plan.route == "client"
+        if route_client and not prepared.plan.client_capable:
+            server_ops = [s.op.name for s in prepared.plan.steps if not s.op.client]
+            notes.append(f"ops {server_ops} have no client worker; running on the server")
+            route_client = False
+        backend = "client-workers" if route_client else f"server-{prepared.pipeline_id}"
+        if task_id is not None:
+            self._supersede(task_id, prepared.job_id)
+        if (job := self.active.get(prepared.job_id)) is not None:
+            job.interests.add(interest)
+            notes.append("an identical job is already in flight; joined it")
+            self._announce_position(job)
+            return Submission(job, "accepted", notes)
+        if (path := self.store.lookup(prepared.pipeline_id, prepared.job_id)) is not None:
+            return Submission(self._cache_hit(prepared, backend, interest, path), "completed", notes)
+        job = Job(prepared, backend, interests={interest})
+        if route_client:
+            notes.append("Client should use cache_key to reuse previously computed previews.")
+            return Submission(job, "accepted", notes)
+        job.image = await self._decode(job)
+        position = self.executor.submit(job)
+        self.active[job.id] = job
+        self._emit(job, schemas.Queued(job_id=job.id, position=position, eta_ms=self.executor.eta_ms(position)))
+        notes.append("queued on the server; follow job_id over /ws or GET /api/jobs/{job_id}")
+        return Submission(job, "accepted", notes)
+
+    async def wait(self, job: Job, timeout_s: float) -> bool:
+        """Wait until ``job`` is terminal or ``timeout_s`` passed; True when terminal."""
+        try:
+            await asyncio.wait_for(asyncio.shield(job.done.wait()), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def cancel(self, job_id: str, task_id: str | None = None) -> Job:
+        """Withdraw ``task_id``'s interest (every interest when None); cancel if none is left."""
+        job = self.active.get(job_id)
+        if job is None:
+            return self.get(job_id)
+        if task_id is None:
+            job.interests.clear()
+        else:
+            job.interests.discard(task_id)
+        if not job.interests:
+            self._cancel(job)
+        return job
+
+    def get(self, job_id: str) -> Job:
+        job = self.active.get(job_id) or self.finished.get(job_id)
+        if job is not None:
+            return job
+        raise errors.UnknownJob(f"no job {job_id!r} (finished jobs are kept for a while only)")
+
+    def view(self, job: Job) -> schemas.JobView:
+        position = self.executor.position(job) if job.state is JobState.QUEUED else None
+        result = job.result_path
+        return schemas.JobView(
+            job_id=job.id,
+            pipeline_id=job.prepared.pipeline_id,
+            cache_key=job.prepared.cache_key,
+            state=job.state.value,
+            routed_backend=job.routed_backend,
+            position=position,
+            eta_ms=self.executor.eta_ms(position) if position is not None else None,
+            result_url=self.result_url(result) if result else None,
+            result_path=display(self.settings.outputs_root, result) if result else None,
+            cache_hit=job.cache_hit,
+            detail=job.detail,
+            durations=job.durations,
+        )
+
+    def result_url(self, path: Path) -> str:
+        relative = path.resolve().relative_to(self.settings.results_root.resolve())
+        return "/results/" + relative.as_posix()
+
+    # --- validation helpers ----------------------------------------------------------------
+
+    async def _checkpoint(self, given: str | None, plan: pipelines.Plan, notes: list[str]) -> Path | None:
+        if given is None:
+            return None
+        path = confine(self.settings.outputs_root, given, field="checkpoint_path")
+        if not plan.uses_model:
+            notes.append(f"checkpoint_path is not used by pipeline {plan.pipeline.id!r}")
+            return None
+        if path.suffix.lower() in PYTORCH_SUFFIXES:
+            raise errors.InvalidParams(
+                f"checkpoint_path {given!r} is a PyTorch checkpoint; export it to ONNX "
+                "(torch.onnx.export) and pass the .onnx file"
+            )
+        if path.suffix.lower() != ".onnx":
+            raise errors.InvalidParams(f"checkpoint_path {given!r} must be an .onnx file")
+        if not path.is_file():
+            raise errors.NotFound(f"checkpoint_path {given!r} does not exist under the outputs root")
+        return path
+
+    def _read_image(self, request: schemas.PipelineRequest | schemas.Submit, notes: list[str]) -> images.Source:
+        if request.image_base64 is not None:
+            if request.image_path is not None:
+                confine(self.settings.data_root, request.image_path, field="image_path")
+                notes.append("image_base64 and image_path both given; image_base64 was used")
+            return images.from_base64(request.image_base64, self.limits)
+        if request.image_path is not None:
+            return images.from_path(self.settings.data_root, request.image_path, self.limits)
+        raise errors.InvalidParams("one of image_base64 and image_path is required")
+
+    def _digest_file(self, path: Path) -> str:
+        stat = path.stat()
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key not in self._checkpoint_digests:
+            hasher = hashlib.sha256()
+            with path.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    hasher.update(chunk)
+            self._checkpoint_digests[key] = hasher.hexdigest()
+        return self._checkpoint_digests[key]
+
+    async def _decode(self, job: Job) -> Image.Image:
+        started = time.perf_counter()
+        image = await asyncio.to_thread(images.decode, job.prepared.source.data, self.limits)
+        job.durations["decode"] = _ms(time.perf_counter() - started)
+        return image
+
+    # --- running (worker thread) -----------------------------------------------------------
+
+    def _execute(self, job: Job) -> Path:
+        assert job.image is not None
+        image, steps = job.image, job.prepared.plan.steps
+        ctx = OpContext(
+            models=self.models,
+            report=lambda stage, step, total: self._report(job, stage, step, total),
+            check_cancelled=job.check,
+            checkpoint=job.prepared.checkpoint,
+        )
+        ops_started = time.perf_counter()
+        for index, step in enumerate(steps):
+            job.check()
+            self._report(job, step.op.name, index, len(steps))
+            started = time.perf_counter()
+            image = step.op.run(image, step.params, ctx)
+            job.durations[f"op.{step.op.name}"] = _ms(time.perf_counter() - started)
+        job.durations["ops"] = _ms(time.perf_counter() - ops_started)
+        job.check()
+        started = time.perf_counter()
+        data = images.encode_png(image)
+        job.durations["encode"] = _ms(time.perf_counter() - started)
+        started = time.perf_counter()
+        path = self.store.write(job.prepared.pipeline_id, job.id, data)
+        job.durations["write"] = _ms(time.perf_counter() - started)
+        return path
+
+    def _report(self, job: Job, stage: str, step: int, total: int) -> None:
+        frame = schemas.Progress(job_id=job.id, stage=stage, step=step, total=total)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._progress, job, frame)
+
+    # --- on the loop -----------------------------------------------------------------------
+
+    def _started(self, job: Job) -> None:
+        job.move(JobState.RUNNING)
+        job.durations["queue"] = _ms(time.perf_counter() - job.created) - job.durations.get("decode", 0)
+        for queued in self.executor.queued():
+            self._announce_position(queued)
+
+    def _settle(self, job: Job, outcome: Path | BaseException) -> None:
+        if isinstance(outcome, Path):
+            job.result_path = outcome
+            self._finish(job, JobState.COMPLETED)
+        elif isinstance(outcome, errors.JobCancelled):
+            self._finish(job, JobState.CANCELLED, detail=outcome.detail)
+        elif isinstance(outcome, errors.PlaygroundError):
+            self._finish(job, JobState.FAILED, detail=outcome.detail)
+        else:
+            log.error("job %s failed", job.id, exc_info=outcome)
+            self._finish(job, JobState.FAILED, detail=f"{type(outcome).__name__}: {outcome}")
+
+    def _progress(self, job: Job, frame: schemas.Progress) -> None:
+        if job.terminal:
+            return
+        now = time.monotonic()
+        wait = job.last_progress + PROGRESS_INTERVAL_S - now
+        if wait <= 0:
+            job.last_progress = now
+            self._emit(job, frame)
+            return
+        job.pending_progress = frame
+        if job.flush is None:
+            assert self._loop is not None
+            job.flush = self._loop.call_later(wait, self._flush_progress, job)
+
+    def _flush_progress(self, job: Job) -> None:
+        job.flush = None
+        frame, job.pending_progress = job.pending_progress, None
+        if frame is not None and not job.terminal:
+            job.last_progress = time.monotonic()
+            self._emit(job, frame)
+
+    def _supersede(self, task_id: str, keep: str) -> None:
+        for job in list(self.active.values()):
+            if job.id != keep and task_id in job.interests and job.state is JobState.QUEUED:
+                job.interests.discard(task_id)
+                if not job.interests:
+                    self._cancel(job, detail=f"superseded by a newer request of task {task_id}")
+
+    def _cancel(self, job: Job, detail: str = "cancelled by the client") -> None:
+        if job.state is JobState.QUEUED and self.executor.remove(job):
+            self._finish(job, JobState.CANCELLED, detail=detail)
+        elif job.state is JobState.RUNNING:
+            job.stop.set()  # the worker stops at its next step; _settle finishes the job
+
+    def _cache_hit(self, prepared: Prepared, backend: str, interest: str, path: Path) -> Job:
+        job = Job(prepared, backend, interests={interest}, result_path=path, cache_hit=True)
+        job.state = JobState.COMPLETED
+        self._retire(job)
+        self._emit(job, self._completed_frame(job))
+        return job
+
+    def _finish(self, job: Job, state: JobState, detail: str | None = None) -> None:
+        job.move(state)
+        job.detail = detail
+        job.durations["total"] = _ms(time.perf_counter() - job.created)
+        job.image = None
+        if job.flush is not None:
+            job.flush.cancel()
+            job.flush = None
+        self.active.pop(job.id, None)
+        self._retire(job)
+        if state is JobState.COMPLETED:
+            self._emit(job, self._completed_frame(job))
+        elif state is JobState.FAILED:
+            self._emit(job, schemas.Failed(job_id=job.id, detail=detail or "failed"))
+        else:
+            self._emit(job, schemas.Cancelled(job_id=job.id))
+        job.done.set()
+
+    def _completed_frame(self, job: Job) -> schemas.Completed:
+        assert job.result_path is not None
+        return schemas.Completed(
+            job_id=job.id,
+            result_url=self.result_url(job.result_path),
+            cache_hit=job.cache_hit,
+            durations=job.durations,
+        )
+
+    def _retire(self, job: Job) -> None:
+        self.finished[job.id] = job
+        self.finished.move_to_end(job.id)
+        while len(self.finished) > FINISHED_KEPT:
+            self.finished.popitem(last=False)
+
+    def _announce_position(self, job: Job) -> None:
+        position = self.executor.position(job)
+        if position is not None:
+            self._emit(job, schemas.Queued(job_id=job.id, position=position, eta_ms=self.executor.eta_ms(position)))
+
+    def _emit(self, job: Job, frame: schemas.JobFrame) -> None:
+        event = JobEvent(frame, job.task_ids)
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("job listener failed")
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)

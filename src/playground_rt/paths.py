@@ -1,0 +1,42 @@
+"""Client-given paths, confined to their roots.
+
+A path is refused before any file is opened when it is absolute, contains a NUL byte or a
+``..`` part, or resolves (symlinks followed) outside its root. ``Path.is_relative_to`` is
+lexical, so the check runs on resolved paths; the lexical checks come first so that a
+refused path never touches the disk at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from . import errors
+
+
+def confine(root: Path, given: str, *, field: str) -> Path:
+    """The resolved path of ``given`` under ``root``, or ``PathOutsideRoot`` naming ``field``.
+
+    ``given`` may start with the root's own name (``data/datasets/x.jpg`` with root
+    ``data``), as the contract's examples do; it is then taken relative to the root.
+    """
+    if not given or "\x00" in given:
+        raise errors.PathOutsideRoot(f"{field}: empty path or NUL byte")
+    pure = PurePosixPath(given.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts:
+        raise errors.PathOutsideRoot(
+            f"{field} must be relative to its root and free of '..', got {given!r}"
+        )
+    parts = pure.parts
+    if parts and parts[0] == root.name:
+        parts = parts[1:]
+    base = root.resolve()
+    candidate = base.joinpath(*parts).resolve()
+    if candidate != base and not candidate.is_relative_to(base):
+        raise errors.PathOutsideRoot(f"{field} {given!r} resolves outside its root")
+    return candidate
+
+
+def display(root: Path, path: Path) -> str:
+    """``path`` as the client should see it: relative to the root's parent (``outputs/...``)."""
+    base = root.resolve()
+    return str(PurePosixPath(root.name, *path.resolve().relative_to(base).parts))

@@ -1,0 +1,354 @@
+"""Every request, response, error body and WebSocket frame, as ``msgspec.Struct``.
+
+These classes are the wire format: ``api`` and ``hub`` decode into them at the edge and
+encode from them, and ``openapi`` generates ``/openapi.json`` from them. Docstrings and
+``Meta(description=...)`` become the schema's descriptions.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+PipelineId = Annotated[
+    str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="A pipeline of GET /api/pipelines.")
+]
+TaskId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
+        description="The client's correlation id, echoed on every response and frame of the job.",
+    ),
+]
+JobId = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,63}-[0-9a-f]{32}$")]
+JobState = Literal["queued", "running", "completed", "failed", "cancelled"]
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """Every 4xx/5xx answer."""
+
+    detail: str
+    code: str | None = None
+
+
+# --- pipelines ----------------------------------------------------------------------------
+
+
+class PipelineRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /api/pipelines/preview`` and ``/fallback`` (and of the ``submit`` frame).
+
+    Exactly one of ``image_base64`` and ``image_path`` is required. ``params`` is validated
+    against the pipeline's own schema (``GET /api/pipelines``).
+    """
+
+    pipeline_id: PipelineId
+    image_base64: str | None = None
+    image_path: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+    checkpoint_path: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    taskId: TaskId | None = None
+
+
+class PreviewResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``status`` is ``accepted`` while a job is queued or routed to the client's workers,
+    ``completed`` when the result already exists (``result_url``)."""
+
+    status: Literal["accepted", "completed"]
+    job_id: str
+    routed_backend: str
+    cache_key: str
+    notes: list[str]
+    taskId: str | None = None
+    result_url: str | None = None
+
+
+class FallbackResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``result_path`` is set once the job completed within the server's wait; otherwise
+    ``status`` is ``accepted`` and the job is followed by ``job_id`` (REST or WebSocket)."""
+
+    status: Literal["accepted", "completed", "failed", "cancelled"]
+    routed_backend: str
+    result_path: str | None
+    notes: list[str]
+    job_id: str
+    cache_key: str
+    taskId: str | None = None
+    result_url: str | None = None
+    detail: str | None = None
+
+
+class JobView(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``GET /api/jobs/{job_id}``."""
+
+    job_id: str
+    pipeline_id: str
+    cache_key: str
+    state: JobState
+    routed_backend: str
+    cache_hit: bool
+    position: int | None = None
+    eta_ms: int | None = None
+    result_url: str | None = None
+    result_path: str | None = None
+    detail: str | None = None
+    durations: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class OpInfo(msgspec.Struct, kw_only=True):
+    name: str
+    summary: str
+    client: bool
+    params_schema: dict[str, Any]
+
+
+class PipelineInfo(msgspec.Struct, kw_only=True):
+    """A pipeline, its ops in order and the JSON Schema of its ``params``."""
+
+    id: str
+    version: str
+    summary: str
+    ops: list[OpInfo]
+    params_schema: dict[str, Any]
+
+
+class PipelineList(msgspec.Struct):
+    pipelines: list[PipelineInfo]
+    canonical_form: str
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+class CommandBuildRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Form values for one catalog command, or a preview request to reproduce."""
+
+    command: Annotated[str, msgspec.Meta(max_length=200)] = "playground-rt run"
+    values: dict[str, Any] = msgspec.field(default_factory=dict)
+    preview: PipelineRequest | None = None
+
+
+class CommandBuildResponse(msgspec.Struct, kw_only=True):
+    command: str
+    argv: list[str]
+    warnings: list[str]
+
+
+class CommandOptionInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    name: str
+    flag: str
+    type: Literal["str", "int", "float", "bool", "path", "choice"]
+    help: str = ""
+    default: Any = None
+    choices: list[str] | None = None
+    required: bool = False
+
+
+class CommandInfo(msgspec.Struct, kw_only=True):
+    id: str
+    program: str
+    subcommand: str | None
+    summary: str
+    options: list[CommandOptionInfo]
+
+
+class CommandList(msgspec.Struct):
+    commands: list[CommandInfo]
+
+
+# --- telemetry and health -----------------------------------------------------------------
+
+NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+
+
+class MetricsReport(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Telemetry from the page's Web Workers (``POST /api/metrics`` or a ``telemetry`` frame)."""
+
+    source: Annotated[str, msgspec.Meta(max_length=64)] = "client-workers"
+    taskId: TaskId | None = None
+    queue_depth: NonNegInt = 0
+    running: NonNegInt = 0
+    workers: NonNegInt = 0
+    durations_ms: Annotated[dict[Annotated[str, msgspec.Meta(max_length=64)], float], msgspec.Meta(max_length=32)] = (
+        msgspec.field(default_factory=dict)
+    )
+
+
+class MetricsAccepted(msgspec.Struct):
+    accepted: bool
+
+
+class Health(msgspec.Struct):
+    status: Literal["ok"]
+
+
+class ModelStatus(msgspec.Struct, kw_only=True):
+    model: str
+    providers: list[str]
+    path: str
+    md5: str | None
+
+
+class Readiness(msgspec.Struct, kw_only=True):
+    ready: bool
+    models: list[ModelStatus]
+    available_providers: list[str]
+    workers: int
+    intra_op_threads: int
+    queue_size: int
+
+
+class DatasetEntry(msgspec.Struct):
+    path: str
+    bytes: int
+
+
+class DatasetPage(msgspec.Struct, kw_only=True):
+    """``GET /api/datasets``: images under the data root, sorted by path."""
+
+    items: list[DatasetEntry]
+    total: int
+    offset: int
+    limit: int
+
+
+# --- WebSocket frames ---------------------------------------------------------------------
+# JSON text frames, a tagged union on "type". Server frames carry the hub's ``seq``
+# (monotonic per hub) and ``epoch`` (new each time a hub starts), so a client tells a
+# restarted server from a gap.
+
+
+class _ClientFrame(msgspec.Struct, tag_field="type", kw_only=True, forbid_unknown_fields=True):
+    """Base of client → server frames; ``ref`` is echoed on the ``ack``/``error`` answer."""
+
+    ref: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class Subscribe(_ClientFrame, tag="subscribe", kw_only=True):
+    """Follow a task, a job or a channel (``telemetry``)."""
+
+    taskId: TaskId | None = None
+    job_id: JobId | None = None
+    channel: Literal["telemetry"] | None = None
+
+
+class Unsubscribe(_ClientFrame, tag="unsubscribe", kw_only=True):
+    taskId: TaskId | None = None
+    job_id: JobId | None = None
+    channel: Literal["telemetry"] | None = None
+
+
+class Submit(_ClientFrame, tag="submit", kw_only=True):
+    """The REST preview/fallback body; the socket is subscribed to the job's taskId."""
+
+    mode: Literal["preview", "fallback"] = "fallback"
+    pipeline_id: PipelineId
+    image_base64: str | None = None
+    image_path: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+    checkpoint_path: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    taskId: TaskId | None = None
+
+
+class Cancel(_ClientFrame, tag="cancel", kw_only=True):
+    job_id: JobId | None = None
+    taskId: TaskId | None = None
+
+
+class TelemetryIn(_ClientFrame, tag="telemetry", kw_only=True):
+    source: Annotated[str, msgspec.Meta(max_length=64)] = "client-workers"
+    taskId: TaskId | None = None
+    queue_depth: NonNegInt = 0
+    running: NonNegInt = 0
+    workers: NonNegInt = 0
+    durations_ms: Annotated[dict[Annotated[str, msgspec.Meta(max_length=64)], float], msgspec.Meta(max_length=32)] = (
+        msgspec.field(default_factory=dict)
+    )
+
+
+class Resume(_ClientFrame, tag="resume", kw_only=True):
+    """Replay what this client missed: frames after ``last_seq`` of ``epoch``."""
+
+    last_seq: Annotated[int, msgspec.Meta(ge=0)]
+    epoch: str | None = None
+    taskIds: list[TaskId] = msgspec.field(default_factory=list)
+
+
+class Ping(_ClientFrame, tag="ping", kw_only=True):
+    pass
+
+
+ClientFrame = Subscribe | Unsubscribe | Submit | Cancel | TelemetryIn | Resume | Ping
+
+
+class _ServerFrame(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
+    seq: int = 0
+    epoch: str = ""
+
+
+class _JobFrame(_ServerFrame, kw_only=True):
+    job_id: str
+    taskId: str | None = None
+
+
+class Ack(_ServerFrame, tag="ack", kw_only=True):
+    ref: str | None = None
+    job_id: str | None = None
+    taskId: str | None = None
+    cache_key: str | None = None
+    routed_backend: str | None = None
+
+
+class Queued(_JobFrame, tag="queued", kw_only=True):
+    position: int
+    eta_ms: int
+
+
+class Progress(_JobFrame, tag="progress", kw_only=True):
+    stage: str
+    step: int
+    total: int
+
+
+class Completed(_JobFrame, tag="completed", kw_only=True):
+    result_url: str
+    cache_hit: bool
+    durations: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class Failed(_JobFrame, tag="failed", kw_only=True):
+    detail: str
+
+
+class Cancelled(_JobFrame, tag="cancelled", kw_only=True):
+    pass
+
+
+class Telemetry(_ServerFrame, tag="telemetry", kw_only=True):
+    queue_depth: int
+    running: int
+    workers: int
+    durations_ms: dict[str, float] = msgspec.field(default_factory=dict)
+    clients: dict[str, MetricsReport] = msgspec.field(default_factory=dict)
+
+
+class Error(_ServerFrame, tag="error", kw_only=True):
+    detail: str
+    ref: str | None = None
+
+
+class Pong(_ServerFrame, tag="pong", kw_only=True):
+    ref: str | None = None
+
+
+class Gap(_ServerFrame, tag="gap", kw_only=True):
+    """Sent on ``resume`` when the frames asked for are no longer in the replay buffer
+    (or come from another epoch): the client should refetch job state over REST."""
+
+    from_seq: int
+    oldest_seq: int
+
+
+JobFrame = Queued | Progress | Completed | Failed | Cancelled
+ServerFrame = Ack | Queued | Progress | Completed | Failed | Cancelled | Telemetry | Error | Pong | Gap
+TERMINAL_FRAMES = (Completed, Failed, Cancelled)

@@ -1,0 +1,48 @@
+"""What the lifespan owns, handed to endpoints as one typed object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnxruntime as ort
+
+from . import schemas
+from .cache import ResultStore
+from .commands import Catalog
+from .config import Settings
+from .datasets import Datasets
+from .hub import Hub
+from .jobs import JobManager
+from .models import ModelRegistry
+from .telemetry import Telemetry
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    store: ResultStore
+    models: ModelRegistry
+    jobs: JobManager
+    telemetry: Telemetry
+    hub: Hub
+    commands: Catalog
+    datasets: Datasets
+    pipeline_list: schemas.PipelineList
+    openapi: bytes
+    models_ready: bool = False
+    model_error: str | None = None
+    warm_notes: list[str] = field(default_factory=list)
+
+    def readiness(self) -> schemas.Readiness:
+        models = [
+            schemas.ModelStatus(model=m.model, providers=m.providers, path=m.path, md5=m.md5)
+            for m in self.models.info()
+        ]
+        return schemas.Readiness(
+            ready=self.models_ready and self.jobs.executor.accepting,
+            models=models,
+            available_providers=list(ort.get_available_providers()),
+            workers=self.jobs.executor.workers,
+            intra_op_threads=self.settings.intra_op_threads,
+            queue_size=self.settings.queue_size,
+        )

@@ -1,0 +1,95 @@
+"""Figures about the server and the page's workers: Prometheus metrics and telemetry frames.
+
+Each app has its own ``CollectorRegistry`` (no process globals, so several apps in one
+test process don't collide). Client reports (``POST /api/metrics``, ``telemetry`` frames)
+are kept per source for ``CLIENT_TTL_S`` and re-broadcast inside telemetry frames.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from . import schemas
+from .executor import Stats
+from .jobs import JobEvent
+
+CLIENT_TTL_S = 30.0
+MAX_CLIENTS = 256
+STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)
+
+
+class Telemetry:
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.jobs_total = Counter(
+            "playground_rt_jobs", "Jobs that ended, by pipeline and outcome.", ["pipeline", "outcome"], registry=r
+        )
+        self.stage_seconds = Histogram(
+            "playground_rt_job_stage_seconds", "Time per job stage.", ["pipeline", "stage"],
+            buckets=STAGE_BUCKETS, registry=r,
+        )
+        self.queue_depth = Gauge("playground_rt_queue_depth", "Jobs waiting.", registry=r)
+        self.running = Gauge("playground_rt_jobs_running", "Jobs on a worker.", registry=r)
+        self.rejections = Counter("playground_rt_rejections", "Refused requests.", ["reason"], registry=r)
+        self.cache_requests = Counter(
+            "playground_rt_cache_requests", "Cache lookups.", ["result"], registry=r
+        )
+        self.ws_connections = Gauge("playground_rt_ws_connections", "Open sockets.", registry=r)
+        self.ws_frames = Counter("playground_rt_ws_frames", "Frames sent.", ["type"], registry=r)
+        self.ws_dropped = Counter("playground_rt_ws_dropped", "Frames dropped.", ["reason"], registry=r)
+        self.client_queue_depth = Gauge(
+            "playground_rt_client_queue_depth", "Queue depth reported by page workers.", ["source"], registry=r
+        )
+        self.session_info = Gauge(
+            "playground_rt_onnx_session_info", "Loaded ONNX sessions.", ["model", "provider"], registry=r
+        )
+        self._clients: dict[str, tuple[float, schemas.MetricsReport]] = {}
+
+    def job_event(self, event: JobEvent) -> None:
+        """Listener on the job manager: counts outcomes and stage times."""
+        frame = event.frame
+        if isinstance(frame, schemas.Completed):
+            pipeline = frame.job_id.rsplit("-", 1)[0]
+            self.jobs_total.labels(pipeline, "cache_hit" if frame.cache_hit else "completed").inc()
+            self.cache_requests.labels("hit" if frame.cache_hit else "miss").inc()
+            for stage, ms in frame.durations.items():
+                self.stage_seconds.labels(pipeline, stage).observe(ms / 1000)
+        elif isinstance(frame, schemas.Failed | schemas.Cancelled):
+            outcome = "failed" if isinstance(frame, schemas.Failed) else "cancelled"
+            self.jobs_total.labels(frame.job_id.rsplit("-", 1)[0], outcome).inc()
+
+    def client_report(self, report: schemas.MetricsReport) -> None:
+        key = f"{report.source}:{report.taskId or '-'}"
+        if key not in self._clients and len(self._clients) >= MAX_CLIENTS:
+            self._expire(force=True)
+        self._clients[key] = (time.monotonic(), report)
+        self.client_queue_depth.labels(report.source).set(report.queue_depth)
+
+    def _expire(self, force: bool = False) -> None:
+        now = time.monotonic()
+        for key, (seen, _) in list(self._clients.items()):
+            if now - seen > CLIENT_TTL_S:
+                del self._clients[key]
+        if force and len(self._clients) >= MAX_CLIENTS:
+            oldest = min(self._clients, key=lambda k: self._clients[k][0])
+            del self._clients[oldest]
+
+    def snapshot(self) -> schemas.Telemetry:
+        """The current figures as a ``telemetry`` frame (seq/epoch filled by the hub)."""
+        self._expire()
+        return schemas.Telemetry(
+            queue_depth=self.stats.queue_depth,
+            running=self.stats.running,
+            workers=self.stats.workers,
+            durations_ms={k: round(v * 1000, 3) for k, v in self.stats.durations_s.items()},
+            clients={key: report for key, (_, report) in self._clients.items()},
+        )
+
+    def prometheus(self) -> bytes:
+        self.queue_depth.set(self.stats.queue_depth)
+        self.running.set(self.stats.running)
+        return generate_latest(self.registry)

@@ -1,0 +1,395 @@
+// Browser ports of the server's client-capable ops (src/playground_rt/ops, client=True).
+//
+// Each function is a port of exactly what Pillow does for the Python op, down to its
+// fixed-point rounding, so a preview computed in a Web Worker matches the server's pixel
+// for pixel (tests/test_ops.py checks this with node against the installed Pillow).
+// Images are ImageData-like: {width, height, data: Uint8ClampedArray RGBA}. Ops never
+// modify their input; they return a new object of the same shape. No DOM, no deps: this
+// module runs inside a Web Worker.
+
+/** Names of the ops this module implements (the server's `client=True` ops). */
+export const CLIENT_OPS = Object.freeze([
+  "autocontrast",
+  "blur",
+  "grayscale",
+  "resize",
+  "rotate",
+  "flip",
+]);
+
+const MAX_SIDE = 8192;
+
+function newImage(width, height) {
+  return { width, height, data: new Uint8ClampedArray(width * height * 4) };
+}
+
+function fail(message) {
+  throw new RangeError(message);
+}
+
+// --- autocontrast: PIL.ImageOps.autocontrast on R, G, B; alpha untouched -------------
+
+// Python's float `a // b` (floor division of doubles, CPython's float_floor_div).
+function pyFloorDiv(a, b) {
+  let mod = a % b;
+  let div = (a - mod) / b;
+  if (mod && b < 0 !== mod < 0) {
+    mod += b;
+    div -= 1.0;
+  }
+  if (!div) {
+    return 0;
+  }
+  let floored = Math.floor(div);
+  if (div - floored > 0.5) {
+    floored += 1.0;
+  }
+  return floored;
+}
+
+// Cut `cutoff` percent of the samples from one end of `h`, walking `order`.
+function cutEnd(h, n, cutoff, order) {
+  let cut = Math.trunc(pyFloorDiv(n * cutoff, 100));
+  for (const i of order) {
+    if (cut > h[i]) {
+      cut -= h[i];
+      h[i] = 0;
+    } else {
+      h[i] -= cut;
+      cut = 0;
+    }
+    if (cut <= 0) {
+      break;
+    }
+  }
+}
+
+const UP = Array.from({ length: 256 }, (_, i) => i);
+const DOWN = UP.slice().reverse();
+
+function autocontrastLut(h, cutoff) {
+  if (cutoff) {
+    const n = h.reduce((sum, count) => sum + count, 0);
+    cutEnd(h, n, cutoff, UP);
+    cutEnd(h, n, cutoff, DOWN);
+  }
+  let lo = 0;
+  while (lo < 255 && !h[lo]) lo++;
+  let hi = 255;
+  while (hi > 0 && !h[hi]) hi--;
+  const lut = new Uint8Array(256);
+  if (hi <= lo) {
+    return lut.map((_, i) => i);
+  }
+  const scale = 255.0 / (hi - lo);
+  const offset = -lo * scale;
+  for (let i = 0; i < 256; i++) {
+    lut[i] = Math.min(255, Math.max(0, Math.trunc(i * scale + offset)));
+  }
+  return lut;
+}
+
+function autocontrast(img, { cutoff = 0 } = {}) {
+  if (!(cutoff >= 0 && cutoff <= 49)) {
+    fail(`autocontrast.cutoff must be a percentage in 0..49, got ${cutoff}`);
+  }
+  const src = img.data;
+  const out = newImage(img.width, img.height);
+  for (let band = 0; band < 3; band++) {
+    const h = new Array(256).fill(0);
+    for (let i = band; i < src.length; i += 4) h[src[i]]++;
+    const lut = autocontrastLut(h, cutoff);
+    for (let i = band; i < src.length; i += 4) out.data[i] = lut[src[i]];
+  }
+  for (let i = 3; i < src.length; i += 4) out.data[i] = src[i];
+  return out;
+}
+
+// --- grayscale: Image.convert("L" / "LA"), returned as RGBA with R = G = B = L --------
+
+function grayscale(img, { keep_alpha = true } = {}) {
+  const src = img.data;
+  const out = newImage(img.width, img.height);
+  const dst = out.data;
+  for (let i = 0; i < src.length; i += 4) {
+    // ITU-R 601-2 luma in 16-bit fixed point, as Pillow's Convert.c (L24).
+    const l = (src[i] * 19595 + src[i + 1] * 38470 + src[i + 2] * 7471 + 0x8000) >> 16;
+    dst[i] = dst[i + 1] = dst[i + 2] = l;
+    dst[i + 3] = keep_alpha ? src[i + 3] : 255;
+  }
+  return out;
+}
+
+// --- blur: ImageFilter.BoxBlur((k - 1) / 2), Pillow's BoxBlur.c -----------------------
+
+// One line of ImagingLineBoxBlur32: `n` contiguous RGBA pixels from byte `base` of `src`,
+// written to the same place in `dst`. Pillow's three loops per edge case are the one
+// loop below with the window's indices clamped to the line (edge pixels extended).
+// UINT32 arithmetic is emulated with Math.imul and `>>> 0`, wrap-arounds included.
+function boxBlurLine(src, dst, base, n, radius, ww, fw) {
+  const last = n - 1;
+  const edgeA = Math.min(radius + 1, n);
+  for (let c = 0; c < 4; c++) {
+    const b = base + c;
+    let acc = src[b] * (radius + 1);
+    for (let x = 0; x < edgeA - 1; x++) acc += src[b + 4 * x];
+    acc += src[b + 4 * last] * (radius - edgeA + 1);
+    for (let x = 0; x <= last; x++) {
+      const left = b + 4 * Math.max(x - radius - 1, 0);
+      const right = b + 4 * Math.min(x + radius + 1, last);
+      acc += src[b + 4 * Math.min(x + radius, last)] - src[left];
+      const bulk = (Math.imul(acc, ww) + Math.imul(src[left] + src[right], fw)) >>> 0;
+      dst[b + 4 * x] = ((bulk + (1 << 23)) >>> 0) >>> 24;
+    }
+  }
+}
+
+// Pixels of an RGBA buffer `width` wide, transposed (rows become columns).
+function transpose(data, width, height) {
+  const src = new Uint32Array(data.buffer, data.byteOffset, width * height);
+  const out = new Uint8ClampedArray(data.length);
+  const dst = new Uint32Array(out.buffer);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) dst[x * height + y] = src[y * width + x];
+  }
+  return out;
+}
+
+function blur(img, { kernelSize = 5 } = {}) {
+  if (!Number.isInteger(kernelSize) || kernelSize < 1 || kernelSize > 31 || kernelSize % 2 === 0) {
+    fail(`blur.kernelSize must be an odd integer in 1..31, got ${kernelSize}`);
+  }
+  const { width, height } = img;
+  const radius = (kernelSize - 1) / 2;
+  if (radius === 0) {
+    return { width, height, data: img.data.slice() };
+  }
+  // Pillow computes the window weight in single precision: (float)(1 << 24) / (2r + 1).
+  const ww = Math.trunc(Math.fround(16777216 / Math.fround(radius * 2 + 1)));
+  const fw = Math.floor(((16777216 - (radius * 2 + 1) * ww) >>> 0) / 2);
+  // Horizontal pass, then, like Pillow, the vertical one as a horizontal pass over the
+  // transposed image (which also keeps memory access sequential).
+  const rows = new Uint8ClampedArray(img.data.length);
+  for (let y = 0; y < height; y++) {
+    boxBlurLine(img.data, rows, y * width * 4, width, radius, ww, fw);
+  }
+  const columns = transpose(rows, width, height);
+  const blurred = new Uint8ClampedArray(img.data.length);
+  for (let x = 0; x < width; x++) {
+    boxBlurLine(columns, blurred, x * height * 4, height, radius, ww, fw);
+  }
+  return { width, height, data: transpose(blurred, height, width) };
+}
+
+// --- resize: Image.resize((w, h), BILINEAR), Pillow's Resample.c ----------------------
+
+const PRECISION_BITS = 32 - 8 - 2;
+
+function bilinearFilter(x) {
+  const ax = Math.abs(x);
+  return ax < 1.0 ? 1.0 - ax : 0.0;
+}
+
+// precompute_coeffs + normalize_coeffs_8bpc for the bilinear filter (support 1) over the
+// whole source: per output pixel, the first source index and the fixed-point weights.
+function resampleCoeffs(inSize, outSize) {
+  const scale = inSize / outSize;
+  const filterscale = Math.max(scale, 1.0);
+  const support = 1.0 * filterscale;
+  const ss = 1.0 / filterscale;
+  const bounds = new Int32Array(outSize * 2);
+  const weights = [];
+  for (let xx = 0; xx < outSize; xx++) {
+    const center = (xx + 0.5) * scale;
+    // C's (int) cast truncates toward zero, then clamps.
+    const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
+    const xmax = Math.min(Math.trunc(center + support + 0.5), inSize) - xmin;
+    const k = new Float64Array(xmax);
+    let total = 0.0;
+    for (let x = 0; x < xmax; x++) {
+      k[x] = bilinearFilter((x + xmin - center + 0.5) * ss);
+      total += k[x];
+    }
+    const fixed = new Int32Array(xmax);
+    for (let x = 0; x < xmax; x++) {
+      const w = total !== 0.0 ? k[x] / total : k[x];
+      const scaled = w * (1 << PRECISION_BITS);
+      fixed[x] = Math.trunc(w < 0 ? scaled - 0.5 : scaled + 0.5);
+    }
+    bounds[xx * 2] = xmin;
+    bounds[xx * 2 + 1] = xmax;
+    weights.push(fixed);
+  }
+  return { bounds, weights };
+}
+
+function clip8(ss) {
+  const v = ss >> PRECISION_BITS;
+  return v < 0 ? 0 : v > 255 ? 255 : v;
+}
+
+function resampleHorizontal(src, width, height, outWidth) {
+  const { bounds, weights } = resampleCoeffs(width, outWidth);
+  const out = newImage(outWidth, height);
+  const half = 1 << (PRECISION_BITS - 1);
+  for (let y = 0; y < height; y++) {
+    const row = y * width * 4;
+    for (let xx = 0; xx < outWidth; xx++) {
+      const k = weights[xx];
+      let p = row + bounds[xx * 2] * 4;
+      let s0 = half;
+      let s1 = half;
+      let s2 = half;
+      let s3 = half;
+      for (let x = 0; x < k.length; x++, p += 4) {
+        s0 += src[p] * k[x];
+        s1 += src[p + 1] * k[x];
+        s2 += src[p + 2] * k[x];
+        s3 += src[p + 3] * k[x];
+      }
+      const o = (y * outWidth + xx) * 4;
+      out.data[o] = clip8(s0);
+      out.data[o + 1] = clip8(s1);
+      out.data[o + 2] = clip8(s2);
+      out.data[o + 3] = clip8(s3);
+    }
+  }
+  return out;
+}
+
+function resampleVertical(src, width, height, outHeight) {
+  const { bounds, weights } = resampleCoeffs(height, outHeight);
+  const out = newImage(width, outHeight);
+  const stride = width * 4;
+  // Integer sums do not depend on their order: accumulate whole rows for locality.
+  const sums = new Int32Array(stride);
+  for (let yy = 0; yy < outHeight; yy++) {
+    const k = weights[yy];
+    sums.fill(1 << (PRECISION_BITS - 1));
+    for (let y = 0; y < k.length; y++) {
+      const row = (y + bounds[yy * 2]) * stride;
+      const weight = k[y];
+      for (let i = 0; i < stride; i++) sums[i] += src[row + i] * weight;
+    }
+    for (let i = 0; i < stride; i++) out.data[yy * stride + i] = clip8(sums[i]);
+  }
+  return out;
+}
+
+// RGBA -> RGBa (Convert.c rgbA2rgba, MULDIV255) and back (rgba2rgbA): Image.resize
+// premultiplies around the resample so transparent colours do not bleed.
+function premultiply(data) {
+  const out = new Uint8ClampedArray(data.length);
+  for (let i = 0; i < data.length; i += 4) {
+    const a = data[i + 3];
+    for (let c = 0; c < 3; c++) {
+      const tmp = data[i + c] * a + 128;
+      out[i + c] = ((tmp >> 8) + tmp) >> 8;
+    }
+    out[i + 3] = a;
+  }
+  return out;
+}
+
+function unpremultiply(data) {
+  const out = new Uint8ClampedArray(data.length);
+  for (let i = 0; i < data.length; i += 4) {
+    const a = data[i + 3];
+    for (let c = 0; c < 3; c++) {
+      out[i + c] = a === 255 || a === 0 ? data[i + c] : Math.trunc((255 * data[i + c]) / a);
+    }
+    out[i + 3] = a;
+  }
+  return out;
+}
+
+// Same rule as geometry.target_size: the missing side keeps the aspect ratio, rounded
+// half up in integers, at least 1.
+function targetSize(img, width, height) {
+  const scaled = (side, num, den) =>
+    Math.max(1, Math.floor((2 * side * num + den) / (2 * den)));
+  if (width != null && height != null) return [width, height];
+  if (width != null) return [width, scaled(width, img.height, img.width)];
+  if (height != null) return [scaled(height, img.width, img.height), height];
+  return fail("resize needs at least one of width and height");
+}
+
+function resize(img, { width = null, height = null } = {}) {
+  const [w, h] = targetSize(img, width, height);
+  const valid = (side) => Number.isInteger(side) && side >= 1 && side <= MAX_SIDE;
+  if (!valid(w) || !valid(h)) {
+    fail(`resize to ${w}x${h}: each side must be an integer in 1..${MAX_SIDE}`);
+  }
+  if (w === img.width && h === img.height) {
+    return { width: w, height: h, data: img.data.slice() };
+  }
+  const horizontal = (im) =>
+    w !== im.width ? resampleHorizontal(im.data, im.width, im.height, w) : im;
+  const vertical = (im) =>
+    h !== im.height ? resampleVertical(im.data, im.width, im.height, h) : im;
+  let cur = { width: img.width, height: img.height, data: premultiply(img.data) };
+  // Pillow 13 (python-pillow/Pillow#9549) runs the vertical pass first when the height
+  // shrinks by more than twice as many pixels as the width; the rounding of the
+  // intermediate image makes the order visible in the result.
+  const shrinkY = img.height - h;
+  if (shrinkY > 0 && shrinkY > 2 * (img.width - w)) {
+    cur = horizontal(vertical(cur));
+  } else {
+    cur = vertical(horizontal(cur));
+  }
+  return { width: w, height: h, data: unpremultiply(cur.data) };
+}
+
+// --- rotate / flip: Image.transpose, exact ---------------------------------------------
+
+// Build an image of `width` x `height` whose pixel (x, y) is img's pixel source(x, y).
+function remap(img, width, height, source) {
+  const out = newImage(width, height);
+  // A Uint32Array view needs 4-byte alignment; a subarray of a larger buffer may lack it.
+  const bytes = img.data.byteOffset % 4 === 0 ? img.data : img.data.slice();
+  const src32 = new Uint32Array(bytes.buffer, bytes.byteOffset, img.width * img.height);
+  const dst32 = new Uint32Array(out.data.buffer);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const [sx, sy] = source(x, y);
+      dst32[y * width + x] = src32[sy * img.width + sx];
+    }
+  }
+  return out;
+}
+
+function rotate(img, { degrees = 90 } = {}) {
+  const { width: w, height: h } = img;
+  switch (degrees) {
+    case 0:
+      return { width: w, height: h, data: img.data.slice() };
+    case 90: // counter-clockwise, like Image.Transpose.ROTATE_90
+      return remap(img, h, w, (x, y) => [w - 1 - y, x]);
+    case 180:
+      return remap(img, w, h, (x, y) => [w - 1 - x, h - 1 - y]);
+    case 270:
+      return remap(img, h, w, (x, y) => [y, h - 1 - x]);
+    default:
+      return fail(`rotate.degrees must be 0, 90, 180 or 270, got ${degrees}`);
+  }
+}
+
+function flip(img, { direction = "horizontal" } = {}) {
+  const { width: w, height: h } = img;
+  if (direction === "horizontal") return remap(img, w, h, (x, y) => [w - 1 - x, y]);
+  if (direction === "vertical") return remap(img, w, h, (x, y) => [x, h - 1 - y]);
+  return fail(`flip.direction must be "horizontal" or "vertical", got ${direction}`);
+}
+
+const OPS = { autocontrast, blur, grayscale, resize, rotate, flip };
+
+/**
+ * Apply the op `name` with `params` (the server's param names and defaults) to `img`
+ * and return a new image; throws RangeError for an unknown op or invalid params.
+ */
+export function applyOp(name, params, img) {
+  if (!Object.hasOwn(OPS, name)) {
+    fail(`unknown client op ${JSON.stringify(name)}; known: ${CLIENT_OPS.join(", ")}`);
+  }
+  return OPS[name](img, params ?? {});
+}

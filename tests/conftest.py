@@ -1,0 +1,126 @@
+"""Fixtures: a real uvicorn on an ephemeral port, real images, the real u2netp model."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import numpy as np
+import pytest
+import uvicorn
+from PIL import Image
+from starlette.applications import Starlette
+
+from playground_rt.app import create_app
+from playground_rt.config import Settings
+from playground_rt.state import AppState
+
+MODEL_HOME = Path.home() / ".u2net"
+SEED_IMAGE = "data/datasets/images/val/sample.jpg"
+
+
+def require_model() -> None:
+    if not (MODEL_HOME / "u2netp.onnx").is_file():
+        pytest.fail(f"u2netp.onnx missing in {MODEL_HOME}: run `playground-rt models pull`")
+
+
+def sample_image(width: int = 96, height: int = 72, seed: int = 7, mode: str = "RGB") -> Image.Image:
+    """A subject (a disc) on a textured background: something rembg can cut out."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    background = np.stack([xx * 255 // width, yy * 255 // height, np.full_like(xx, 90)], axis=-1)
+    noise = rng.integers(0, 40, size=(height, width, 3))
+    pixels = np.clip(background + noise, 0, 255).astype(np.uint8)
+    disc = (xx - width / 2) ** 2 + (yy - height / 2) ** 2 < (min(width, height) / 3) ** 2
+    pixels[disc] = (220, 40, 40)
+    return Image.fromarray(pixels, "RGB").convert(mode)
+
+
+def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@dataclass
+class Server:
+    url: str
+    settings: Settings
+    app: Starlette
+    http: httpx.AsyncClient
+
+    @property
+    def state(self) -> AppState:
+        state: AppState = self.app.state.playground
+        return state
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http", "ws", 1) + "/ws"
+
+    async def post(self, path: str, body: Any, **kwargs: Any) -> httpx.Response:
+        return await self.http.post(path, content=msgspec.json.encode(body), **kwargs)
+
+    async def ready(self, timeout: float = 30.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (await self.http.get("/readyz")).status_code != 200:
+            assert asyncio.get_running_loop().time() < deadline, self.state.model_error
+            await asyncio.sleep(0.05)
+
+
+def make_settings(root: Path, **overrides: Any) -> Settings:
+    data = root / "data"
+    image = data / "datasets" / "images" / "val" / "sample.jpg"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    if not image.exists():
+        image.write_bytes(encode(sample_image(), "JPEG"))
+    values: dict[str, Any] = {
+        "data_root": data,
+        "outputs_root": root / "outputs",
+        "model_home": MODEL_HOME,
+        "pull_models": False,
+        "port": 0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Server]:
+    """A real uvicorn serving ``create_app(settings)`` on 127.0.0.1, port chosen by the OS."""
+    require_model()
+    app = create_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, ws=settings.ws_impl, log_level="warning",
+                            lifespan="on", ws_max_size=settings.ws_max_frame_bytes)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "uvicorn did not start"
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        try:
+            yield Server(url, settings, app, http)
+        finally:
+            server.should_exit = True
+            await task
+
+
+@pytest.fixture(scope="module")
+async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+    async with running(make_settings(tmp_path_factory.mktemp("server"))) as srv:
+        await srv.ready()
+        yield srv

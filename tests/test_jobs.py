@@ -1,0 +1,165 @@
+"""The job lifecycle on a real server: single-flight, cache, queue limits, cancel, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+import rembg
+from PIL import Image
+
+from playground_rt import pipelines
+from playground_rt.ops import OPS
+from playground_rt.ops.base import OpContext, OpSpec
+
+from .conftest import MODEL_HOME, Server, b64, encode, make_settings, running, sample_image
+
+
+def rembg_body(seed: int, **params: Any) -> dict[str, Any]:
+    return {"pipeline_id": "rembg", "image_base64": b64(encode(sample_image(seed=seed))), "params": params}
+
+
+async def wait_terminal(server: Server, job_id: str) -> dict[str, Any]:
+    while True:
+        view: dict[str, Any] = (await server.http.get(f"/api/jobs/{job_id}")).json()
+        if view["state"] not in ("queued", "running"):
+            return view
+        await asyncio.sleep(0.02)
+
+
+async def test_server_rembg_equals_rembg_remove(server: Server) -> None:
+    image = sample_image(seed=11)
+    answer = (await server.post("/api/pipelines/fallback", rembg_body(11))).json()
+    assert answer["status"] == "completed"
+    session = rembg.new_session("u2netp")
+    expected = np.asarray(rembg.remove(image, session=session))
+    result = server.settings.outputs_root / "playground/rembg" / f"{answer['job_id']}.png"
+    with Image.open(result) as got:
+        assert np.array_equal(np.asarray(got), expected)
+
+
+async def test_twenty_identical_requests_run_once(server: Server) -> None:
+    stats = server.state.jobs.executor.stats
+    before = stats.completed
+    body = rembg_body(21)
+    answers = await asyncio.gather(*(server.post("/api/pipelines/fallback", body) for _ in range(20)))
+    payloads = [a.json() for a in answers]
+    assert {p["status"] for p in payloads} == {"completed"}
+    assert len({p["result_path"] for p in payloads}) == 1
+    assert stats.completed - before == 1
+
+
+async def test_cache_hits_survive_a_restart_and_corrupt_files_are_recomputed(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, preload_models=[])
+    body = {"pipeline_id": "preprocessing", "image_base64": b64(encode(sample_image(seed=5))),
+            "params": {"autocontrast": True, "rembg": "server"}}
+    async with running(settings) as first:
+        done = (await first.post("/api/pipelines/fallback", body)).json()
+    assert done["status"] == "completed"
+    async with running(settings) as second:
+        again = (await second.post("/api/pipelines/preview", body)).json()
+        assert again["status"] == "completed"
+        assert (await second.http.get(f"/api/jobs/{again['job_id']}")).json()["cache_hit"] is True
+        result = settings.outputs_root / "playground/preprocessing" / f"{done['job_id']}.png"
+        good = result.read_bytes()
+        result.write_bytes(good[: len(good) // 2])
+        healed = (await second.post("/api/pipelines/fallback", body)).json()
+        assert healed["status"] == "completed"
+        assert (await second.http.get(f"/api/jobs/{healed['job_id']}")).json()["cache_hit"] is False
+        assert result.read_bytes() == good
+
+
+@pytest.fixture
+async def one_worker(tmp_path: Path) -> Any:
+    settings = make_settings(tmp_path, workers=1, queue_size=2, preload_models=["u2netp"])
+    async with running(settings) as srv:
+        await srv.ready()
+        yield srv
+
+
+async def test_full_queue_gives_429_with_retry_after(one_worker: Server) -> None:
+    answers = []
+    for seed in range(40, 46):
+        body = dict(rembg_body(seed), params={"rembg": "server"})
+        answers.append(await one_worker.post("/api/pipelines/preview", body))
+    refused = [a for a in answers if a.status_code == 429]
+    assert refused, [a.status_code for a in answers]
+    assert refused[0].json()["code"] == "queue_full"
+    assert "queue full" in refused[0].json()["detail"]
+    assert int(refused[0].headers["retry-after"]) >= 1
+    accepted = [a.json()["job_id"] for a in answers if a.status_code == 200]
+    for job_id in accepted:
+        assert (await wait_terminal(one_worker, job_id))["state"] == "completed"
+
+
+async def test_cancel_a_queued_job_and_supersede_by_task(one_worker: Server) -> None:
+    first = (await one_worker.post("/api/pipelines/preview", dict(rembg_body(50), taskId="busy"))).json()
+    queued = (await one_worker.post("/api/pipelines/preview", dict(rembg_body(51), taskId="drag"))).json()
+    view = (await one_worker.http.get(f"/api/jobs/{queued['job_id']}")).json()
+    assert view["state"] == "queued" and view["position"] == 0 and view["eta_ms"] > 0
+    newer = (await one_worker.post("/api/pipelines/preview", dict(rembg_body(52), taskId="drag"))).json()
+    assert (await wait_terminal(one_worker, queued["job_id"]))["state"] == "cancelled"
+    cancelled = await one_worker.http.delete(f"/api/jobs/{newer['job_id']}", params={"taskId": "drag"})
+    assert cancelled.json()["state"] == "cancelled"
+    assert (await wait_terminal(one_worker, first["job_id"]))["state"] == "completed"
+
+
+async def test_cancel_keeps_a_job_another_task_still_wants(one_worker: Server) -> None:
+    await one_worker.post("/api/pipelines/preview", dict(rembg_body(60), taskId="blocker"))
+    body = rembg_body(61)
+    a = (await one_worker.post("/api/pipelines/preview", dict(body, taskId="tab-a"))).json()
+    b = (await one_worker.post("/api/pipelines/preview", dict(body, taskId="tab-b"))).json()
+    assert a["job_id"] == b["job_id"]
+    view = (await one_worker.http.delete(f"/api/jobs/{a['job_id']}", params={"taskId": "tab-a"})).json()
+    assert view["state"] == "queued"
+    assert (await wait_terminal(one_worker, a["job_id"]))["state"] == "completed"
+
+
+class ExplodeParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Test op: raises, or sleeps past the job budget."""
+
+    mode: str = "raise"
+
+
+def explode(image: Image.Image, params: ExplodeParams, ctx: OpContext) -> Image.Image:
+    if params.mode == "raise":
+        raise ValueError("the op blew up on purpose")
+    threading.Event().wait(1.0)
+    return image
+
+
+@pytest.fixture
+def faulty_pipeline() -> Iterator[None]:
+    OPS["explode"] = OpSpec("explode", ExplodeParams, explode, client=False, summary="fails")
+    pipelines.PIPELINES["faulty"] = pipelines._pipeline("faulty", "1", "fails", ("explode",), flat=True)
+    yield
+    del pipelines.PIPELINES["faulty"]
+    del OPS["explode"]
+
+
+async def test_a_failing_op_fails_its_job_and_the_pool_keeps_serving(
+    faulty_pipeline: None, tmp_path: Path
+) -> None:
+    async with running(make_settings(tmp_path, preload_models=[], job_timeout_s=0.3)) as srv:
+        image = b64(encode(sample_image()))
+        failed = (await srv.post("/api/pipelines/fallback",
+                                 {"pipeline_id": "faulty", "image_base64": image})).json()
+        assert failed["status"] == "failed"
+        assert "ValueError: the op blew up on purpose" in failed["detail"]
+        slow = (await srv.post("/api/pipelines/fallback",
+                               {"pipeline_id": "faulty", "image_base64": image, "params": {"mode": "sleep"}})).json()
+        assert slow["status"] == "failed" and "time budget" in slow["detail"]
+        ok = (await srv.post("/api/pipelines/fallback",
+                             {"pipeline_id": "preprocessing", "image_base64": image,
+                              "params": {"flip": True}})).json()
+        assert ok["status"] == "completed"
+
+
+def test_model_home_fixture_is_real() -> None:
+    assert (MODEL_HOME / "u2netp.onnx").stat().st_size == 4574861
