@@ -40,7 +40,7 @@ test *ARGS:
 lint:
     {{venv}}/bin/ruff check src tests bench
     {{venv}}/bin/ruff format --check src tests bench
-    {{venv}}/bin/mypy --strict src
+    {{venv}}/bin/mypy
 
 # benchmarks: pipeline (raw ORT ceiling, rembg s, playground-rt) and hub fan-out
 bench *ARGS:

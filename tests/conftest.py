@@ -32,7 +32,9 @@ def require_model() -> None:
         pytest.fail(f"u2netp.onnx missing in {MODEL_HOME}: run `playground-rt models pull`")
 
 
-def sample_image(width: int = 96, height: int = 72, seed: int = 7, mode: str = "RGB") -> Image.Image:
+def sample_image(
+    width: int = 96, height: int = 72, seed: int = 7, mode: str = "RGB"
+) -> Image.Image:
     """A subject (a disc) on a textured background: something rembg can cut out."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
@@ -102,8 +104,15 @@ async def running(settings: Settings) -> AsyncIterator[Server]:
     """A real uvicorn serving ``create_app(settings)`` on 127.0.0.1, port chosen by the OS."""
     require_model()
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, ws=settings.ws_impl, log_level="warning",
-                            lifespan="on", ws_max_size=settings.ws_max_frame_bytes)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        ws=settings.ws_impl,
+        log_level="warning",
+        lifespan="on",
+        ws_max_size=settings.ws_max_frame_bytes,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -64,10 +64,16 @@ async def test_seed_fallback_verbatim_runs_rembg_for_real(server: Server) -> Non
 
 
 async def test_cache_key_is_the_same_for_base64_and_path_and_any_key_order(server: Server) -> None:
-    by_path = {"pipeline_id": "preprocessing", "image_path": SEED_IMAGE,
-               "params": {"blur": {"kernelSize": 3}, "autocontrast": {"cutoff": 2}}}
-    by_bytes = {"params": {"autocontrast": {"cutoff": 2.0}, "blur": {"kernelSize": 3}},
-                "image_base64": b64(seed_image_bytes(server)), "pipeline_id": "preprocessing"}
+    by_path = {
+        "pipeline_id": "preprocessing",
+        "image_path": SEED_IMAGE,
+        "params": {"blur": {"kernelSize": 3}, "autocontrast": {"cutoff": 2}},
+    }
+    by_bytes = {
+        "params": {"autocontrast": {"cutoff": 2.0}, "blur": {"kernelSize": 3}},
+        "image_base64": b64(seed_image_bytes(server)),
+        "pipeline_id": "preprocessing",
+    }
     first = (await server.post("/api/pipelines/preview", by_path)).json()
     second = (await server.post("/api/pipelines/preview", by_bytes)).json()
     assert first["cache_key"] == second["cache_key"]
@@ -77,13 +83,25 @@ async def test_cache_key_is_the_same_for_base64_and_path_and_any_key_order(serve
 @pytest.mark.parametrize(
     ("left", "right"),
     [
-        pytest.param({"autocontrast": True}, {"autocontrast": {"cutoff": 0}}, id="true-means-defaults"),
+        pytest.param(
+            {"autocontrast": True}, {"autocontrast": {"cutoff": 0}}, id="true-means-defaults"
+        ),
         pytest.param({"blur": {}}, {"blur": {"kernelSize": 5}}, id="defaults-filled"),
-        pytest.param({"blur": True, "rembg": "client"}, {"blur": True, "rembg": "server"}, id="routing-ignored"),
-        pytest.param({"grayscale": False, "flip": True}, {"flip": {"direction": "horizontal"}}, id="off-is-absent"),
+        pytest.param(
+            {"blur": True, "rembg": "client"},
+            {"blur": True, "rembg": "server"},
+            id="routing-ignored",
+        ),
+        pytest.param(
+            {"grayscale": False, "flip": True},
+            {"flip": {"direction": "horizontal"}},
+            id="off-is-absent",
+        ),
     ],
 )
-async def test_equivalent_params_give_one_key(server: Server, left: dict[str, Any], right: dict[str, Any]) -> None:
+async def test_equivalent_params_give_one_key(
+    server: Server, left: dict[str, Any], right: dict[str, Any]
+) -> None:
     keys = []
     for params in (left, right):
         body = {"pipeline_id": "preprocessing", "image_path": SEED_IMAGE, "params": params}
@@ -95,7 +113,11 @@ async def test_different_images_or_params_give_different_keys(server: Server) ->
     other = b64(encode(sample_image(seed=99)))
     bodies = [
         {"pipeline_id": "preprocessing", "image_path": SEED_IMAGE, "params": {"blur": True}},
-        {"pipeline_id": "preprocessing", "image_path": SEED_IMAGE, "params": {"blur": {"kernelSize": 7}}},
+        {
+            "pipeline_id": "preprocessing",
+            "image_path": SEED_IMAGE,
+            "params": {"blur": {"kernelSize": 7}},
+        },
         {"pipeline_id": "preprocessing", "image_base64": other, "params": {"blur": True}},
         {"pipeline_id": "rembg", "image_path": SEED_IMAGE, "params": {}},
     ]
@@ -105,8 +127,12 @@ async def test_different_images_or_params_give_different_keys(server: Server) ->
 
 async def test_server_preview_runs_and_is_then_a_cache_hit(server: Server) -> None:
     image = b64(encode(sample_image(seed=3)))
-    body = {"pipeline_id": "preprocessing", "image_base64": image,
-            "params": {"grayscale": True, "rembg": "server"}, "taskId": "t-server"}
+    body = {
+        "pipeline_id": "preprocessing",
+        "image_base64": image,
+        "params": {"grayscale": True, "rembg": "server"},
+        "taskId": "t-server",
+    }
     first = (await server.post("/api/pipelines/preview", body)).json()
     assert first["routed_backend"] == "server-preprocessing"
     job = await server.http.get(f"/api/jobs/{first['job_id']}")
@@ -118,8 +144,11 @@ async def test_server_preview_runs_and_is_then_a_cache_hit(server: Server) -> No
 
 
 async def test_non_client_ops_are_routed_to_the_server(server: Server) -> None:
-    body = {"pipeline_id": "preprocessing", "image_path": SEED_IMAGE,
-            "params": {"equalize": True, "rembg": "client"}}
+    body = {
+        "pipeline_id": "preprocessing",
+        "image_path": SEED_IMAGE,
+        "params": {"equalize": True, "rembg": "client"},
+    }
     answer = (await server.post("/api/pipelines/preview", body)).json()
     assert answer["routed_backend"] == "server-preprocessing"
     assert any("no client worker" in note for note in answer["notes"])
@@ -152,9 +181,10 @@ async def test_health_readiness_metrics_and_openapi(server: Server) -> None:
 async def test_client_telemetry_is_accepted_and_exported(server: Server) -> None:
     report = {"taskId": "tele-1", "queue_depth": 3, "running": 2, "durations_ms": {"blur": 4.5}}
     assert (await server.post("/api/metrics", report)).status_code == 202
-    assert 'playground_rt_client_queue_depth{source="client-workers"} 3.0' in (
-        await server.http.get("/metrics")
-    ).text
+    assert (
+        'playground_rt_client_queue_depth{source="client-workers"} 3.0'
+        in (await server.http.get("/metrics")).text
+    )
 
 
 async def test_datasets_page_lists_images_under_the_data_root(server: Server) -> None:
@@ -173,47 +203,139 @@ def _big_png() -> bytes:
 
 BAD_INPUTS = [
     pytest.param(b"{", 400, "malformed JSON", id="malformed-json"),
-    pytest.param({"pipeline_id": "preprocessing"}, 422, "one of image_base64 and image_path", id="no-image"),
+    pytest.param(
+        {"pipeline_id": "preprocessing"}, 422, "one of image_base64 and image_path", id="no-image"
+    ),
     pytest.param({"image_path": SEED_IMAGE}, 422, "pipeline_id", id="missing-pipeline"),
-    pytest.param({"pipeline_id": "nope", "image_path": SEED_IMAGE}, 404, "unknown pipeline_id", id="unknown-pipeline"),
-    pytest.param({"pipeline_id": "Bad Id!", "image_path": SEED_IMAGE}, 422, "$.pipeline_id", id="bad-pipeline-id"),
-    pytest.param({"pipeline_id": "preprocessing", "image_path": SEED_IMAGE, "extra": 1}, 422, "extra",
-                 id="unknown-field"),
-    pytest.param({"pipeline_id": "preprocessing", "image_path": SEED_IMAGE, "params": {"blur": {"kernelSize": 99}}},
-                 422, "$.params.blur.kernelSize", id="kernel-too-big"),
-    pytest.param({"pipeline_id": "preprocessing", "image_path": SEED_IMAGE, "params": {"blur": {"kernelSize": 4}}},
-                 422, "odd", id="kernel-even"),
-    pytest.param({"pipeline_id": "preprocessing", "image_path": SEED_IMAGE, "params": {"warp": True}}, 422,
-                 "warp", id="unknown-op"),
-    pytest.param({"pipeline_id": "preprocessing", "image_path": SEED_IMAGE, "params": {"rembg": "gpu"}}, 422,
-                 "$.params.rembg", id="bad-routing"),
-    pytest.param({"pipeline_id": "rembg", "image_path": SEED_IMAGE, "params": {"strength": 2}}, 422,
-                 "$.params.strength", id="strength-out-of-range"),
-    pytest.param({"pipeline_id": "preprocessing", "image_path": SEED_IMAGE, "params": {"blur": "big"}}, 422,
-                 "$.params.blur", id="wrong-type"),
-    pytest.param({"pipeline_id": "preprocessing", "image_base64": "not base64!!"}, 400, "base64", id="bad-base64"),
-    pytest.param({"pipeline_id": "preprocessing", "image_base64": b64(b"hello, not an image")}, 422,
-                 "not an image", id="not-an-image"),
-    pytest.param({"pipeline_id": "preprocessing", "image_base64": b64(encode(sample_image())[:200])}, 422,
-                 "could not be decoded", id="truncated-png"),
-    pytest.param({"pipeline_id": "preprocessing", "image_base64": b64(encode(sample_image(), "TIFF"))}, 422,
-                 "allowed format", id="tiff-not-allowed"),
-    pytest.param({"pipeline_id": "preprocessing", "image_base64": b64(_big_png())}, 413, "max_pixels",
-                 id="too-many-pixels"),
-    pytest.param({"pipeline_id": "preprocessing", "image_path": "data/../../etc/passwd"}, 422, "'..'",
-                 id="path-dotdot"),
-    pytest.param({"pipeline_id": "preprocessing", "image_path": "/etc/passwd"}, 422, "relative", id="path-absolute"),
-    pytest.param({"pipeline_id": "preprocessing", "image_path": "data/nope.png"}, 404, "does not exist",
-                 id="missing-image"),
-    pytest.param({"pipeline_id": "rembg", "image_path": SEED_IMAGE, "checkpoint_path": "outputs/exp/m.ckpt"}, 422,
-                 "export it to ONNX", id="ckpt-needs-onnx"),
-    pytest.param({"pipeline_id": "rembg", "image_path": SEED_IMAGE, "params": {"model": "u2net"}}, 422,
-                 "pull", id="model-file-missing"),
+    pytest.param(
+        {"pipeline_id": "nope", "image_path": SEED_IMAGE},
+        404,
+        "unknown pipeline_id",
+        id="unknown-pipeline",
+    ),
+    pytest.param(
+        {"pipeline_id": "Bad Id!", "image_path": SEED_IMAGE},
+        422,
+        "$.pipeline_id",
+        id="bad-pipeline-id",
+    ),
+    pytest.param(
+        {"pipeline_id": "preprocessing", "image_path": SEED_IMAGE, "extra": 1},
+        422,
+        "extra",
+        id="unknown-field",
+    ),
+    pytest.param(
+        {
+            "pipeline_id": "preprocessing",
+            "image_path": SEED_IMAGE,
+            "params": {"blur": {"kernelSize": 99}},
+        },
+        422,
+        "$.params.blur.kernelSize",
+        id="kernel-too-big",
+    ),
+    pytest.param(
+        {
+            "pipeline_id": "preprocessing",
+            "image_path": SEED_IMAGE,
+            "params": {"blur": {"kernelSize": 4}},
+        },
+        422,
+        "odd",
+        id="kernel-even",
+    ),
+    pytest.param(
+        {"pipeline_id": "preprocessing", "image_path": SEED_IMAGE, "params": {"warp": True}},
+        422,
+        "warp",
+        id="unknown-op",
+    ),
+    pytest.param(
+        {"pipeline_id": "preprocessing", "image_path": SEED_IMAGE, "params": {"rembg": "gpu"}},
+        422,
+        "$.params.rembg",
+        id="bad-routing",
+    ),
+    pytest.param(
+        {"pipeline_id": "rembg", "image_path": SEED_IMAGE, "params": {"strength": 2}},
+        422,
+        "$.params.strength",
+        id="strength-out-of-range",
+    ),
+    pytest.param(
+        {"pipeline_id": "preprocessing", "image_path": SEED_IMAGE, "params": {"blur": "big"}},
+        422,
+        "$.params.blur",
+        id="wrong-type",
+    ),
+    pytest.param(
+        {"pipeline_id": "preprocessing", "image_base64": "not base64!!"},
+        400,
+        "base64",
+        id="bad-base64",
+    ),
+    pytest.param(
+        {"pipeline_id": "preprocessing", "image_base64": b64(b"hello, not an image")},
+        422,
+        "not an image",
+        id="not-an-image",
+    ),
+    pytest.param(
+        {"pipeline_id": "preprocessing", "image_base64": b64(encode(sample_image())[:200])},
+        422,
+        "could not be decoded",
+        id="truncated-png",
+    ),
+    pytest.param(
+        {"pipeline_id": "preprocessing", "image_base64": b64(encode(sample_image(), "TIFF"))},
+        422,
+        "allowed format",
+        id="tiff-not-allowed",
+    ),
+    pytest.param(
+        {"pipeline_id": "preprocessing", "image_base64": b64(_big_png())},
+        413,
+        "max_pixels",
+        id="too-many-pixels",
+    ),
+    pytest.param(
+        {"pipeline_id": "preprocessing", "image_path": "data/../../etc/passwd"},
+        422,
+        "'..'",
+        id="path-dotdot",
+    ),
+    pytest.param(
+        {"pipeline_id": "preprocessing", "image_path": "/etc/passwd"},
+        422,
+        "relative",
+        id="path-absolute",
+    ),
+    pytest.param(
+        {"pipeline_id": "preprocessing", "image_path": "data/nope.png"},
+        404,
+        "does not exist",
+        id="missing-image",
+    ),
+    pytest.param(
+        {"pipeline_id": "rembg", "image_path": SEED_IMAGE, "checkpoint_path": "outputs/exp/m.ckpt"},
+        422,
+        "export it to ONNX",
+        id="ckpt-needs-onnx",
+    ),
+    pytest.param(
+        {"pipeline_id": "rembg", "image_path": SEED_IMAGE, "params": {"model": "u2net"}},
+        422,
+        "pull",
+        id="model-file-missing",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("body", "status", "fragment"), BAD_INPUTS)
-async def test_bad_input_is_a_clear_4xx(server: Server, body: Any, status: int, fragment: str) -> None:
+async def test_bad_input_is_a_clear_4xx(
+    server: Server, body: Any, status: int, fragment: str
+) -> None:
     content = body if isinstance(body, bytes) else None
     if content is None:
         response = await server.post("/api/pipelines/fallback", body)
@@ -274,5 +396,7 @@ def test_sha256_is_used_not_python_hash() -> None:
     plan = pipelines.get_pipeline("preprocessing").plan({"blur": {"kernelSize": 3}})
     assert plan.canonical == '{"blur":{"kernelSize":3}}'
     image_sha = hashlib.sha256(b"x").hexdigest()
-    text = "\n".join(["playground-rt/cache-v1", "preprocessing", "1", plan.canonical, "", image_sha])
+    text = "\n".join(
+        ["playground-rt/cache-v1", "preprocessing", "1", plan.canonical, "", image_sha]
+    )
     assert pipelines.digest(plan, image_sha) == hashlib.sha256(text.encode()).hexdigest()[:32]

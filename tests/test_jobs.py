@@ -22,7 +22,11 @@ from .conftest import MODEL_HOME, Server, b64, encode, make_settings, running, s
 
 
 def rembg_body(seed: int, **params: Any) -> dict[str, Any]:
-    return {"pipeline_id": "rembg", "image_base64": b64(encode(sample_image(seed=seed))), "params": params}
+    return {
+        "pipeline_id": "rembg",
+        "image_base64": b64(encode(sample_image(seed=seed))),
+        "params": params,
+    }
 
 
 async def wait_terminal(server: Server, job_id: str) -> dict[str, Any]:
@@ -48,17 +52,24 @@ async def test_twenty_identical_requests_run_once(server: Server) -> None:
     stats = server.state.jobs.executor.stats
     before = stats.completed
     body = rembg_body(21)
-    answers = await asyncio.gather(*(server.post("/api/pipelines/fallback", body) for _ in range(20)))
+    answers = await asyncio.gather(
+        *(server.post("/api/pipelines/fallback", body) for _ in range(20))
+    )
     payloads = [a.json() for a in answers]
     assert {p["status"] for p in payloads} == {"completed"}
     assert len({p["result_path"] for p in payloads}) == 1
     assert stats.completed - before == 1
 
 
-async def test_cache_hits_survive_a_restart_and_corrupt_files_are_recomputed(tmp_path: Path) -> None:
+async def test_cache_hits_survive_a_restart_and_corrupt_files_are_recomputed(
+    tmp_path: Path,
+) -> None:
     settings = make_settings(tmp_path, preload_models=[])
-    body = {"pipeline_id": "preprocessing", "image_base64": b64(encode(sample_image(seed=5))),
-            "params": {"autocontrast": True, "rembg": "server"}}
+    body = {
+        "pipeline_id": "preprocessing",
+        "image_base64": b64(encode(sample_image(seed=5))),
+        "params": {"autocontrast": True, "rembg": "server"},
+    }
     async with running(settings) as first:
         done = (await first.post("/api/pipelines/fallback", body)).json()
     assert done["status"] == "completed"
@@ -99,13 +110,21 @@ async def test_full_queue_gives_429_with_retry_after(one_worker: Server) -> None
 
 
 async def test_cancel_a_queued_job_and_supersede_by_task(one_worker: Server) -> None:
-    first = (await one_worker.post("/api/pipelines/preview", dict(rembg_body(50), taskId="busy"))).json()
-    queued = (await one_worker.post("/api/pipelines/preview", dict(rembg_body(51), taskId="drag"))).json()
+    first = (
+        await one_worker.post("/api/pipelines/preview", dict(rembg_body(50), taskId="busy"))
+    ).json()
+    queued = (
+        await one_worker.post("/api/pipelines/preview", dict(rembg_body(51), taskId="drag"))
+    ).json()
     view = (await one_worker.http.get(f"/api/jobs/{queued['job_id']}")).json()
     assert view["state"] == "queued" and view["position"] == 0 and view["eta_ms"] > 0
-    newer = (await one_worker.post("/api/pipelines/preview", dict(rembg_body(52), taskId="drag"))).json()
+    newer = (
+        await one_worker.post("/api/pipelines/preview", dict(rembg_body(52), taskId="drag"))
+    ).json()
     assert (await wait_terminal(one_worker, queued["job_id"]))["state"] == "cancelled"
-    cancelled = await one_worker.http.delete(f"/api/jobs/{newer['job_id']}", params={"taskId": "drag"})
+    cancelled = await one_worker.http.delete(
+        f"/api/jobs/{newer['job_id']}", params={"taskId": "drag"}
+    )
     assert cancelled.json()["state"] == "cancelled"
     assert (await wait_terminal(one_worker, first["job_id"]))["state"] == "completed"
 
@@ -116,7 +135,9 @@ async def test_cancel_keeps_a_job_another_task_still_wants(one_worker: Server) -
     a = (await one_worker.post("/api/pipelines/preview", dict(body, taskId="tab-a"))).json()
     b = (await one_worker.post("/api/pipelines/preview", dict(body, taskId="tab-b"))).json()
     assert a["job_id"] == b["job_id"]
-    view = (await one_worker.http.delete(f"/api/jobs/{a['job_id']}", params={"taskId": "tab-a"})).json()
+    view = (
+        await one_worker.http.delete(f"/api/jobs/{a['job_id']}", params={"taskId": "tab-a"})
+    ).json()
     assert view["state"] == "queued"
     assert (await wait_terminal(one_worker, a["job_id"]))["state"] == "completed"
 
@@ -137,7 +158,9 @@ def explode(image: Image.Image, params: ExplodeParams, ctx: OpContext) -> Image.
 @pytest.fixture
 def faulty_pipeline() -> Iterator[None]:
     OPS["explode"] = OpSpec("explode", ExplodeParams, explode, client=False, summary="fails")
-    pipelines.PIPELINES["faulty"] = pipelines._pipeline("faulty", "1", "fails", ("explode",), flat=True)
+    pipelines.PIPELINES["faulty"] = pipelines._pipeline(
+        "faulty", "1", "fails", ("explode",), flat=True
+    )
     yield
     del pipelines.PIPELINES["faulty"]
     del OPS["explode"]
@@ -148,16 +171,26 @@ async def test_a_failing_op_fails_its_job_and_the_pool_keeps_serving(
 ) -> None:
     async with running(make_settings(tmp_path, preload_models=[], job_timeout_s=0.3)) as srv:
         image = b64(encode(sample_image()))
-        failed = (await srv.post("/api/pipelines/fallback",
-                                 {"pipeline_id": "faulty", "image_base64": image})).json()
+        failed = (
+            await srv.post(
+                "/api/pipelines/fallback", {"pipeline_id": "faulty", "image_base64": image}
+            )
+        ).json()
         assert failed["status"] == "failed"
         assert "ValueError: the op blew up on purpose" in failed["detail"]
-        slow = (await srv.post("/api/pipelines/fallback",
-                               {"pipeline_id": "faulty", "image_base64": image, "params": {"mode": "sleep"}})).json()
+        slow = (
+            await srv.post(
+                "/api/pipelines/fallback",
+                {"pipeline_id": "faulty", "image_base64": image, "params": {"mode": "sleep"}},
+            )
+        ).json()
         assert slow["status"] == "failed" and "time budget" in slow["detail"]
-        ok = (await srv.post("/api/pipelines/fallback",
-                             {"pipeline_id": "preprocessing", "image_base64": image,
-                              "params": {"flip": True}})).json()
+        ok = (
+            await srv.post(
+                "/api/pipelines/fallback",
+                {"pipeline_id": "preprocessing", "image_base64": image, "params": {"flip": True}},
+            )
+        ).json()
         assert ok["status"] == "completed"
 
 

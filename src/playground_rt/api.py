@@ -38,7 +38,9 @@ def error_response(exc: errors.PlaygroundError) -> MsgspecResponse:
     headers = {}
     if isinstance(exc, errors.QueueFull):
         headers["Retry-After"] = str(exc.retry_after)
-    return MsgspecResponse(schemas.ErrorBody(exc.detail, exc.code), status_code=exc.status, headers=headers)
+    return MsgspecResponse(
+        schemas.ErrorBody(exc.detail, exc.code), status_code=exc.status, headers=headers
+    )
 
 
 async def playground_error(request: Request, exc: Exception) -> Response:
@@ -51,7 +53,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
     detail = exc.detail
     if exc.status_code == 413:
         detail = f"request body exceeds max_body_bytes={state(request).settings.max_body_bytes}"
-    return MsgspecResponse(schemas.ErrorBody(detail), status_code=exc.status_code, headers=exc.headers)
+    return MsgspecResponse(
+        schemas.ErrorBody(detail), status_code=exc.status_code, headers=exc.headers
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -139,8 +139,14 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         WebSocketRoute("/ws", state.hub.endpoint),
-        Mount("/results", StaticFiles(directory=settings.results_root, check_dir=False), name="results"),
-        Mount("/", StaticFiles(directory=settings.resolved_static_dir(), html=True, check_dir=False)),
+        Mount(
+            "/results",
+            StaticFiles(directory=settings.results_root, check_dir=False),
+            name="results",
+        ),
+        Mount(
+            "/", StaticFiles(directory=settings.resolved_static_dir(), html=True, check_dir=False)
+        ),
     ]
     middleware = []
     if settings.allowed_origins:
@@ -158,5 +164,8 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         # Body size is enforced by api.read_body (JSON 413, with or without Content-Length);
         # Starlette's max_body_size would answer in plain text instead.
-        exception_handlers={errors.PlaygroundError: api.playground_error, HTTPException: api.http_error},
+        exception_handlers={
+            errors.PlaygroundError: api.playground_error,
+            HTTPException: api.http_error,
+        },
     )

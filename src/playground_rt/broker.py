@@ -109,7 +109,11 @@ class RedisBroker:
                 await self._session()
             except (RedisError, OSError) as exc:
                 if self.connected.is_set():
-                    log.warning("broker %s lost (%s); local sockets still served, reconnecting", self.url, exc)
+                    log.warning(
+                        "broker %s lost (%s); local sockets still served, reconnecting",
+                        self.url,
+                        exc,
+                    )
             finally:
                 if self.connected.is_set():
                     backoff = BACKOFF_S[0]
@@ -127,7 +131,10 @@ class RedisBroker:
             self.connected.set()
             log.info("broker %s connected", self.url)
             self._on_state(True)
-            tasks = [asyncio.create_task(self._listen(pubsub)), asyncio.create_task(self._send(client))]
+            tasks = [
+                asyncio.create_task(self._listen(pubsub)),
+                asyncio.create_task(self._send(client)),
+            ]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:

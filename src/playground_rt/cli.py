@@ -38,16 +38,25 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     for name, kind, text in SERVE_FLAGS:
         serve.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
     serve.add_argument(
-        "--allowed-origins", dest="allowed_origins", help="comma-separated origins allowed to connect"
+        "--allowed-origins",
+        dest="allowed_origins",
+        help="comma-separated origins allowed to connect",
     )
-    serve.add_argument("--no-pull", dest="pull_models", action="store_false", default=None,
-                       help="don't fetch missing models at start-up")
+    serve.add_argument(
+        "--no-pull",
+        dest="pull_models",
+        action="store_false",
+        default=None,
+        help="don't fetch missing models at start-up",
+    )
 
 
 def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     models = sub.add_parser("models", help="fetch or list ONNX models")
     verbs = models.add_subparsers(dest="verb", required=True)
-    pull = verbs.add_parser("pull", help="put a model where rembg finds it (offline-capable for u2netp)")
+    pull = verbs.add_parser(
+        "pull", help="put a model where rembg finds it (offline-capable for u2netp)"
+    )
     pull.add_argument("--model", default="u2netp")
     pull.add_argument("--model-home", type=Path, default=None)
     listing = verbs.add_parser("list", help="the rembg models and whether their files are present")
@@ -80,9 +89,13 @@ def serve(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name, _, _ in SERVE_FLAGS}
     overrides["pull_models"] = args.pull_models
     if args.allowed_origins is not None:
-        overrides["allowed_origins"] = [o.strip() for o in args.allowed_origins.split(",") if o.strip()]
+        overrides["allowed_origins"] = [
+            o.strip() for o in args.allowed_origins.split(",") if o.strip()
+        ]
     settings = config.from_env(os.environ, **overrides)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -100,7 +113,7 @@ def serve(args: argparse.Namespace) -> int:
 def models(args: argparse.Namespace) -> int:
     settings = config.from_env(os.environ, model_home=args.model_home)
     if args.verb == "pull":
-        path = modelstore.pull(args.model, settings.model_home, log=print)  # noqa: T201
+        path = modelstore.pull(args.model, settings.model_home, log=print)
         print(f"{args.model}: {path}")  # noqa: T201
         return 0
     for name, present, path in modelstore.list_models(settings.model_home):
@@ -109,11 +122,16 @@ def models(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    root = Path(__file__).resolve().parents[2]
-    sys.path.insert(0, str(root))
-    from bench import main as bench_main
+    import importlib
 
-    return bench_main.main([args.which, *(["--quick"] if args.quick else [])])
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "bench").is_dir():
+        print("bench/ ships with the source checkout only", file=sys.stderr)  # noqa: T201
+        return 2
+    sys.path.insert(0, str(root))
+    bench_main = importlib.import_module("bench.main")
+    status: int = bench_main.main([args.which, *(["--quick"] if args.quick else [])])
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -43,7 +43,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 0
     """Executor threads; 0 picks ``cores // intra_op_threads``."""
     intra_op_threads: Annotated[int, msgspec.Meta(ge=0, le=64)] = 1
-    """onnxruntime threads per session run; workers × this never exceeds the cores."""
+    """onnxruntime threads per session run; workers x this never exceeds the cores."""
     queue_size: Annotated[int, msgspec.Meta(ge=1)] = 64
     """Jobs waiting beyond this get 429 + Retry-After."""
     job_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
@@ -100,7 +100,9 @@ def from_env(environ: Mapping[str, str], **overrides: object) -> Settings:
         value = environ.get(f"PLAYGROUND_{name.upper()}")
         if value is None:
             continue
-        raw[name] = [v.strip() for v in value.split(",") if v.strip()] if name in _LIST_FIELDS else value
+        raw[name] = (
+            [v.strip() for v in value.split(",") if v.strip()] if name in _LIST_FIELDS else value
+        )
     raw.update({k: v for k, v in overrides.items() if v is not None})
     settings = msgspec.convert(raw, Settings, strict=False)
     settings.model_home = settings.model_home.expanduser()

@@ -78,7 +78,9 @@ class TokenBucket:
 
 
 class Connection:
-    def __init__(self, websocket: WebSocket, limit: int, dropped: Callable[[str, int], None]) -> None:
+    def __init__(
+        self, websocket: WebSocket, limit: int, dropped: Callable[[str, int], None]
+    ) -> None:
         self.ws = websocket
         self.limit = limit
         self._dropped = dropped

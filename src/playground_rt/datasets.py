@@ -41,4 +41,6 @@ class Datasets:
             self._entries = await asyncio.to_thread(self._scan)
             self._scanned = time.monotonic()
         items = self._entries[offset : offset + limit]
-        return schemas.DatasetPage(items=items, total=len(self._entries), offset=offset, limit=limit)
+        return schemas.DatasetPage(
+            items=items, total=len(self._entries), offset=offset, limit=limit
+        )

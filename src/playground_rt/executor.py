@@ -7,7 +7,7 @@ own. A job past its time budget is failed at once and its slot gets a fresh thre
 stuck op costs one abandoned thread, never a worker; the abandoned thread is told to stop
 at its next cancellation check.
 
-Sizing: N × onnxruntime intra-op threads should not exceed the cores; ``Settings``
+Sizing: N x onnxruntime intra-op threads should not exceed the cores; ``Settings``
 derives N from that.
 """
 
@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from . import errors
 
@@ -50,7 +50,7 @@ class _Closed(Exception):
     pass
 
 
-def _discard(future: asyncio.Future[object]) -> None:
+def _discard(future: asyncio.Future[Any]) -> None:
     """Consume an abandoned job's outcome so asyncio does not log it as never retrieved."""
     if not future.cancelled():
         future.exception()
@@ -157,7 +157,9 @@ class Executor(Generic[J, R]):
         """Time until the job at ``position`` finishes, from recent durations."""
         ahead = sum(self.average_s(self._kind(j)) for j in list(self._queue)[:position])
         busy = self.stats.running * 0.5 * max(self.stats.durations_s.values(), default=0.05)
-        mine = self.average_s(self._kind(self._queue[position])) if position < len(self._queue) else 0
+        mine = (
+            self.average_s(self._kind(self._queue[position])) if position < len(self._queue) else 0
+        )
         return int(1000 * ((ahead + busy) / self.workers + mine))
 
     def retry_after(self) -> int:
@@ -212,5 +214,7 @@ class Executor(Generic[J, R]):
 
     def _record(self, kind: str, seconds: float) -> None:
         old = self.stats.durations_s.get(kind)
-        self.stats.durations_s[kind] = seconds if old is None else old + EWMA_WEIGHT * (seconds - old)
+        self.stats.durations_s[kind] = (
+            seconds if old is None else old + EWMA_WEIGHT * (seconds - old)
+        )
         self.stats.completed += 1

@@ -77,7 +77,9 @@ def decode(data: bytes, limits: Limits, *, field: str = "image") -> Image.Image:
         raise errors.TooLarge(f"{field}: more pixels than the decoder allows") from None
     except UnidentifiedImageError:
         allowed = ", ".join(FORMATS)
-        raise errors.InvalidImage(f"{field} is not an image in an allowed format ({allowed})") from None
+        raise errors.InvalidImage(
+            f"{field} is not an image in an allowed format ({allowed})"
+        ) from None
     width, height = image.size
     if width * height > limits.max_pixels:
         raise errors.TooLarge(
@@ -85,10 +87,10 @@ def decode(data: bytes, limits: Limits, *, field: str = "image") -> Image.Image:
         )
     try:
         image.load()
-        image = ImageOps.exif_transpose(image)
+        upright = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError) as exc:
         raise errors.InvalidImage(f"{field} could not be decoded: {exc}") from None
-    return _normal_mode(image)
+    return _normal_mode(upright)
 
 
 def _normal_mode(image: Image.Image) -> Image.Image:

@@ -107,7 +107,9 @@ class Job:
 
     def move(self, new: JobState) -> None:
         if new not in _NEXT[self.state]:
-            raise RuntimeError(f"job {self.id}: illegal transition {self.state.value} -> {new.value}")
+            raise RuntimeError(
+                f"job {self.id}: illegal transition {self.state.value} -> {new.value}"
+            )
         self.state = new
 
     def check(self) -> None:
@@ -182,7 +184,9 @@ class JobManager:
         ckpt_digest = await asyncio.to_thread(self._digest_file, checkpoint) if checkpoint else ""
         digest = pipelines.digest(plan, source.sha256, ckpt_digest)
         pid = plan.pipeline.id
-        return Prepared(plan, source, checkpoint, f"{pid}-{digest}", f"{pid}:{digest}", tuple(notes))
+        return Prepared(
+            plan, source, checkpoint, f"{pid}-{digest}", f"{pid}:{digest}", tuple(notes)
+        )
 
     async def submit(self, prepared: Prepared, mode: Mode, task_id: str | None) -> Submission:
         interest = task_id or f"anon:{uuid.uuid4().hex}"
@@ -201,7 +205,9 @@ class JobManager:
             self._announce_position(job)
             return Submission(job, "accepted", notes)
         if (path := self.store.lookup(prepared.pipeline_id, prepared.job_id)) is not None:
-            return Submission(self._cache_hit(prepared, backend, interest, path), "completed", notes)
+            return Submission(
+                self._cache_hit(prepared, backend, interest, path), "completed", notes
+            )
         job = Job(prepared, backend, interests={interest})
         if route_client:
             notes.append("Client should use cache_key to reuse previously computed previews.")
@@ -209,7 +215,10 @@ class JobManager:
         job.image = await self._decode(job)
         position = self.executor.submit(job)
         self.active[job.id] = job
-        self._emit(job, schemas.Queued(job_id=job.id, position=position, eta_ms=self.executor.eta_ms(position)))
+        self._emit(
+            job,
+            schemas.Queued(job_id=job.id, position=position, eta_ms=self.executor.eta_ms(position)),
+        )
         notes.append("queued on the server; follow job_id over /ws or GET /api/jobs/{job_id}")
         return Submission(job, "accepted", notes)
 
@@ -264,7 +273,9 @@ class JobManager:
 
     # --- validation helpers ----------------------------------------------------------------
 
-    async def _checkpoint(self, given: str | None, plan: pipelines.Plan, notes: list[str]) -> Path | None:
+    async def _checkpoint(
+        self, given: str | None, plan: pipelines.Plan, notes: list[str]
+    ) -> Path | None:
         if given is None:
             return None
         path = confine(self.settings.outputs_root, given, field="checkpoint_path")
@@ -279,10 +290,14 @@ class JobManager:
         if path.suffix.lower() != ".onnx":
             raise errors.InvalidParams(f"checkpoint_path {given!r} must be an .onnx file")
         if not path.is_file():
-            raise errors.NotFound(f"checkpoint_path {given!r} does not exist under the outputs root")
+            raise errors.NotFound(
+                f"checkpoint_path {given!r} does not exist under the outputs root"
+            )
         return path
 
-    def _read_image(self, request: schemas.PipelineRequest | schemas.Submit, notes: list[str]) -> images.Source:
+    def _read_image(
+        self, request: schemas.PipelineRequest | schemas.Submit, notes: list[str]
+    ) -> images.Source:
         if request.image_base64 is not None:
             if request.image_path is not None:
                 confine(self.settings.data_root, request.image_path, field="image_path")
@@ -346,7 +361,9 @@ class JobManager:
 
     def _started(self, job: Job) -> None:
         job.move(JobState.RUNNING)
-        job.durations["queue"] = _ms(time.perf_counter() - job.created) - job.durations.get("decode", 0)
+        job.durations["queue"] = _ms(time.perf_counter() - job.created) - job.durations.get(
+            "decode", 0
+        )
         for queued in self.executor.queued():
             self._announce_position(queued)
 
@@ -439,7 +456,12 @@ class JobManager:
     def _announce_position(self, job: Job) -> None:
         position = self.executor.position(job)
         if position is not None:
-            self._emit(job, schemas.Queued(job_id=job.id, position=position, eta_ms=self.executor.eta_ms(position)))
+            self._emit(
+                job,
+                schemas.Queued(
+                    job_id=job.id, position=position, eta_ms=self.executor.eta_ms(position)
+                ),
+            )
 
     def _emit(self, job: Job, frame: schemas.JobFrame) -> None:
         event = JobEvent(frame, job.task_ids)

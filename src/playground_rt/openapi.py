@@ -26,24 +26,79 @@ class Operation:
 
 JOB_ID = (("job_id", "path"),)
 OPERATIONS = (
-    Operation("post", "/api/pipelines/preview", "Preview a pipeline (client workers or server).",
-              schemas.PipelineRequest, schemas.PreviewResponse, (400, 401, 404, 413, 422, 429, 503)),
-    Operation("post", "/api/pipelines/fallback", "Run a pipeline on the server and wait for it.",
-              schemas.PipelineRequest, schemas.FallbackResponse, (400, 401, 404, 413, 422, 429, 503)),
-    Operation("get", "/api/pipelines", "Pipelines, their ops and params schemas.", None, schemas.PipelineList, ()),
-    Operation("get", "/api/jobs/{job_id}", "State and result of a job.", None, schemas.JobView, (401, 404),
-              params=JOB_ID),
-    Operation("delete", "/api/jobs/{job_id}", "Cancel a job (or withdraw one taskId's interest).", None,
-              schemas.JobView, (401, 404), params=(*JOB_ID, ("taskId", "query"))),
-    Operation("post", "/api/commands/build", "Build a CLI command from form values.",
-              schemas.CommandBuildRequest, schemas.CommandBuildResponse, (400, 401, 404, 413, 422)),
+    Operation(
+        "post",
+        "/api/pipelines/preview",
+        "Preview a pipeline (client workers or server).",
+        schemas.PipelineRequest,
+        schemas.PreviewResponse,
+        (400, 401, 404, 413, 422, 429, 503),
+    ),
+    Operation(
+        "post",
+        "/api/pipelines/fallback",
+        "Run a pipeline on the server and wait for it.",
+        schemas.PipelineRequest,
+        schemas.FallbackResponse,
+        (400, 401, 404, 413, 422, 429, 503),
+    ),
+    Operation(
+        "get",
+        "/api/pipelines",
+        "Pipelines, their ops and params schemas.",
+        None,
+        schemas.PipelineList,
+        (),
+    ),
+    Operation(
+        "get",
+        "/api/jobs/{job_id}",
+        "State and result of a job.",
+        None,
+        schemas.JobView,
+        (401, 404),
+        params=JOB_ID,
+    ),
+    Operation(
+        "delete",
+        "/api/jobs/{job_id}",
+        "Cancel a job (or withdraw one taskId's interest).",
+        None,
+        schemas.JobView,
+        (401, 404),
+        params=(*JOB_ID, ("taskId", "query")),
+    ),
+    Operation(
+        "post",
+        "/api/commands/build",
+        "Build a CLI command from form values.",
+        schemas.CommandBuildRequest,
+        schemas.CommandBuildResponse,
+        (400, 401, 404, 413, 422),
+    ),
     Operation("get", "/api/commands", "The command catalog.", None, schemas.CommandList, ()),
-    Operation("post", "/api/metrics", "Telemetry from the page's workers.", schemas.MetricsReport,
-              schemas.MetricsAccepted, (400, 401, 413, 422), ok=202),
-    Operation("get", "/api/datasets", "Images under the data root, paged.", None, schemas.DatasetPage,
-              (401, 422), params=(("offset", "query"), ("limit", "query"))),
+    Operation(
+        "post",
+        "/api/metrics",
+        "Telemetry from the page's workers.",
+        schemas.MetricsReport,
+        schemas.MetricsAccepted,
+        (400, 401, 413, 422),
+        ok=202,
+    ),
+    Operation(
+        "get",
+        "/api/datasets",
+        "Images under the data root, paged.",
+        None,
+        schemas.DatasetPage,
+        (401, 422),
+        params=(("offset", "query"), ("limit", "query")),
+    ),
     Operation("get", "/healthz", "Alive.", None, schemas.Health, ()),
-    Operation("get", "/readyz", "Ready: models loaded, executor running.", None, schemas.Readiness, (503,)),
+    Operation(
+        "get", "/readyz", "Ready: models loaded, executor running.", None, schemas.Readiness, (503,)
+    ),
 )
 
 
@@ -52,9 +107,14 @@ def _content(ref: dict[str, Any]) -> dict[str, Any]:
 
 
 def _operation(op: Operation, refs: dict[type[Any], dict[str, Any]]) -> dict[str, Any]:
-    responses: dict[str, Any] = {str(op.ok): {"description": "OK", "content": _content(refs[op.response])}}
+    responses: dict[str, Any] = {
+        str(op.ok): {"description": "OK", "content": _content(refs[op.response])}
+    }
     for status in op.errors:
-        responses[str(status)] = {"description": "Error", "content": _content(refs[schemas.ErrorBody])}
+        responses[str(status)] = {
+            "description": "Error",
+            "content": _content(refs[schemas.ErrorBody]),
+        }
     out: dict[str, Any] = {"summary": op.summary, "responses": responses}
     if op.body is not None:
         out["requestBody"] = {"required": True, "content": _content(refs[op.body])}
@@ -67,10 +127,12 @@ def _operation(op: Operation, refs: dict[type[Any], dict[str, Any]]) -> dict[str
 
 
 def document(version: str) -> dict[str, Any]:
-    types = [schemas.ErrorBody, *(p.params_type for p in PIPELINES.values())]
+    types: list[type[Any]] = [schemas.ErrorBody, *(p.params_type for p in PIPELINES.values())]
     types += [t for op in OPERATIONS for t in (op.body, op.response) if t is not None]
     types = list(dict.fromkeys(types))
-    refs_list, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    refs_list, components = msgspec.json.schema_components(
+        types, ref_template="#/components/schemas/{name}"
+    )
     refs = dict(zip(types, refs_list, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:

@@ -143,8 +143,14 @@ def canonical_json(value: Any) -> str:
 
 def digest(plan: Plan, image_sha256: str, checkpoint_sha256: str = "") -> str:
     text = "\n".join(
-        (CACHE_FORMAT, plan.pipeline.id, plan.pipeline.version, plan.canonical,
-         checkpoint_sha256, image_sha256)
+        (
+            CACHE_FORMAT,
+            plan.pipeline.id,
+            plan.pipeline.version,
+            plan.canonical,
+            checkpoint_sha256,
+            image_sha256,
+        )
     )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -170,7 +176,15 @@ def _pipeline(pid: str, version: str, summary: str, ops: tuple[str, ...], flat: 
 
 
 PREPROCESSING_OPS = (
-    "crop", "resize", "rotate", "flip", "grayscale", "autocontrast", "equalize", "blur", "sharpen",
+    "crop",
+    "resize",
+    "rotate",
+    "flip",
+    "grayscale",
+    "autocontrast",
+    "equalize",
+    "blur",
+    "sharpen",
 )
 
 PIPELINES: dict[str, Pipeline] = {

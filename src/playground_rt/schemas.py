@@ -12,7 +12,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 PipelineId = Annotated[
-    str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="A pipeline of GET /api/pipelines.")
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="A pipeline of GET /api/pipelines."
+    ),
 ]
 TaskId = Annotated[
     str,
@@ -169,9 +172,9 @@ class MetricsReport(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     queue_depth: NonNegInt = 0
     running: NonNegInt = 0
     workers: NonNegInt = 0
-    durations_ms: Annotated[dict[Annotated[str, msgspec.Meta(max_length=64)], float], msgspec.Meta(max_length=32)] = (
-        msgspec.field(default_factory=dict)
-    )
+    durations_ms: Annotated[
+        dict[Annotated[str, msgspec.Meta(max_length=64)], float], msgspec.Meta(max_length=32)
+    ] = msgspec.field(default_factory=dict)
 
 
 class MetricsAccepted(msgspec.Struct):
@@ -261,17 +264,26 @@ class TelemetryIn(_ClientFrame, tag="telemetry", kw_only=True):
     queue_depth: NonNegInt = 0
     running: NonNegInt = 0
     workers: NonNegInt = 0
-    durations_ms: Annotated[dict[Annotated[str, msgspec.Meta(max_length=64)], float], msgspec.Meta(max_length=32)] = (
-        msgspec.field(default_factory=dict)
-    )
+    durations_ms: Annotated[
+        dict[Annotated[str, msgspec.Meta(max_length=64)], float], msgspec.Meta(max_length=32)
+    ] = msgspec.field(default_factory=dict)
 
 
 class Resume(_ClientFrame, tag="resume", kw_only=True):
-    """Replay what this client missed: frames after ``last_seq`` of ``epoch``."""
+    """Replay what this client missed: frames after ``last_seq`` of ``epoch``.
+
+    The socket is (re)subscribed to ``taskIds`` and ``job_ids`` first: a reconnecting
+    client sends ``resume`` as its first frame and gets its subscriptions back with it.
+    """
 
     last_seq: Annotated[int, msgspec.Meta(ge=0)]
-    epoch: str | None = None
-    taskIds: list[TaskId] = msgspec.field(default_factory=list)
+    epoch: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    taskIds: Annotated[list[TaskId], msgspec.Meta(max_length=256)] = msgspec.field(
+        default_factory=list
+    )
+    job_ids: Annotated[list[JobId], msgspec.Meta(max_length=256)] = msgspec.field(
+        default_factory=list
+    )
 
 
 class Ping(_ClientFrame, tag="ping", kw_only=True):
@@ -333,11 +345,16 @@ class Telemetry(_ServerFrame, tag="telemetry", kw_only=True):
 
 
 class Error(_ServerFrame, tag="error", kw_only=True):
+    """A client frame was refused; the socket stays open. ``code`` as in REST error bodies."""
+
     detail: str
+    code: str | None = None
     ref: str | None = None
 
 
 class Pong(_ServerFrame, tag="pong", kw_only=True):
+    """The answer to ``ping`` (``ref`` echoed) and, without ``ref``, the server's heartbeat."""
+
     ref: str | None = None
 
 
@@ -347,8 +364,11 @@ class Gap(_ServerFrame, tag="gap", kw_only=True):
 
     from_seq: int
     oldest_seq: int
+    detail: str | None = None
 
 
 JobFrame = Queued | Progress | Completed | Failed | Cancelled
-ServerFrame = Ack | Queued | Progress | Completed | Failed | Cancelled | Telemetry | Error | Pong | Gap
+ServerFrame = (
+    Ack | Queued | Progress | Completed | Failed | Cancelled | Telemetry | Error | Pong | Gap
+)
 TERMINAL_FRAMES = (Completed, Failed, Cancelled)

@@ -26,26 +26,42 @@ class Telemetry:
         self.registry = CollectorRegistry()
         r = self.registry
         self.jobs_total = Counter(
-            "playground_rt_jobs", "Jobs that ended, by pipeline and outcome.", ["pipeline", "outcome"], registry=r
+            "playground_rt_jobs",
+            "Jobs that ended, by pipeline and outcome.",
+            ["pipeline", "outcome"],
+            registry=r,
         )
         self.stage_seconds = Histogram(
-            "playground_rt_job_stage_seconds", "Time per job stage.", ["pipeline", "stage"],
-            buckets=STAGE_BUCKETS, registry=r,
+            "playground_rt_job_stage_seconds",
+            "Time per job stage.",
+            ["pipeline", "stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge("playground_rt_queue_depth", "Jobs waiting.", registry=r)
         self.running = Gauge("playground_rt_jobs_running", "Jobs on a worker.", registry=r)
-        self.rejections = Counter("playground_rt_rejections", "Refused requests.", ["reason"], registry=r)
+        self.rejections = Counter(
+            "playground_rt_rejections", "Refused requests.", ["reason"], registry=r
+        )
         self.cache_requests = Counter(
             "playground_rt_cache_requests", "Cache lookups.", ["result"], registry=r
         )
         self.ws_connections = Gauge("playground_rt_ws_connections", "Open sockets.", registry=r)
         self.ws_frames = Counter("playground_rt_ws_frames", "Frames sent.", ["type"], registry=r)
-        self.ws_dropped = Counter("playground_rt_ws_dropped", "Frames dropped.", ["reason"], registry=r)
+        self.ws_dropped = Counter(
+            "playground_rt_ws_dropped", "Frames dropped.", ["reason"], registry=r
+        )
         self.client_queue_depth = Gauge(
-            "playground_rt_client_queue_depth", "Queue depth reported by page workers.", ["source"], registry=r
+            "playground_rt_client_queue_depth",
+            "Queue depth reported by page workers.",
+            ["source"],
+            registry=r,
         )
         self.session_info = Gauge(
-            "playground_rt_onnx_session_info", "Loaded ONNX sessions.", ["model", "provider"], registry=r
+            "playground_rt_onnx_session_info",
+            "Loaded ONNX sessions.",
+            ["model", "provider"],
+            registry=r,
         )
         self._clients: dict[str, tuple[float, schemas.MetricsReport]] = {}
 
