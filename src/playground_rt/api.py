@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import errors, schemas
+from .jobs import QUEUED_NOTE, JobState
 from .state import AppState
 
 T = TypeVar("T")
@@ -45,6 +46,7 @@ def error_response(exc: errors.PlaygroundError) -> MsgspecResponse:
 
 async def playground_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.PlaygroundError)
+    state(request).telemetry.rejections.labels(exc.code).inc()
     return error_response(exc)
 
 
@@ -105,6 +107,7 @@ async def preview(request: Request) -> Response:
     app = state(request)
     prepared = await app.jobs.prepare(body)
     sub = await app.jobs.submit(prepared, "preview", body.taskId)
+    app.telemetry.submitted(sub.joined)
     job = sub.job
     url = app.jobs.result_url(job.result_path) if job.result_path else None
     return MsgspecResponse(
@@ -126,13 +129,17 @@ async def fallback(request: Request) -> Response:
     app = state(request)
     prepared = await app.jobs.prepare(body)
     sub = await app.jobs.submit(prepared, "fallback", body.taskId)
+    app.telemetry.submitted(sub.joined)
     job = sub.job
     if not job.terminal and app.settings.fallback_wait_s > 0:
         await app.jobs.wait(job, app.settings.fallback_wait_s)
     view = app.jobs.view(job)
-    notes = sub.notes
+    notes = [note for note in sub.notes if note != QUEUED_NOTE]
     if not job.terminal:
         notes.append(f"still {view.state} after {app.settings.fallback_wait_s:g} s; follow job_id")
+    elif job.state is JobState.COMPLETED:
+        where = "found in the result cache" if job.cache_hit else "ran on the server"
+        notes.append(f"{where}; stored under outputs/playground/{job.prepared.pipeline_id}/")
     return MsgspecResponse(
         schemas.FallbackResponse(
             status=view.state if job.terminal else "accepted",  # type: ignore[arg-type]

@@ -15,12 +15,12 @@ its *own* seq, so ``resume`` is exact against the same process and answers ``gap
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
 import secrets
 import time
-import uuid
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -28,10 +28,10 @@ import msgspec
 from prometheus_client import Counter
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import errors, schemas
+from . import errors, schemas, session
 from .broker import CancelMessage, FrameMessage, Message, RedisBroker
 from .config import Settings
-from .connection import STRIKES_TO_CLOSE, Close, Connection
+from .connection import Close, Connection
 from .jobs import JobEvent, JobManager
 from .replay import Entry, ReplayBuffer
 from .telemetry import Telemetry
@@ -42,18 +42,16 @@ MAX_SUBSCRIPTIONS = 256
 """Keys (taskIds, job ids, channels) one socket may follow."""
 BROKER_SCHEMES = ("redis", "rediss", "unix")
 
-_decoder = msgspec.json.Decoder(schemas.ClientFrame)
 _encoder = msgspec.json.Encoder()
 
 
-class _Ref(msgspec.Struct):
-    ref: str | None = None
-
-
-_ref_decoder = msgspec.json.Decoder(_Ref)
+def _encode(frame: schemas.ServerFrame) -> str:
+    return _encoder.encode(frame).decode()
 
 
 class Hub:
+    encode = staticmethod(_encode)
+
     def __init__(self, settings: Settings, jobs: JobManager, telemetry: Telemetry) -> None:
         if settings.broker and urlsplit(settings.broker).scheme not in BROKER_SCHEMES:
             raise ValueError(
@@ -119,7 +117,7 @@ class Hub:
             self.broker.publish(FrameMessage(self.epoch, sorted(event.task_ids), event.frame))
 
     def _deliver(self, frame: schemas.JobFrame, task_ids: frozenset[str]) -> None:
-        seq = self._next_seq()
+        seq = self.next_seq()
         base = msgspec.structs.replace(frame, seq=seq, epoch=self.epoch, taskId=None)
         entry = Entry(seq, base, task_ids)
         self.replay.append(entry)
@@ -130,7 +128,7 @@ class Hub:
             if text is None:
                 text = texts[task_id] = _encode(_with_task(base, task_id))
             conn.offer(text, False)
-        self._count(base, len(recipients))
+        self.count(base, len(recipients))
 
     def _recipients(self, entry: Entry) -> dict[Connection, str | None]:
         found: dict[Connection, str | None] = {}
@@ -148,21 +146,21 @@ class Hub:
         text = _encode(self._stamp(frame))
         for conn in conns:
             conn.offer(text, droppable)
-        self._count(frame, len(conns))
+        self.count(frame, len(conns))
 
-    def _reply(self, conn: Connection, frame: schemas.ServerFrame) -> None:
+    def reply(self, conn: Connection, frame: schemas.ServerFrame) -> None:
         conn.offer(_encode(self._stamp(frame)), False)
-        self._count(frame, 1)
+        self.count(frame, 1)
 
     def _stamp(self, frame: schemas.ServerFrame) -> schemas.ServerFrame:
-        frame.seq, frame.epoch = self._next_seq(), self.epoch
+        frame.seq, frame.epoch = self.next_seq(), self.epoch
         return frame
 
-    def _next_seq(self) -> int:
+    def next_seq(self) -> int:
         self.seq += 1
         return self.seq
 
-    def _count(self, frame: schemas.ServerFrame, n: int) -> None:
+    def count(self, frame: schemas.ServerFrame, n: int) -> None:
         if n:
             kind = frame.__struct_config__.tag
             assert isinstance(kind, str)
@@ -218,12 +216,12 @@ class Hub:
         self.telemetry.ws_connections.inc()
         try:
             await websocket.accept()
-            await conn.run(self._read_loop)
+            await conn.run(functools.partial(session.read_loop, self))
         except (OSError, WebSocketDisconnect):
             pass
         finally:
             conn.close(Close.NORMAL, "")
-            self._unsubscribe(conn, set(conn.keys))
+            self.unsubscribe(conn, set(conn.keys))
             self.connections.discard(conn)
             self.telemetry.ws_connections.dec()
 
@@ -247,77 +245,9 @@ class Hub:
             return Close.TRY_AGAIN_LATER, "too many sockets; try again later"
         return None
 
-    async def _read_loop(self, conn: Connection) -> None:
-        limit = self.settings.ws_max_frame_bytes
-        while True:
-            message = await conn.ws.receive()
-            if message["type"] == "websocket.disconnect":
-                conn.peer_closed = True
-                return
-            conn.last_received = time.monotonic()
-            data: str | bytes = message.get("text") or message.get("bytes") or b""
-            if (size := _size(data, limit)) > limit:
-                conn.close(
-                    Close.TOO_BIG, f"frame of {size} bytes exceeds ws_max_frame_bytes={limit}"
-                )
-                return
-            if not conn.bucket.take():
-                if conn.bucket.strikes >= STRIKES_TO_CLOSE:
-                    conn.close(Close.FLOOD, "too many frames: rate limit ignored")
-                    return
-                if conn.bucket.strikes == 1:
-                    self._reply(
-                        conn,
-                        schemas.Error(
-                            detail="rate limit: frames are being dropped", code="rate_limited"
-                        ),
-                    )
-                continue
-            await self._dispatch(conn, data)
-
-    async def _dispatch(self, conn: Connection, data: str | bytes) -> None:
-        try:
-            frame = _decoder.decode(data)
-        except msgspec.ValidationError as exc:  # subclasses DecodeError: first
-            self._reply(
-                conn,
-                schemas.Error(detail=f"invalid frame: {exc}", code="invalid_frame", ref=_ref(data)),
-            )
-            return
-        except msgspec.DecodeError as exc:
-            self._reply(
-                conn, schemas.Error(detail=f"malformed JSON frame: {exc}", code="bad_request")
-            )
-            return
-        try:
-            await self._handle(conn, frame)
-        except errors.PlaygroundError as exc:
-            self._reply(conn, schemas.Error(detail=exc.detail, code=exc.code, ref=frame.ref))
-
-    async def _handle(self, conn: Connection, frame: schemas.ClientFrame) -> None:
-        """One client frame; every frame gets one answer (``ack``, ``pong`` or ``error``)."""
-        match frame:
-            case schemas.Ping():
-                self._reply(conn, schemas.Pong(ref=frame.ref))
-                return
-            case schemas.Submit():
-                await self._submit(conn, frame)  # answers itself
-                return
-            case schemas.Subscribe():
-                self._subscribe(conn, _keys(frame))
-            case schemas.Unsubscribe():
-                self._unsubscribe(conn, _keys(frame))
-            case schemas.Cancel():
-                self._cancel(frame.job_id, frame.taskId, relay=True)
-            case schemas.TelemetryIn():
-                self.telemetry.client_report(_report(frame))
-            case schemas.Resume():
-                self._resume(conn, frame)
-        self._reply(conn, schemas.Ack(ref=frame.ref))
-
     # --- subscriptions ---------------------------------------------------------------------
 
-    def _subscribe(self, conn: Connection, keys: set[str]) -> set[str]:
+    def subscribe(self, conn: Connection, keys: set[str]) -> set[str]:
         """Add ``keys``; returns those that are new. ``BadRequest`` past the cap."""
         added = keys - conn.keys
         if len(conn.keys) + len(added) > MAX_SUBSCRIPTIONS:
@@ -331,7 +261,7 @@ class Hub:
             self._subs.setdefault(key, set()).add(conn)
         return added
 
-    def _unsubscribe(self, conn: Connection, keys: set[str]) -> None:
+    def unsubscribe(self, conn: Connection, keys: set[str]) -> None:
         for key in keys & conn.keys:
             conn.keys.discard(key)
             subscribers = self._subs.get(key)
@@ -342,36 +272,7 @@ class Hub:
 
     # --- client frames ---------------------------------------------------------------------
 
-    async def _submit(self, conn: Connection, frame: schemas.Submit) -> None:
-        """Prepare, subscribe, submit; the ack goes out before any frame of the job.
-
-        Subscribing *before* ``jobs.submit`` is what gets this socket the ``completed``
-        frame of a cache hit (emitted inside ``submit``) exactly once; holding the socket's
-        queue puts the ack (seq taken first) ahead of it.
-        """
-        task_id = frame.taskId or f"ws-{uuid.uuid4().hex}"
-        prepared = await self.jobs.prepare(frame)
-        added = self._subscribe(conn, {"t:" + task_id, "j:" + prepared.job_id})
-        reply: schemas.Ack | schemas.Error
-        seq = self._next_seq()
-        conn.hold()
-        try:
-            sub = await self.jobs.submit(prepared, frame.mode, task_id)
-            reply = schemas.Ack(
-                ref=frame.ref,
-                job_id=sub.job.id,
-                taskId=task_id,
-                cache_key=prepared.cache_key,
-                routed_backend=sub.job.routed_backend,
-            )
-        except errors.PlaygroundError as exc:
-            self._unsubscribe(conn, added)
-            reply = schemas.Error(detail=exc.detail, code=exc.code, ref=frame.ref)
-        reply.seq, reply.epoch = seq, self.epoch
-        conn.release(_encode(reply))
-        self._count(reply, 1)
-
-    def _cancel(self, job_id: str | None, task_id: str | None, relay: bool) -> None:
+    def cancel(self, job_id: str | None, task_id: str | None, relay: bool) -> None:
         """Withdraw ``task_id``'s interest (every interest without one) in the job(s).
 
         Jobs run by another process get the cancel through the broker.
@@ -392,9 +293,9 @@ class Hub:
         elif job_id is not None:
             self.jobs.get(job_id)  # UnknownJob unless it already finished here
 
-    def _resume(self, conn: Connection, frame: schemas.Resume) -> None:
+    def resume(self, conn: Connection, frame: schemas.Resume) -> None:
         before = frozenset(conn.keys)
-        self._subscribe(conn, {"t:" + t for t in frame.taskIds} | {"j:" + j for j in frame.job_ids})
+        self.subscribe(conn, {"t:" + t for t in frame.taskIds} | {"j:" + j for j in frame.job_ids})
         same = frame.epoch == self.epoch or (frame.epoch is None and frame.last_seq == 0)
         start = frame.last_seq if same else 0
         for entry in self.replay.after(start):
@@ -410,7 +311,7 @@ class Hub:
             conn.offer(_encode(_with_task(entry.frame, task_id)), False)
         if not same or frame.last_seq < self.replay.dropped_upto:
             detail = "another epoch (the server restarted)" if not same else "frames were discarded"
-            self._reply(conn, self._gap(frame.last_seq, f"{detail}; refetch job state over REST"))
+            self.reply(conn, self._gap(frame.last_seq, f"{detail}; refetch job state over REST"))
 
     def _gap(self, from_seq: int, detail: str) -> schemas.Gap:
         oldest = self.replay.oldest_seq(self.seq + 1)
@@ -422,7 +323,7 @@ class Hub:
         if isinstance(message, FrameMessage):
             self._deliver(message.frame, frozenset(message.task_ids))
         else:
-            self._cancel(message.job_id, message.task_id, relay=False)
+            self.cancel(message.job_id, message.task_id, relay=False)
 
     def _on_broker_state(self, connected: bool) -> None:
         if not connected:
@@ -435,59 +336,15 @@ class Hub:
         )
         for conn in self.connections:
             if any(not key.startswith("c:") for key in conn.keys):
-                self._reply(conn, self._gap(self._broker_lost_at, detail))
+                self.reply(conn, self._gap(self._broker_lost_at, detail))
         self._broker_lost_at = None
 
 
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _encode(frame: schemas.ServerFrame) -> str:
-    return _encoder.encode(frame).decode()
-
-
 def _with_task(frame: schemas.JobFrame, task_id: str | None) -> schemas.JobFrame:
     return frame if task_id is None else msgspec.structs.replace(frame, taskId=task_id)
-
-
-def _size(data: str | bytes, limit: int) -> int:
-    """The frame's size in bytes (a str is only encoded when it might exceed ``limit``)."""
-    if isinstance(data, bytes) or len(data) * 4 <= limit:
-        return len(data)
-    return len(data.encode())
-
-
-def _ref(data: str | bytes) -> str | None:
-    """The ``ref`` of a frame that failed validation, when it can be read at all."""
-    try:
-        ref = _ref_decoder.decode(data).ref
-    except msgspec.DecodeError:
-        return None
-    return ref[:64] if ref else None
-
-
-def _keys(frame: schemas.Subscribe | schemas.Unsubscribe) -> set[str]:
-    keys = set()
-    if frame.taskId is not None:
-        keys.add("t:" + frame.taskId)
-    if frame.job_id is not None:
-        keys.add("j:" + frame.job_id)
-    if frame.channel is not None:
-        keys.add("c:" + frame.channel)
-    if not keys:
-        raise errors.BadRequest(f"{frame.__struct_config__.tag} needs taskId, job_id or channel")
-    return keys
-
-
-def _report(frame: schemas.TelemetryIn) -> schemas.MetricsReport:
-    return schemas.MetricsReport(
-        source=frame.source,
-        taskId=frame.taskId,
-        queue_depth=frame.queue_depth,
-        running=frame.running,
-        workers=frame.workers,
-        durations_ms=frame.durations_ms,
-    )
 
 
 def _redact(frame: schemas.Telemetry) -> schemas.Telemetry:

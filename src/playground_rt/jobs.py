@@ -40,6 +40,7 @@ Mode = Literal["preview", "fallback"]
 PROGRESS_INTERVAL_S = 0.1
 FINISHED_KEPT = 2000
 PYTORCH_SUFFIXES = (".ckpt", ".pt", ".pth")
+QUEUED_NOTE = "queued on the server; follow job_id over /ws or GET /api/jobs/{job_id}"
 
 
 class JobState(enum.Enum):
@@ -134,6 +135,8 @@ class Submission:
     job: Job
     status: Literal["accepted", "completed", "failed", "cancelled"]
     notes: list[str]
+    joined: bool = False
+    """True when an identical job was already in flight (single-flight)."""
 
 
 class JobManager:
@@ -203,7 +206,7 @@ class JobManager:
             job.interests.add(interest)
             notes.append("an identical job is already in flight; joined it")
             self._announce_position(job)
-            return Submission(job, "accepted", notes)
+            return Submission(job, "accepted", notes, joined=True)
         if (path := self.store.lookup(prepared.pipeline_id, prepared.job_id)) is not None:
             return Submission(
                 self._cache_hit(prepared, backend, interest, path), "completed", notes
@@ -219,7 +222,7 @@ class JobManager:
             job,
             schemas.Queued(job_id=job.id, position=position, eta_ms=self.executor.eta_ms(position)),
         )
-        notes.append("queued on the server; follow job_id over /ws or GET /api/jobs/{job_id}")
+        notes.append(QUEUED_NOTE)
         return Submission(job, "accepted", notes)
 
     async def wait(self, job: Job, timeout_s: float) -> bool:

@@ -78,6 +78,10 @@ class Telemetry:
             outcome = "failed" if isinstance(frame, schemas.Failed) else "cancelled"
             self.jobs_total.labels(frame.job_id.rsplit("-", 1)[0], outcome).inc()
 
+    def submitted(self, joined: bool) -> None:
+        if joined:
+            self.cache_requests.labels("coalesced").inc()
+
     def client_report(self, report: schemas.MetricsReport) -> None:
         key = f"{report.source}:{report.taskId or '-'}"
         if key not in self._clients and len(self._clients) >= MAX_CLIENTS:
