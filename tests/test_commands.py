@@ -51,7 +51,10 @@ def test_builtin_catalog_lists_the_run_command_first() -> None:
     assert options["pipeline"].required and options["image"].required
 
 
-def test_seed_preview_command_is_the_readme_one(catalog: Catalog) -> None:
+def test_seed_preview_command_is_the_readme_one(
+    catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the roots are relative: data/ is looked up here
     seed = preview(
         image_path=SEED_IMAGE,
         checkpoint_path="outputs/exp/checkpoints/epoch=12.ckpt",
@@ -78,7 +81,9 @@ def test_seed_preview_command_is_the_readme_one(catalog: Catalog) -> None:
 def test_params_reproduce_the_previews_plan_and_cache_key(
     catalog: Catalog, pipeline_id: str, params: dict[str, Any]
 ) -> None:
-    argv = build(catalog, preview=preview(pipeline_id=pipeline_id, image_path="x.png", params=params)).argv
+    argv = build(
+        catalog, preview=preview(pipeline_id=pipeline_id, image_path="x.png", params=params)
+    ).argv
     given = json.loads(argv[argv.index("--params") + 1])
     pipeline = pipelines.get_pipeline(pipeline_id)
     original, rerun = pipeline.plan(params), pipeline.plan(given)
@@ -217,9 +222,7 @@ def test_defaults_and_empty_values_are_left_out(catalog: Catalog) -> None:
         pytest.param({"data": ""}, "values.data: required", id="missing-required"),
     ],
 )  # fmt: skip
-def test_bad_values_name_the_option(
-    catalog: Catalog, values: dict[str, Any], detail: str
-) -> None:
+def test_bad_values_name_the_option(catalog: Catalog, values: dict[str, Any], detail: str) -> None:
     with pytest.raises(errors.InvalidParams) as raised:
         build(catalog, command="train", values={"data": "datasets", **values})
     assert raised.value.detail.startswith(detail), raised.value.detail
@@ -231,7 +234,7 @@ def test_run_params_value_is_validated_and_canonicalised(catalog: Catalog) -> No
     assert argv[-2:] == ["--params", '{"blur":{"kernelSize":5}}']
     with pytest.raises(errors.InvalidParams, match=r"values.params: .*\$\.params\.blur"):
         build(catalog, values={**values, "params": '{"blur": {"kernelSize": 40}}'})
-    with pytest.raises(errors.InvalidParams, match="values.params: not JSON"):
+    with pytest.raises(errors.InvalidParams, match=r"values\.params: not JSON"):
         build(catalog, values={**values, "params": "{blur"})
 
 
@@ -252,7 +255,7 @@ INJECTIONS = [
     "$(reboot)",
     "`reboot`",
     "a && b || c | d > /tmp/x < /etc/passwd &",
-    "it's \"quoted\" \\ back",
+    'it\'s "quoted" \\ back',
     "line one\nline two\r\n",
     "tab\there $HOME ${PATH} ~ * ? [a] {b,c} !",
     "--epochs=999",

@@ -1,0 +1,275 @@
+"""Helpers for ``test_hub``: a uvicorn runner, a frame-collecting client, a stuck client
+that never reads, and a private ``redis-server``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+import pytest
+import uvicorn
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from playground_rt import schemas
+from playground_rt.app import create_app
+from playground_rt.config import Settings
+
+from .conftest import Server, b64, encode, require_model, sample_image
+
+F = TypeVar("F", bound=schemas.ServerFrame)
+_decoder = msgspec.json.Decoder(schemas.ServerFrame)
+_seeds = itertools.count(1000)
+_refs = itertools.count(1)
+
+
+def unique_png(size: tuple[int, int] = (40, 32)) -> str:
+    """A small PNG (base64) no other test sends: no cache hit, no single-flight join."""
+    return b64(encode(sample_image(*size, seed=next(_seeds))))
+
+
+def rembg_submit(task_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "type": "submit",
+        "mode": "fallback",
+        "pipeline_id": "rembg",
+        "params": {"strength": 0.85},
+        "image_base64": unique_png(),
+    }
+    if task_id is not None:
+        frame["taskId"] = task_id
+    frame.update(extra)
+    return frame
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings, ws_max_size: int | None = None) -> AsyncIterator[Server]:
+    """A real uvicorn on 127.0.0.1 (OS-chosen port) serving ``create_app(settings)``.
+
+    uvicorn's own ``ws_max_size`` defaults to 4 × ``ws_max_frame_bytes`` here, so what a
+    client sees for an oversize frame is the hub's 4009 rather than uvicorn's 1009.
+    """
+    require_model()
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=0,
+        ws=settings.ws_impl,
+        log_level="warning",
+        lifespan="on",
+        ws_max_size=ws_max_size or 4 * settings.ws_max_frame_bytes,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "uvicorn did not start"
+        await asyncio.sleep(0.01)
+    url = "http://127.0.0.1:%d" % server.servers[0].sockets[0].getsockname()[1]
+    async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
+        try:
+            yield Server(url, settings, config.app, http)  # type: ignore[arg-type]
+        finally:
+            server.should_exit = True
+            await task
+
+
+class Client:
+    """A ``websockets`` client that decodes and keeps every frame it receives."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.frames: list[schemas.ServerFrame] = []
+        self._new = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                self.frames.append(_decoder.decode(raw))
+                self._new.set()
+        except ConnectionClosed:
+            pass
+        finally:
+            self._new.set()
+
+    @property
+    def close_code(self) -> int | None:
+        return self.ws.close_code
+
+    async def send(self, frame: dict[str, Any] | str | bytes) -> None:
+        await self.ws.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
+
+    async def wait(
+        self, kind: type[F], pred: Callable[[F], bool] = lambda f: True, timeout: float = 30
+    ) -> F:
+        """The first frame so far (or to come) of type ``kind`` matching ``pred``."""
+        async with asyncio.timeout(timeout):
+            seen = 0
+            while True:
+                for frame in self.frames[seen:]:
+                    if isinstance(frame, kind) and pred(frame):
+                        return frame
+                seen = len(self.frames)
+                if self._reader.done():
+                    raise AssertionError(f"closed ({self.close_code}) before a {kind.__name__}")
+                self._new.clear()
+                await self._new.wait()
+
+    async def request(self, frame: dict[str, Any]) -> schemas.Ack | schemas.Error | schemas.Pong:
+        """Send ``frame`` with a fresh ``ref`` and return its answer."""
+        ref = f"r{next(_refs)}"
+        await self.send(dict(frame, ref=ref))
+        answer = await self.wait(
+            schemas.ServerFrame,  # type: ignore[arg-type]
+            lambda f: isinstance(f, schemas.Ack | schemas.Error | schemas.Pong) and f.ref == ref,
+        )
+        assert isinstance(answer, schemas.Ack | schemas.Error | schemas.Pong)
+        return answer
+
+    async def ack(self, frame: dict[str, Any]) -> schemas.Ack:
+        answer = await self.request(frame)
+        assert isinstance(answer, schemas.Ack), answer
+        return answer
+
+    async def barrier(self) -> None:
+        """Every frame queued for this socket before now has arrived (one queue, FIFO)."""
+        assert isinstance(await self.request({"type": "ping"}), schemas.Pong)
+
+    def job_frames(self, job_id: str) -> list[schemas.JobFrame]:
+        frames = self.frames
+        return [f for f in frames if isinstance(f, schemas.JobFrame) and f.job_id == job_id]  # type: ignore[misc,arg-type]
+
+    async def closed(self, timeout: float = 10) -> int | None:
+        async with asyncio.timeout(timeout):
+            await self._reader
+        return self.close_code
+
+    async def aclose(self) -> None:
+        await self.ws.close()
+        await self._reader
+
+
+@contextlib.asynccontextmanager
+async def client(url: str, **kwargs: Any) -> AsyncIterator[Client]:
+    async with connect(url, proxy=None, open_timeout=10, **kwargs) as ws:
+        c = Client(ws)
+        try:
+            yield c
+        finally:
+            c._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await c._reader
+
+
+def client_frame(text: str) -> bytes:
+    """A masked text frame, as a client must send it."""
+    payload, mask = text.encode(), os.urandom(4)
+    n = len(payload)
+    if n < 126:
+        header = bytes([0x81, 0x80 | n])
+    elif n < 1 << 16:
+        header = bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        header = bytes([0x81, 0x80 | 127]) + n.to_bytes(8, "big")
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def stuck_client(url: str, frames: list[dict[str, Any]]) -> socket.socket:
+    """A client that does the handshake, sends ``frames`` and then never reads again.
+
+    Its receive buffer is shrunk first, so the server's writes back up quickly.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, (host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await loop.sock_sendall(sock, request.encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += await loop.sock_recv(sock, 1)  # byte by byte: read nothing past the headers
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    for frame in frames:
+        await loop.sock_sendall(sock, client_frame(json.dumps(frame)))
+    return sock
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10, what: str = "") -> None:
+    """Poll a server-side condition (no event to wait on from outside the app)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+    assert condition(), what
+
+
+# --- redis-server -------------------------------------------------------------------------
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Redis:
+    """A private ``redis-server`` (no persistence) on a free port; restartable."""
+
+    def __init__(self, tmp: Path) -> None:
+        exe = shutil.which("redis-server") or REDIS_SERVER
+        if not Path(exe).is_file():
+            pytest.fail("redis-server not found: run `.ci/run` or `apt-get install redis-server`")
+        self.exe, self.tmp = exe, tmp
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        args = [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "no", "--dir", str(self.tmp)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        async with asyncio.timeout(10):
+            while not await self._ping():
+                assert self.proc.poll() is None, "redis-server exited at start"
+                await asyncio.sleep(0.02)
+
+    async def _ping(self) -> bool:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            return False
+        writer.write(b"PING\r\n")
+        answer = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        return answer == b"+PONG\r\n"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
