@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,8 +63,9 @@ async def serve(settings: Settings, ws_max_size: int | None = None) -> AsyncIter
     client sees for an oversize frame is the hub's 4009 rather than uvicorn's 1009.
     """
     require_model()
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host="127.0.0.1",
         port=0,
         ws=settings.ws_impl,
@@ -80,7 +82,7 @@ async def serve(settings: Settings, ws_max_size: int | None = None) -> AsyncIter
     url = "http://127.0.0.1:%d" % server.servers[0].sockets[0].getsockname()[1]
     async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
         try:
-            yield Server(url, settings, config.app, http)  # type: ignore[arg-type]
+            yield Server(url, settings, app, http)
         finally:
             server.should_exit = True
             await task
@@ -92,6 +94,8 @@ class Client:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.frames: list[schemas.ServerFrame] = []
+        self.arrived: list[float] = []
+        """``time.monotonic()`` when each frame was decoded."""
         self._new = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
@@ -99,6 +103,7 @@ class Client:
         try:
             async for raw in self.ws:
                 self.frames.append(_decoder.decode(raw))
+                self.arrived.append(time.monotonic())
                 self._new.set()
         except ConnectionClosed:
             pass

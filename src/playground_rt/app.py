@@ -70,7 +70,11 @@ def build_state(settings: Settings) -> AppState:
         jobs=jobs,
         telemetry=telemetry,
         hub=hub,
-        commands=Catalog.load(settings.commands_catalog),
+        commands=Catalog.load(
+            settings.commands_catalog,
+            data_root=settings.data_root,
+            outputs_root=settings.outputs_root,
+        ),
         datasets=Datasets(settings.data_root),
         pipeline_list=pipeline_list(),
         openapi=openapi.render(VERSION),

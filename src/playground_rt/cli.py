@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 
 from . import config, modelstore
+from .commandspec import CatalogError
 
 SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("host", str, "interface to bind"),
@@ -148,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench(args)
     except msgspec.ValidationError as exc:
         print(f"playground-rt: bad setting: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except CatalogError as exc:
+        print(f"playground-rt: bad command catalog: {exc}", file=sys.stderr)  # noqa: T201
         return 2
 
 

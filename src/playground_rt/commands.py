@@ -48,8 +48,6 @@ import shlex
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import msgspec
-
 from . import commandspec, errors, pipelines, schemas
 from .commandspec import CatalogError, Command, CommandSpec, Root, Value
 
@@ -250,25 +248,12 @@ def params_text(plan: pipelines.Plan, warnings: list[str]) -> str | None:
     """The ``--params`` text reproducing ``plan``; ``None`` when it is the defaults' plan."""
     if plan.steps == _default_plan(plan.pipeline.id).steps:
         return None
-    reread = plan.pipeline.plan(json.loads(plan.canonical))
-    if reread.steps == plan.steps:
-        return plan.canonical
-    warnings.append(
-        "params: a value has more than six decimals, which the cache key rounds; "
-        "--params carries the exact values"
-    )
-    return json.dumps(_exact(plan), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return plan.canonical
 
 
 @functools.cache
 def _default_plan(pipeline_id: str) -> pipelines.Plan:
     return pipelines.get_pipeline(pipeline_id).plan({})
-
-
-def _exact(plan: pipelines.Plan) -> dict[str, Any]:
-    if plan.pipeline.flat:
-        return dict(msgspec.to_builtins(plan.steps[0].params))
-    return {step.op.name: msgspec.to_builtins(step.params) for step in plan.steps}
 
 
 def _normalise_run(typed: dict[str, Value], warnings: list[str]) -> None:
@@ -309,6 +294,10 @@ def _info(spec: CommandSpec) -> schemas.CommandInfo:
                 default=o.default,
                 choices=o.choices,
                 required=o.required,
+                min=o.min,
+                max=o.max,
+                root=o.root,
+                false_flag=o.false_flag,
             )
             for o in spec.options
         ],

@@ -99,6 +99,7 @@ class Connection:
         self.peer_closed = False
         self._held = False
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
         self._done = asyncio.Event()
 
     @property
@@ -149,12 +150,16 @@ class Connection:
         self._wake.set()
 
     def close(self, code: int, reason: str) -> None:
-        """Close (or evict): idempotent, never blocks; the supervisor does the rest."""
+        """Close (or evict): idempotent, never blocks; the supervisor does the rest.
+
+        What is queued still goes out first (for at most ``CLOSE_TIMEOUT_S``), except for a
+        slow consumer, whose queue is dropped.
+        """
         if self._done.is_set():
             return
         self.close_code, self.close_reason = code, reason
-        if self.queue:
-            self._dropped("closed", len(self.queue))
+        if code == Close.SLOW_CONSUMER and self.queue:
+            self._dropped("evicted", len(self.queue))
             self.queue.clear()
         self._done.set()
 
@@ -162,22 +167,22 @@ class Connection:
 
     async def run(self, reader: Callable[[Connection], Coroutine[Any, Any, None]]) -> None:
         """Run ``reader(self)`` and the sender until either ends or :meth:`close` is called."""
-        tasks = [
-            asyncio.create_task(reader(self), name="ws-read"),
-            asyncio.create_task(self._send_loop(), name="ws-send"),
-        ]
-        for task in tasks:
+        read = asyncio.create_task(reader(self), name="ws-read")
+        send = asyncio.create_task(self._send_loop(), name="ws-send")
+        for task in (read, send):
             task.add_done_callback(self._task_done)
         try:
             await self._done.wait()
+            read.cancel()
+            if self.close_code is not None and not self.peer_closed:
+                with contextlib.suppress(TimeoutError, OSError, WebSocketDisconnect):
+                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                        await self._idle.wait()  # the queue went out
+                        await self.ws.close(self.close_code, self.close_reason)
         finally:
-            for task in tasks:
+            for task in (read, send):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if self.close_code is not None and not self.peer_closed:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await self.ws.close(self.close_code, self.close_reason)
+            await asyncio.gather(read, send, return_exceptions=True)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (exc := task.exception()) is not None:
@@ -190,9 +195,11 @@ class Connection:
         queue, wake, send = self.queue, self._wake, self.ws.send
         while True:
             if not queue or queue[0] is _MARK:
+                self._idle.set()
                 wake.clear()
                 await wake.wait()
                 continue
+            self._idle.clear()
             text, _ = queue.popleft()
             self.sending_since = time.monotonic()
             await send({"type": "websocket.send", "text": text})

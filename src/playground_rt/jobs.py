@@ -339,12 +339,7 @@ class JobManager:
             checkpoint=job.prepared.checkpoint,
         )
         ops_started = time.perf_counter()
-        for index, step in enumerate(steps):
-            job.check()
-            self._report(job, step.op.name, index, len(steps))
-            started = time.perf_counter()
-            image = step.op.run(image, step.params, ctx)
-            job.durations[f"op.{step.op.name}"] = _ms(time.perf_counter() - started)
+        image = pipelines.apply(steps, image, ctx, job.durations)
         job.durations["ops"] = _ms(time.perf_counter() - ops_started)
         job.check()
         started = time.perf_counter()

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
+from PIL import Image
 
 from . import errors
 from .ops import OPS
-from .ops.base import OpSpec
+from .ops.base import OpContext, OpSpec
 
 Route = Literal["client", "server"]
 ROUTING_KEYS = ("rembg", "background_removal")
@@ -77,7 +79,7 @@ class Pipeline:
     def plan(self, params: dict[str, Any]) -> Plan:
         """Validate ``params`` (``InvalidParams`` names the ``$.params...`` path)."""
         try:
-            decoded = msgspec.convert(params, self.params_type, strict=True)
+            decoded = msgspec.convert(_quantise(params), self.params_type, strict=True)
         except msgspec.ValidationError as exc:
             raise errors.InvalidParams(_params_path(str(exc))) from None
         steps = tuple(self._steps(decoded))
@@ -86,7 +88,7 @@ class Pipeline:
             route = "server"
         elif getattr(decoded, "background_removal", None) == "client":
             route = "client"
-        return Plan(self, steps, canonical_json(_canonical(steps, self.flat)), route)
+        return Plan(self, steps, canonical_json(canonical_params(steps, self.flat)), route)
 
     def _steps(self, decoded: msgspec.Struct) -> list[Step]:
         if self.flat:
@@ -112,7 +114,41 @@ def _params_path(message: str) -> str:
     return message.replace(" - at `$", " - at `$.params")
 
 
-def _canonical(steps: tuple[Step, ...], flat: bool) -> dict[str, Any]:
+def _quantise(value: Any) -> Any:
+    """Floats rounded to 6 decimals, as the canonical form writes them: the params that run
+    are exactly the ones the cache key names (and the page's workers round alike)."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: _quantise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_quantise(v) for v in value]
+    return value
+
+
+def apply(
+    steps: tuple[Step, ...],
+    image: Image.Image,
+    ctx: OpContext,
+    durations: dict[str, float] | None = None,
+) -> Image.Image:
+    """Run ``steps`` in order: the one loop the server's workers and ``playground-rt run`` share.
+
+    Before each op: a cancellation check and a progress report (stage = the op's name);
+    after it, its time in ms goes to ``durations["op.<name>"]`` when given.
+    """
+    for index, step in enumerate(steps):
+        ctx.check_cancelled()
+        ctx.report(step.op.name, index, len(steps))
+        started = time.perf_counter()
+        image = step.op.run(image, step.params, ctx)
+        if durations is not None:
+            durations[f"op.{step.op.name}"] = round((time.perf_counter() - started) * 1000, 3)
+    return image
+
+
+def canonical_params(steps: tuple[Step, ...], flat: bool) -> dict[str, Any]:
+    """The plan's params with every default filled in and routing keys left out."""
     if flat:
         return dict(msgspec.to_builtins(steps[0].params))
     return {step.op.name: msgspec.to_builtins(step.params) for step in steps}

@@ -2,7 +2,7 @@
 
 A run takes the path of a server job step for step: the file's bytes are hashed (sha256)
 and decoded with ``images.decode`` under the settings' limits, the plan's ops run in order
-(:func:`apply_steps`), ``images.encode_png`` encodes, and ``ResultStore.write`` places the
+(``pipelines.apply``), ``images.encode_png`` encodes, and ``ResultStore.write`` places the
 file at ``{out}/playground/{pipeline_id}/{job_id}.png``, ``job_id`` being
 ``pipeline_id + "-" + pipelines.digest(plan, image sha256, checkpoint sha256)``. So it writes
 the bytes the server writes for the same request, under the same cache key, and a result
@@ -30,14 +30,12 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-from PIL import Image
 from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -49,7 +47,7 @@ from .datasets import SUFFIXES
 from .models import ModelRegistry
 from .ops.base import OpContext, SessionProvider
 
-__all__ = ["Recipe", "Result", "add_arguments", "apply_steps", "main", "process", "run"]
+__all__ = ["Recipe", "Result", "add_arguments", "main", "process", "run"]
 
 log = logging.getLogger("playground_rt.runner")
 
@@ -92,13 +90,6 @@ class Result:
     detail: str | None = None
 
 
-def apply_steps(image: Image.Image, steps: Sequence[pipelines.Step], ctx: OpContext) -> Image.Image:
-    """The plan's ops in order, as ``JobManager._execute`` runs them."""
-    for step in steps:
-        image = step.op.run(image, step.params, ctx)
-    return image
-
-
 def process(recipe: Recipe, source: Path) -> Result:
     """One image: ``cached`` if its result exists, else computed and written (``done``);
     ``failed`` with the reason the server would give. Never raises."""
@@ -120,7 +111,7 @@ def _process(recipe: Recipe, source: Path) -> Result:
         return Result(source, "cached", found)
     image = images.decode(data, recipe.limits)
     ctx = OpContext(models=recipe.models, checkpoint=recipe.checkpoint)
-    output = apply_steps(image, plan.steps, ctx)
+    output = pipelines.apply(plan.steps, image, ctx)
     return Result(source, "done", recipe.store.write(pid, job_id, images.encode_png(output)))
 
 

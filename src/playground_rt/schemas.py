@@ -145,6 +145,12 @@ class CommandOptionInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     default: Any = None
     choices: list[str] | None = None
     required: bool = False
+    min: float | None = None
+    max: float | None = None
+    root: Literal["data", "outputs"] | None = None
+    """Paths relative to this server root."""
+    false_flag: str | None = None
+    """For a bool whose default is true: the flag that turns it off."""
 
 
 class CommandInfo(msgspec.Struct, kw_only=True):
