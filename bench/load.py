@@ -66,7 +66,7 @@ def rembg_request(png: bytes) -> Request:
     """``POST /api/remove`` of ``rembg s``: the file upload form, model u2netp."""
     parts = [
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="model"\r\n\r\nu2netp\r\n'.encode(),
-        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; "
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
         'filename="image.png"\r\nContent-Type: image/png\r\n\r\n'.encode(),
         png,
         f"\r\n--{BOUNDARY}--\r\n".encode(),

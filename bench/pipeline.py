@@ -130,7 +130,9 @@ def _write_images(root: Path, pngs: list[bytes]) -> None:
 # --- rembg s ------------------------------------------------------------------------------
 
 
-def _rembg_s(outcome: Outcome, pngs: list[bytes], warm: list[bytes], home: Path, work: Path) -> None:
+def _rembg_s(
+    outcome: Outcome, pngs: list[bytes], warm: list[bytes], home: Path, work: Path
+) -> None:
     requests = [load.rembg_request(p) for p in pngs]
     with servers.rembg_server(home, work) as base:
         _warm_up(base, [load.rembg_request(p) for p in warm])
@@ -208,7 +210,9 @@ def _cache_hits(base: str, label: str, pngs: list[bytes], count: int) -> list[Ca
     figures = []
     variants = {
         "image_base64": [load.fallback_request(p, "preview") for p in pngs],
-        "image_path": [load.preview_path_request(f"bench/img-{i:03d}.png") for i in range(len(pngs))],
+        "image_path": [
+            load.preview_path_request(f"bench/img-{i:03d}.png") for i in range(len(pngs))
+        ],
     }
     for variant, distinct in variants.items():
         print(f"cache hits, {label}, {variant}")

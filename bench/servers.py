@@ -57,7 +57,9 @@ def ensure_rembg_venv(venv: Path = REMBG_VENV) -> Path:
     wanted = [f"rembg[cli,cpu]=={REMBG_VERSION}", f"onnxruntime=={ort}"]
     print(f"creating {venv} for `rembg s`: pip install {' '.join(wanted)} (once; a few minutes)")
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *wanted], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *wanted], check=True
+    )
     return rembg
 
 

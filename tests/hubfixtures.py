@@ -31,6 +31,13 @@ from playground_rt.config import Settings
 from .conftest import Server, b64, encode, require_model, sample_image
 
 F = TypeVar("F", bound=schemas.ServerFrame)
+JOB_FRAMES = (
+    schemas.Queued,
+    schemas.Progress,
+    schemas.Completed,
+    schemas.Failed,
+    schemas.Cancelled,
+)
 _decoder = msgspec.json.Decoder(schemas.ServerFrame)
 _seeds = itertools.count(1000)
 _refs = itertools.count(1)
@@ -59,7 +66,7 @@ def rembg_submit(task_id: str | None = None, **extra: Any) -> dict[str, Any]:
 async def serve(settings: Settings, ws_max_size: int | None = None) -> AsyncIterator[Server]:
     """A real uvicorn on 127.0.0.1 (OS-chosen port) serving ``create_app(settings)``.
 
-    uvicorn's own ``ws_max_size`` defaults to 4 × ``ws_max_frame_bytes`` here, so what a
+    uvicorn's own ``ws_max_size`` defaults to 4 times ``ws_max_frame_bytes`` here, so what a
     client sees for an oversize frame is the hub's 4009 rather than uvicorn's 1009.
     """
     require_model()
@@ -79,7 +86,7 @@ async def serve(settings: Settings, ws_max_size: int | None = None) -> AsyncIter
     while not server.started:
         assert not task.done(), "uvicorn did not start"
         await asyncio.sleep(0.01)
-    url = "http://127.0.0.1:%d" % server.servers[0].sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
         try:
             yield Server(url, settings, app, http)
@@ -117,29 +124,36 @@ class Client:
     async def send(self, frame: dict[str, Any] | str | bytes) -> None:
         await self.ws.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
 
-    async def wait(
-        self, kind: type[F], pred: Callable[[F], bool] = lambda f: True, timeout: float = 30
-    ) -> F:
-        """The first frame so far (or to come) of type ``kind`` matching ``pred``."""
+    async def wait_any(
+        self, pred: Callable[[schemas.ServerFrame], bool], timeout: float = 30
+    ) -> schemas.ServerFrame:
+        """The first frame so far (or to come) matching ``pred``."""
         async with asyncio.timeout(timeout):
             seen = 0
             while True:
                 for frame in self.frames[seen:]:
-                    if isinstance(frame, kind) and pred(frame):
+                    if pred(frame):
                         return frame
                 seen = len(self.frames)
                 if self._reader.done():
-                    raise AssertionError(f"closed ({self.close_code}) before a {kind.__name__}")
+                    raise AssertionError(f"closed ({self.close_code}) before a matching frame")
                 self._new.clear()
                 await self._new.wait()
+
+    async def wait(
+        self, kind: type[F], pred: Callable[[F], bool] = lambda f: True, timeout: float = 30
+    ) -> F:
+        """The first frame of type ``kind`` matching ``pred``."""
+        frame = await self.wait_any(lambda f: isinstance(f, kind) and pred(f), timeout)
+        assert isinstance(frame, kind)
+        return frame
 
     async def request(self, frame: dict[str, Any]) -> schemas.Ack | schemas.Error | schemas.Pong:
         """Send ``frame`` with a fresh ``ref`` and return its answer."""
         ref = f"r{next(_refs)}"
         await self.send(dict(frame, ref=ref))
-        answer = await self.wait(
-            schemas.ServerFrame,  # type: ignore[arg-type]
-            lambda f: isinstance(f, schemas.Ack | schemas.Error | schemas.Pong) and f.ref == ref,
+        answer = await self.wait_any(
+            lambda f: isinstance(f, schemas.Ack | schemas.Error | schemas.Pong) and f.ref == ref
         )
         assert isinstance(answer, schemas.Ack | schemas.Error | schemas.Pong)
         return answer
@@ -153,9 +167,8 @@ class Client:
         """Every frame queued for this socket before now has arrived (one queue, FIFO)."""
         assert isinstance(await self.request({"type": "ping"}), schemas.Pong)
 
-    def job_frames(self, job_id: str) -> list[schemas.JobFrame]:
-        frames = self.frames
-        return [f for f in frames if isinstance(f, schemas.JobFrame) and f.job_id == job_id]  # type: ignore[misc,arg-type]
+    def job_frames(self, job_id: str | None) -> list[schemas.JobFrame]:
+        return [f for f in self.frames if isinstance(f, JOB_FRAMES) and f.job_id == job_id]
 
     async def closed(self, timeout: float = 10) -> int | None:
         async with asyncio.timeout(timeout):
