@@ -7,7 +7,8 @@ the whole per-image work a server must do, in threads of this process: PNG decod
 cutout) and PNG encode with the server's settings (``compress_level=1``).
 
 Both use sessions with the server's options (inter-op 1, sequential, all graph
-optimisations) and are measured for every (threads x intra-op threads) split of the cores.
+optimisations), are measured for every (threads x intra-op threads) split of the cores, and
+keep the best of a few passes over the images.
 """
 
 from __future__ import annotations
@@ -74,7 +75,9 @@ def session(intra: int, model_home: Path) -> BaseSession:
     return made
 
 
-def run_threads(work: Callable[[int], None], count: int, threads: int) -> tuple[float, list[float]]:
+def run_threads(
+    work: Callable[[int], object], count: int, threads: int
+) -> tuple[float, list[float]]:
     """Run ``work(i)`` for ``i`` in ``range(count)`` on ``threads`` threads pulling the next
     index; returns the wall time and each call's latency (seconds)."""
     lock, cursor, latencies = threading.Lock(), iter(range(count)), [0.0] * count
@@ -104,18 +107,26 @@ def _throughput(split: Split, wall_s: float, latencies: list[float]) -> Throughp
     return Throughput(split.label, count, round(wall_s, 3), count / wall_s, round(mean_ms, 2))
 
 
-def raw(pngs: list[bytes], split: Split, model_home: Path) -> Throughput:
+def _best(split: Split, work: Callable[[int], object], count: int, passes: int) -> Throughput:
+    """The best of ``passes`` passes over ``count`` items, after a warm-up.
+
+    A ceiling is a maximum: interference from anything else on the machine only lowers a
+    pass, so the best pass is the least disturbed estimate.
+    """
+    run_threads(lambda i: work(i % count), WARMUP_RUNS * split.threads, split.threads)
+    tries = [_throughput(split, *run_threads(work, count, split.threads)) for _ in range(passes)]
+    return max(tries, key=lambda t: t.per_s)
+
+
+def raw(pngs: list[bytes], split: Split, model_home: Path, passes: int = 3) -> Throughput:
     """The raw ceiling for ``split``: only ``session.run`` is timed."""
     sess = session(split.intra, model_home)
     feeds = [sess.normalize(Image.open(io.BytesIO(p)), MEAN, STD, INPUT_SIZE) for p in pngs]
     inner = sess.inner_session
-    warm = [feeds[i % len(feeds)] for i in range(WARMUP_RUNS * split.threads)]
-    run_threads(lambda i: inner.run(None, warm[i]), len(warm), split.threads)
-    wall_s, latencies = run_threads(lambda i: inner.run(None, feeds[i]), len(feeds), split.threads)
-    return _throughput(split, wall_s, latencies)
+    return _best(split, lambda i: inner.run(None, feeds[i]), len(feeds), passes)
 
 
-def library(pngs: list[bytes], split: Split, model_home: Path) -> Throughput:
+def library(pngs: list[bytes], split: Split, model_home: Path, passes: int = 3) -> Throughput:
     """The library ceiling for ``split``: decode, ``rembg.remove``, encode, per image."""
     sess = session(split.intra, model_home)
 
@@ -128,9 +139,7 @@ def library(pngs: list[bytes], split: Split, model_home: Path) -> Throughput:
         cutout.save(buffer, "PNG", compress_level=1)
         return buffer.getvalue()
 
-    run_threads(lambda i: one(pngs[i % len(pngs)]), WARMUP_RUNS * split.threads, split.threads)
-    wall_s, latencies = run_threads(lambda i: one(pngs[i]), len(pngs), split.threads)
-    return _throughput(split, wall_s, latencies)
+    return _best(split, lambda i: one(pngs[i]), len(pngs), passes)
 
 
 def anatomy(pngs: list[bytes], model_home: Path) -> dict[str, float]:

@@ -20,6 +20,7 @@ from .load import Run
 TARGET_RAW = 0.95
 TARGET_REMBG = 1.35
 TARGET_CACHE_P99_MS = 5.0
+CACHE_VARIANTS = ("image_base64", "image_path")  # the others are reference points
 
 
 @dataclass
@@ -101,6 +102,9 @@ class Results:
     stages: list[Stages] = field(default_factory=list)
     cache: list[CacheFigure] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    """Wrong answers (failures, misses, unexpected cache hits): the run is invalid."""
+    warnings: list[str] = field(default_factory=list)
+    """Signs of a disturbed measurement (a busy machine): the figures are unreliable."""
     recommended: str | None = None
     ratios: list[Ratio] = field(default_factory=list)
 
@@ -137,7 +141,7 @@ class Results:
             _ratio("playground-rt c1 / rembg s c1", c1, self._find("rembg s", 1), None),
         ]
         for figure in self.cache:
-            if figure.config == self.recommended:
+            if figure.config == self.recommended and figure.variant in CACHE_VARIANTS:
                 ok = figure.p99_ms <= TARGET_CACHE_P99_MS and not figure.misses
                 name = f"cache hit p99 ms ({figure.variant}), <= {TARGET_CACHE_P99_MS:g}"
                 ratios.append(Ratio(name, figure.p99_ms, None, "PASS" if ok else "FAIL"))
@@ -164,7 +168,8 @@ def save(results: Results, folder: Path) -> Path:
 
 
 def show(results: Results, console: Console | None = None) -> None:
-    console = console or Console()
+    # Not a terminal (a log, CI): wide enough that no column is cut.
+    console = console or Console(width=None if Console().is_terminal else 150)
     meta = results.meta
     console.print(
         f"\n[bold]pipeline benchmark[/] on {meta['cores']} cores ({meta['cpu']}), "
@@ -179,6 +184,8 @@ def show(results: Results, console: Console | None = None) -> None:
             f"recommended split (best at concurrency 8): {results.recommended} "
             "(workers x intra-op threads)"
         )
+    for warning in results.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
     for problem in results.problems:
         console.print(f"[red]problem:[/] {problem}")
 
@@ -228,8 +235,9 @@ def _stage_order(name: str) -> int:
 
 
 def _anatomy(results: Results) -> Table:
-    table = _table("rembg u2netp steps, mean ms (1 thread, intra-op 1)", "", "", *results.anatomy)
-    table.add_row("", "", *(f"{v:.1f}" for v in results.anatomy.values()))
+    title = "rembg steps behind the library ceiling, mean ms"
+    table = _table(title, "model", "threads", *results.anatomy)
+    table.add_row("u2netp", "1 x 1", *(f"{v:.1f}" for v in results.anatomy.values()))
     return table
 
 

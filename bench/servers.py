@@ -49,18 +49,23 @@ def free_port() -> int:
 
 
 def ensure_rembg_venv(venv: Path = REMBG_VENV) -> Path:
-    """The ``rembg`` executable of ``venv``, creating the venv (pip, network) when missing."""
-    rembg = venv / "bin" / "rembg"
-    if rembg.exists():
-        return rembg
+    """The ``rembg`` executable of ``venv``, installing it (pip, network) when missing.
+
+    A marker file records what was installed, so an interrupted install is redone and a
+    changed pin (a new onnxruntime in the project) reinstalls.
+    """
     ort = importlib.metadata.version("onnxruntime")
     wanted = [f"rembg[cli,cpu]=={REMBG_VERSION}", f"onnxruntime=={ort}"]
-    print(f"creating {venv} for `rembg s`: pip install {' '.join(wanted)} (once; a few minutes)")
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *wanted], check=True
-    )
-    return rembg
+    marker = venv / "bench-requirements.txt"
+    if marker.is_file() and marker.read_text().split() == wanted:
+        return venv / "bin" / "rembg"
+    print(f"preparing {venv} for `rembg s`: pip install {' '.join(wanted)} (once; minutes)")
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *wanted]
+    subprocess.run(pip, check=True)
+    marker.write_text("\n".join(wanted) + "\n")
+    return venv / "bin" / "rembg"
 
 
 @contextlib.contextmanager

@@ -86,6 +86,10 @@ async def decode_body(request: Request, kind: type[T]) -> T:
         raise errors.InvalidParams(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise errors.BadRequest(f"malformed JSON body: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec raises it (not DecodeError) inside strings
+        raise errors.BadRequest(f"malformed JSON body: invalid UTF-8 ({exc.reason})") from None
+    except RecursionError:  # msgspec raises it (not DecodeError) past ~1000 nested levels
+        raise errors.BadRequest("malformed JSON body: nested too deeply") from None
 
 
 def authorize(request: Request) -> None:

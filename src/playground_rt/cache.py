@@ -48,10 +48,10 @@ class ResultStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".png", dir=path.parent)
         try:
+            # No fsync: a file torn by a power cut fails lookup()'s whole-PNG check and is
+            # recomputed, so durability would cost every job milliseconds for nothing.
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
             os.chmod(temp, 0o644)  # mkstemp makes 0600 files
             os.replace(temp, path)
         except BaseException:

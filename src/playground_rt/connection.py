@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 log = logging.getLogger("playground_rt.hub")
@@ -192,7 +193,7 @@ class Connection:
         self._done.set()
 
     async def _send_loop(self) -> None:
-        queue, wake, send = self.queue, self._wake, self.ws.send
+        queue, wake, send = self.queue, self._wake, self._send
         while True:
             if not queue or queue[0] is _MARK:
                 self._idle.set()

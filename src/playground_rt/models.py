@@ -147,6 +147,9 @@ def _session_options(intra_op_threads: int) -> ort.SessionOptions:
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning intra-op threads busy-wait between runs and take the CPU that decoding and
+    # encoding of the other jobs need (measured in bench/: the cores are the bottleneck).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 

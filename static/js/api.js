@@ -56,6 +56,7 @@ export function listDatasets(offset, limit) {
 /** Fetch an image (a result PNG) as a Blob. */
 export async function fetchBlob(url) {
   const response = await fetch(url);
-  if (!response.ok) throw new ApiError(response.status, { detail: `GET ${url}: ${response.status}` });
+  if (!response.ok)
+    throw new ApiError(response.status, { detail: `GET ${url}: ${response.status}` });
   return response.blob();
 }

@@ -123,7 +123,12 @@ export function isFlat(pipeline) {
 export function enabledSteps(pipeline, params) {
   if (isFlat(pipeline)) {
     const skip = ROUTING_KEYS;
-    return [{ name: pipeline.ops[0].name, params: withDefaults(pipelineProperties(pipeline), params, skip) }];
+    return [
+      {
+        name: pipeline.ops[0].name,
+        params: withDefaults(pipelineProperties(pipeline), params, skip),
+      },
+    ];
   }
   const steps = [];
   for (const op of pipeline.ops) {
@@ -146,10 +151,23 @@ export function canonicalParams(pipeline, params) {
  * The cache key of (pipeline, params, image bytes[, checkpoint sha256]) and its parts.
  * `imageSha256` may be given instead of recomputing it from `imageBytes` every time.
  */
-export async function cacheKey({ pipeline, params, imageBytes, imageSha256, checkpointSha256 = "" }) {
+export async function cacheKey({
+  pipeline,
+  params,
+  imageBytes,
+  imageSha256,
+  checkpointSha256 = "",
+}) {
   const canonical = canonicalJson(canonicalParams(pipeline, params));
   const image = imageSha256 ?? (await sha256Hex(imageBytes));
-  const text = [CACHE_FORMAT, pipeline.id, pipeline.version, canonical, checkpointSha256, image].join("\n");
+  const text = [
+    CACHE_FORMAT,
+    pipeline.id,
+    pipeline.version,
+    canonical,
+    checkpointSha256,
+    image,
+  ].join("\n");
   const hex = await sha256Hex(text);
   return { key: `${pipeline.id}:${hex.slice(0, 32)}`, canonical, imageSha256: image };
 }

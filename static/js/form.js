@@ -63,11 +63,12 @@ function kindOf(schema) {
   return "string";
 }
 
-// --- one control per kind: each returns {node, read(), focusable} ---------------------
+// --- one control per kind: each returns {node, read()} -------------------------------
 
 function booleanField(id, name, schema, value) {
   const input = el("input", { type: "checkbox", id, checked: value === true });
-  const node = el("div", { class: "field field-bool" }, input, el("label", { for: id }, name));
+  const row = el("div", { class: "field-bool" }, input, el("label", { for: id }, name));
+  const node = el("div", { class: "field" }, row);
   return { node, read: () => input.checked };
 }
 
@@ -141,7 +142,9 @@ function tupleField(id, name, schema, value, nullable) {
     }),
   );
   const row = el("div", { class: "tuple-row" });
-  boxes.forEach((box, i) => row.append(el("span", { class: "tuple-item", "aria-hidden": "true" }, names[i]), box));
+  boxes.forEach((box, i) =>
+    row.append(el("span", { class: "tuple-item", "aria-hidden": "true" }, names[i]), box),
+  );
   const sync = () => boxes.forEach((box) => (box.disabled = nullable && !set.checked));
   set.addEventListener("change", sync);
   sync();
@@ -155,31 +158,38 @@ function tupleField(id, name, schema, value, nullable) {
 }
 
 function stringField(id, name, schema, value) {
-  const input = el("input", { type: "text", id, value: value ?? "", pattern: schema.pattern, spellcheck: "false" });
+  const input = el("input", {
+    type: "text",
+    id,
+    value: value ?? "",
+    pattern: schema.pattern,
+    spellcheck: "false",
+  });
   const node = el("div", { class: "field" }, el("label", { for: id }, name), input);
   return { node, read: () => input.value.trim() || (schema.default ?? "") };
 }
+
+// Every builder takes (id, name, schema, value, nullable, description).
+const BUILDERS = {
+  boolean: booleanField,
+  enum: enumField,
+  number: numberField,
+  tuple: tupleField,
+  string: stringField,
+};
 
 function field(idPrefix, name, prop, root) {
   const { schema, nullable } = unwrap(prop, root);
   const id = `${idPrefix}-${name}`;
   const description = prop.description ?? schema.description;
   const value = prop.default ?? schema.default ?? null;
-  const kind = kindOf(schema);
-  const made =
-    kind === "boolean"
-      ? booleanField(id, name, schema, value)
-      : kind === "enum"
-        ? enumField(id, name, schema, value)
-        : kind === "number"
-          ? numberField(id, name, schema, value, nullable, description)
-          : kind === "tuple"
-            ? tupleField(id, name, schema, value, nullable)
-            : stringField(id, name, schema, value);
+  const made = BUILDERS[kindOf(schema)](id, name, schema, value, nullable, description);
   if (description) {
     const help = helpText(description, `${id}-help`);
     made.node.append(help);
-    made.node.querySelectorAll("input, select").forEach((c) => c.setAttribute("aria-describedby", help.id));
+    made.node
+      .querySelectorAll("input, select")
+      .forEach((c) => c.setAttribute("aria-describedby", help.id));
   }
   return made;
 }
@@ -202,8 +212,16 @@ function opFieldset(op) {
   const root = op.params_schema;
   const made = fields(`f-${op.name}`, opProperties(op), root);
   const toggle = el("input", { type: "checkbox", id: `op-${op.name}` });
-  const badge = el("span", { class: op.client ? "badge badge-client" : "badge badge-server" }, op.client ? "browser or server" : "server");
-  const body = el("div", { class: "op-fields", hidden: true }, ...Object.values(made).map((f) => f.node));
+  const badge = el(
+    "span",
+    { class: op.client ? "badge badge-client" : "badge badge-server" },
+    op.client ? "browser or server" : "server",
+  );
+  const body = el(
+    "div",
+    { class: "op-fields", hidden: true },
+    ...Object.values(made).map((f) => f.node),
+  );
   const fieldset = el(
     "fieldset",
     { class: "op", "data-op": op.name },
@@ -233,7 +251,9 @@ export function buildForm(container, pipeline, onChange) {
   let params;
   if (isFlat(pipeline)) {
     const made = fields("f", pipelineProperties(pipeline), pipeline.params_schema, ROUTING_KEYS);
-    container.append(el("div", { class: "flat-fields" }, ...Object.values(made).map((f) => f.node)));
+    container.append(
+      el("div", { class: "flat-fields" }, ...Object.values(made).map((f) => f.node)),
+    );
     params = () => readAll(made);
   } else {
     const ops = pipeline.ops.map((op) => [op.name, opFieldset(op)]);

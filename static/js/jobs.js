@@ -7,6 +7,7 @@
 // both go through update(). Old finished rows are dropped past MAX_ROWS.
 
 const MAX_ROWS = 8;
+const MAX_EARLY = 64; // untracked jobs whose frames are kept for a moment
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 
 function el(tag, className, text) {
@@ -21,11 +22,15 @@ function formatMs(ms) {
 }
 
 export class JobList {
-  /** @param {HTMLElement} list an <ol>; @param {(job) => void} onCancel */
-  constructor(list, { onCancel }) {
+  /** list: an <ol>; empty: shown while there is no row; onCancel(job) */
+  constructor(list, { empty, onCancel }) {
     this.list = list;
+    this.empty = empty;
     this.onCancel = onCancel;
     this.jobs = new Map(); // job_id -> job record (see #row)
+    // Frames can beat the REST answer that names their job (a fast job, a joined one):
+    // they wait here until track() and are replayed then.
+    this.early = new Map(); // job_id -> [frame, ...]
   }
 
   get(jobId) {
@@ -44,18 +49,25 @@ export class JobList {
       job = this.#row(jobId);
       this.jobs.set(jobId, job);
       this.list.prepend(job.node);
+      this.empty.hidden = true;
       this.#trim();
     }
     Object.assign(job, { pipelineId, taskId, backend, frames: 0, detail: null });
     if (TERMINAL.has(job.state)) job.state = "queued";
+    const early = this.early.get(jobId) ?? [];
+    this.early.delete(jobId);
     this.#render(job);
+    for (const frame of early) this.update(frame);
     return job;
   }
 
   /** Apply a job frame or a JobView ({state, position, eta_ms, ...}). */
   update(message) {
     const job = this.jobs.get(message.job_id);
-    if (!job) return null;
+    if (!job) {
+      if (message.type) this.#keepEarly(message);
+      return null;
+    }
     const kind = message.type ?? message.state;
     if (TERMINAL.has(job.state) && kind !== job.state) return job; // late frames lose
     job.frames += message.type ? 1 : 0;
@@ -87,6 +99,14 @@ export class JobList {
     return job;
   }
 
+  #keepEarly(frame) {
+    const frames = this.early.get(frame.job_id) ?? [];
+    frames.push(frame);
+    this.early.delete(frame.job_id); // re-insert: oldest job ids go first
+    this.early.set(frame.job_id, frames.slice(-8));
+    while (this.early.size > MAX_EARLY) this.early.delete(this.early.keys().next().value);
+  }
+
   #row(jobId) {
     const node = el("li", "job");
     node.dataset.jobId = jobId;
@@ -112,7 +132,8 @@ export class JobList {
     const short = job.id.slice(job.id.lastIndexOf("-") + 1, job.id.lastIndexOf("-") + 9);
     job.title.textContent = `${job.pipelineId} · ${short} · ${job.backend ?? "server"}`;
     job.node.dataset.state = job.state;
-    job.stateEl.textContent = job.state === "completed" && job.cacheHit ? "completed (cached)" : job.state;
+    job.stateEl.textContent =
+      job.state === "completed" && job.cacheHit ? "completed (cached)" : job.state;
     job.cancel.hidden = TERMINAL.has(job.state);
     this.#renderBar(job);
     job.meta.textContent = this.#metaText(job);
@@ -138,9 +159,12 @@ export class JobList {
       parts.push(`#${job.position + 1} in queue`);
       if (job.eta != null) parts.push(`ETA ${formatMs(job.eta)}`);
     }
-    if (job.stage) parts.push(`stage ${job.stage} · step ${job.step}/${job.total}`);
-    if (job.state === "completed" && job.durations?.total != null) {
-      parts.push(`took ${formatMs(job.durations.total)}`);
+    if (job.state === "running" && job.stage) {
+      parts.push(`stage ${job.stage} · step ${job.step}/${job.total}`);
+    }
+    if (job.state === "completed") {
+      const total = job.durations?.total;
+      parts.push(total != null ? `done in ${formatMs(total)}` : "done");
     }
     return parts.join(" · ");
   }
@@ -148,7 +172,7 @@ export class JobList {
   #trim() {
     const finished = [...this.jobs.values()].filter((job) => TERMINAL.has(job.state));
     while (this.jobs.size > MAX_ROWS && finished.length) {
-      const oldest = finished.pop(); // rows are prepended: the last is the oldest
+      const oldest = finished.shift(); // a Map iterates in insertion order: oldest first
       oldest.node.remove();
       this.jobs.delete(oldest.id);
     }

@@ -33,6 +33,7 @@ export class LiveSocket {
     this.ws = null;
     this.pinger = null;
     this.nextRef = 1;
+    this.connects = 0; // successful opens, for the debugging hook
   }
 
   get open() {
@@ -81,6 +82,7 @@ export class LiveSocket {
     this.ws = ws;
     ws.onopen = () => {
       this.attempt = 0;
+      this.connects += 1;
       this.#greet();
       this.pinger = setInterval(() => this.send({ type: "ping" }), PING_MS);
       this.onState("open");

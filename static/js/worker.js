@@ -2,7 +2,8 @@
 //
 // Messages in:  {type: "decode", id, taskId, blob}
 //               {type: "run", id, taskId, steps: [{name, params}], image: {width, height, data}}
-// Messages out: {type: "done", id, taskId, image?, durations}  |  {type: "failed", id, taskId, detail}
+// Messages out: {type: "done", id, taskId, image, durations}
+//               {type: "failed", id, taskId, detail}
 // Every message carries the taskId of the form session that asked, so the page can tell
 // stale answers from current ones and report per-task telemetry.
 

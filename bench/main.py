@@ -1,0 +1,46 @@
+"""``just bench`` / ``playground-rt bench``: run the pipeline and hub benchmarks.
+
+``which`` is ``pipeline`` (``bench.pipeline``), ``hub`` (``bench.hub_fanout``) or ``all``;
+``--quick`` makes every benchmark a short smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Sequence
+
+MODULES = {"pipeline": "bench.pipeline", "hub": "bench.hub_fanout"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cli = argparse.ArgumentParser(prog="bench", description=__doc__)
+    cli.add_argument("which", choices=[*MODULES, "all"], nargs="?", default="all")
+    cli.add_argument("--quick", action="store_true", help="fewer iterations, for a smoke run")
+    args = cli.parse_args(argv)
+    names = list(MODULES) if args.which == "all" else [args.which]
+    status = 0
+    for name in names:
+        status = max(status, _run(MODULES[name], ["--quick"] if args.quick else []))
+    return status
+
+
+def _run(module_name: str, argv: list[str]) -> int:
+    """Import a benchmark lazily (its heavy imports only when it runs) and call its main."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        print(f"note: {module_name} is not there yet; skipped")
+        return 0
+    entry = getattr(module, "main", None)
+    if entry is None:
+        print(f"note: {module_name} has no main(argv) yet; skipped")
+        return 0
+    status: int = entry(argv)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,314 @@
+"""The single-page app (``static/``) in Debian's Chromium, against a real uvicorn.
+
+The browser tests drive the page as a user would (upload, form, buttons) and read what
+they cannot see through ``window.playground``, the page's debugging hook. The cache-key
+parity test runs ``static/js/cachekey.js`` under node, without a browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from playground_rt.connection import Close
+
+from .conftest import SEED_IMAGE, Server, b64, encode, make_settings, running, sample_image
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHEKEY_CHECK = ROOT / "tests" / "js" / "cachekey_check.mjs"
+SCREENSHOT = ROOT / "docs" / "screenshots" / "playground.png"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+TIMEOUT_MS = 30_000
+
+
+# --- cache keys: node vs the server ---------------------------------------------------------
+
+
+def node() -> str:
+    found = shutil.which("node")
+    if found is None:
+        pytest.fail("node (v20+) is not on PATH: the JS parity tests need it")
+    return found
+
+
+KEY_CASES: list[tuple[str, dict[str, Any], bytes]] = [
+    (
+        "preprocessing",
+        {"autocontrast": True, "blur": {"kernelSize": 5}, "grayscale": True, "rembg": "client"},
+        encode(sample_image()),
+    ),
+    (
+        "preprocessing",
+        {"grayscale": True, "blur": True, "autocontrast": True},
+        encode(sample_image()),
+    ),
+    ("preprocessing", {}, encode(sample_image(seed=3), "JPEG")),
+    # 0.0078125 sits exactly between two 6-decimal values: Python rounds half to even.
+    ("preprocessing", {"autocontrast": {"cutoff": 0.0078125}}, encode(sample_image())),
+    ("preprocessing", {"autocontrast": {"cutoff": 1 / 3}, "sharpen": {"radius": 2.5}}, b""),
+    ("preprocessing", {"resize": {"width": 40}, "rotate": {"degrees": 270}}, b""),
+    ("preprocessing", {"crop": {"left": 3}, "flip": True, "background_removal": "server"}, b""),
+    ("rembg", {}, encode(sample_image(40, 30, mode="RGBA"))),
+    ("rembg", {"strength": 0.85, "bgcolor": [12, 34, 56, 255], "model": "u2netp"}, b""),
+]
+
+
+async def test_js_cache_key_matches_the_server(server: Server, tmp_path: Path) -> None:
+    pipelines = (await server.http.get("/api/pipelines")).json()
+    fallback_image = encode(sample_image(64, 48, seed=11))
+    cases = [(pid, params, data or fallback_image) for pid, params, data in KEY_CASES]
+    job = {
+        "pipelines": pipelines,
+        "cases": [{"pipeline_id": p, "params": q, "image": b64(d)} for p, q, d in cases],
+    }
+    job_path = tmp_path / "keys.json"
+    job_path.write_text(json.dumps(job))
+    done = subprocess.run(
+        [node(), str(CACHEKEY_CHECK), str(job_path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    js_keys = [r["cache_key"] for r in json.loads(done.stdout)]
+    for (pid, params, data), js_key in zip(cases, js_keys, strict=True):
+        body = {"pipeline_id": pid, "image_base64": b64(data), "params": params}
+        answer = await server.post("/api/pipelines/preview", body)
+        assert answer.status_code == 200, answer.text
+        assert js_key == answer.json()["cache_key"], (pid, params)
+
+
+# --- the browser ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: run `bash .ci/system-deps` (or `.ci/run`)")
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        await launched.close()
+
+
+async def open_page(browser: Browser, url: str, width: int = 1280, height: int = 800) -> Page:
+    page = await browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(url + "/")
+    await expect(page.locator("#pipeline option")).not_to_have_count(0)
+    assert not errors, errors
+    return page
+
+
+async def upload(page: Page, tmp_path: Path, image: Image.Image, name: str = "up.png") -> None:
+    path = tmp_path / name
+    path.write_bytes(encode(image))
+    await page.set_input_files("#file-input", str(path))
+    await expect(page.locator("#image-name")).to_contain_text(name)
+
+
+async def hook(page: Page, expression: str) -> Any:
+    return await page.evaluate(f"window.playground.{expression}")
+
+
+async def wait_for_result(page: Page, source_prefix: str, key_prefix: str) -> dict[str, Any]:
+    """Wait until the page shows a result from ``source_prefix`` for ``key_prefix``."""
+    await page.wait_for_function(
+        """([source, key]) => {
+            const r = window.playground.result;
+            return r && r.source.startsWith(source) && r.key && r.key.startsWith(key);
+        }""",
+        arg=[source_prefix, key_prefix],
+    )
+    result: dict[str, Any] = await hook(page, "result")
+    return result
+
+
+def page_pixels(encoded: str, width: int, height: int) -> np.ndarray[Any, Any]:
+    return np.frombuffer(base64.b64decode(encoded), np.uint8).reshape(height, width, 4)
+
+
+@pytest.mark.browser
+async def test_client_preview_matches_the_server(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    page = await open_page(browser, server.url)
+    image = sample_image(120, 90, seed=5)
+    await upload(page, tmp_path, image)
+    for op in ("autocontrast", "blur", "grayscale"):
+        await page.check(f"#op-{op}")
+
+    result = await wait_for_result(page, "client-workers", "preprocessing:")
+    params = {"autocontrast": True, "blur": {"kernelSize": 5}, "grayscale": True}
+    assert await hook(page, "routedBackend") == "client-workers"
+    client_key, server_key = await hook(page, "clientKey"), await hook(page, "serverKey")
+    assert client_key == server_key == result["key"]
+    await expect(page.locator("#key-warning")).to_be_hidden()
+
+    body = {"pipeline_id": "preprocessing", "image_base64": b64(encode(image)), "params": params}
+    preview = await server.post(
+        "/api/pipelines/preview", {**body, "params": {**params, "rembg": "client"}}
+    )
+    assert preview.json()["cache_key"] == client_key
+    answer = await server.post(
+        "/api/pipelines/fallback", {**body, "params": {**params, "rembg": "server"}}
+    )
+    assert answer.json()["status"] == "completed", answer.text
+    png = (await server.http.get(answer.json()["result_url"])).content
+    expected = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"), np.int16)
+
+    shown = page_pixels(await hook(page, "resultRGBA()"), result["width"], result["height"])
+    assert shown.shape == expected.shape
+    mad = np.abs(shown.astype(np.int16) - expected).mean(axis=(0, 1))
+    assert (mad <= 2).all(), f"mean absolute difference per channel {mad}"
+    await page.close()
+
+
+@pytest.mark.browser
+async def test_command_drawer_follows_the_form(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    page = await open_page(browser, server.url)
+    await upload(page, tmp_path, sample_image(seed=9))
+    command = page.locator("#command")
+    await page.focus("#op-blur")
+    await page.keyboard.press("Space")  # keyboard use: the op toggles without a mouse
+    await expect(command).to_contain_text('"kernelSize":5')
+    await expect(command).to_contain_text("playground-rt run --pipeline preprocessing")
+
+    await page.fill("#f-blur-kernelSize", "9")
+    await expect(command).to_contain_text('"kernelSize":9')
+    await expect(page.locator("#copy-command")).to_be_enabled()
+
+    await page.fill("#f-blur-kernelSize", "4")  # even: the server's detail replaces it
+    await expect(command).to_contain_text("kernelSize must be odd")
+    await expect(page.locator("#copy-command")).to_be_disabled()
+
+    await page.set_viewport_size({"width": 400, "height": 800})
+    overflow = await page.evaluate("document.documentElement.scrollWidth")
+    assert overflow <= 400, "the page scrolls sideways on a narrow window"
+    await page.close()
+
+
+@pytest.mark.browser
+async def test_fallback_runs_on_the_server_with_live_progress(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    page = await open_page(browser, server.url)
+    await expect(page.locator("#socket-state")).to_have_attribute("data-state", "open")
+    await upload(page, tmp_path, sample_image(320, 240, seed=21))
+    await page.check("#run-on-server")
+    await page.check("#op-autocontrast")
+    await wait_for_result(page, "server", "preprocessing:")
+    assert await hook(page, "routedBackend") == "server-preprocessing"
+    assert await hook(page, "keyMatch") is True
+
+    await page.select_option("#pipeline", "rembg")
+    result = await wait_for_result(page, "server", "rembg:")
+    job_id = "rembg-" + result["key"].split(":")[1]
+    row = page.locator(f'.job[data-job-id="{job_id}"]')
+    await expect(row).to_have_attribute("data-state", "completed")
+    await expect(row.locator("progress")).to_be_visible()
+    await expect(row.locator(".job-meta")).to_contain_text("done in")
+    frames = await hook(page, "frames()")
+    seen = {f["type"] for f in frames if f["job_id"] == job_id}
+    assert {"queued", "progress", "completed"} <= seen, frames
+    await expect(page.locator("#after")).to_be_visible()
+
+    stages = [j["stage"] for j in await hook(page, "jobs()") if j["id"] == job_id]
+    assert stages and stages[0], "no progress stage was shown"
+
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOT))
+    await page.close()
+
+
+async def blocker(srv: Server, seed: int) -> str:
+    """A slow rembg job (alpha matting on a large image) that keeps the one worker busy."""
+    body = {
+        "pipeline_id": "rembg",
+        "image_base64": b64(encode(sample_image(960, 720, seed=seed))),
+        "params": {"alpha_matting": True},
+        "taskId": f"blocker-{seed}",
+    }
+    answer = await srv.post("/api/pipelines/preview", body)
+    assert answer.status_code == 200, answer.text
+    job_id: str = answer.json()["job_id"]
+    return job_id
+
+
+@pytest.mark.browser
+async def test_cancel_a_queued_job(browser: Browser, tmp_path: Path) -> None:
+    async with running(make_settings(tmp_path, workers=1)) as srv:
+        await srv.ready()
+        page = await open_page(browser, srv.url)
+        await expect(page.locator("#socket-state")).to_have_attribute("data-state", "open")
+        await upload(page, tmp_path, sample_image(seed=31))
+        blockers = [await blocker(srv, seed) for seed in (101, 102)]
+
+        await page.select_option("#pipeline", "rembg")
+        queued = page.locator('.job[data-state="queued"]').first
+        await expect(queued).to_be_visible()
+        job_id = await queued.get_attribute("data-job-id")
+        await queued.get_by_role("button", name="Cancel").click()
+        row = page.locator(f'.job[data-job-id="{job_id}"]')
+        await expect(row.locator(".job-state")).to_have_text("cancelled")
+        assert (await srv.http.get(f"/api/jobs/{job_id}")).json()["state"] == "cancelled"
+
+        await page.close()
+        for job in blockers:  # a running job stops at its next step
+            await srv.http.delete(f"/api/jobs/{job}")
+
+
+@pytest.mark.browser
+async def test_socket_reconnects_and_resumes(browser: Browser, tmp_path: Path) -> None:
+    async with running(make_settings(tmp_path)) as srv:
+        await srv.ready()
+        page = await open_page(browser, srv.url)
+        await page.wait_for_function("window.playground.socket.epoch !== null")
+        for conn in list(srv.state.hub.connections):
+            conn.close(Close.SHUTTING_DOWN, "test: reconnect and resume")
+        await page.wait_for_function("window.playground.socket.connects >= 2")
+        await expect(page.locator("#socket-state")).to_have_attribute("data-state", "open")
+
+        # The resumed socket follows the page's taskId again: a server job's frames arrive.
+        await upload(page, tmp_path, sample_image(seed=41))
+        await page.check("#run-on-server")
+        await page.check("#op-grayscale")
+        result = await wait_for_result(page, "server", "preprocessing:")
+        job_id = "preprocessing-" + result["key"].split(":")[1]
+        frames = await hook(page, "frames()")
+        assert "completed" in {f["type"] for f in frames if f["job_id"] == job_id}, frames
+        await page.close()
+
+
+@pytest.mark.browser
+async def test_dataset_browser_picks_an_image(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    page = await open_page(browser, server.url)
+    await page.click("#datasets summary")
+    await page.get_by_role("button", name=SEED_IMAGE).click()
+    await expect(page.locator("#image-name")).to_have_text(SEED_IMAGE)
+    await page.check("#op-grayscale")
+
+    # The server decodes dataset images for the page, so the workers can still run.
+    result = await wait_for_result(page, "client-workers", "preprocessing:")
+    assert (result["width"], result["height"]) == (96, 72)
+    assert await hook(page, "clientKey") is None  # the page never sees the file's bytes
+    # The builder writes the path as the server resolves it (under its data root).
+    await expect(page.locator("#command")).to_contain_text("images/val/sample.jpg --params")
+    await page.close()
