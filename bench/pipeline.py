@@ -21,7 +21,7 @@ from pathlib import Path
 
 import msgspec
 
-from . import ceiling, load, report, servers, synth
+from . import ceiling, httpload, report, servers, synth
 from .ceiling import Split
 from .report import CacheFigure, HttpFigure, Results, Stages
 
@@ -146,22 +146,22 @@ def _write_images(root: Path, pngs: list[bytes]) -> None:
 def _rembg_s(
     outcome: Outcome, pngs: list[bytes], warm: list[bytes], home: Path, work: Path
 ) -> None:
-    requests = [load.rembg_request(p) for p in pngs]
+    requests = [httpload.rembg_request(p) for p in pngs]
     with servers.rembg_server(home, work) as base:
-        _warm_up(base, [load.rembg_request(p) for p in warm])
+        _warm_up(base, [httpload.rembg_request(p) for p in warm])
         for concurrency in CONCURRENCY:
             print(f"rembg s, concurrency {concurrency}")
-            run = asyncio.run(load.drive(base, requests, concurrency))
+            run = asyncio.run(httpload.drive(base, requests, concurrency))
             bad = [i for i, body in enumerate(run.bodies) if not body.startswith(b"\x89PNG")]
             outcome.problems += [f"rembg s: {f}" for f in run.failures]
             outcome.problems += [f"rembg s: #{i} is not a PNG" for i in bad if not run.failures]
             outcome.figures.append(HttpFigure.of("rembg s", "default", run))
 
 
-def _warm_up(base: str, requests: list[load.Request]) -> None:
+def _warm_up(base: str, requests: list[httpload.Request]) -> None:
     """One request alone (lazy session creation), then the rest two at a time."""
     for part, concurrency in ((requests[:1], 1), (requests[1:], 2)):
-        run = asyncio.run(load.drive(base, part, concurrency))
+        run = asyncio.run(httpload.drive(base, part, concurrency))
         if run.failures:
             raise RuntimeError(f"warm-up of {base} failed: {run.failures[0]}")
 
@@ -177,7 +177,7 @@ def _playground(
     args: argparse.Namespace,
     work: Path,
 ) -> None:
-    requests = [load.fallback_request(p) for p in pngs]
+    requests = [httpload.fallback_request(p) for p in pngs]
     for concurrency in CONCURRENCY:
         # A fresh outputs root per run: nothing measured can be a cache hit.
         config = servers.PlaygroundConfig(
@@ -188,21 +188,21 @@ def _playground(
             model_home=args.model_home,
         )
         with servers.playground_server(config, work) as base:
-            _warm_up(base, [load.fallback_request(p) for p in warm])
+            _warm_up(base, [httpload.fallback_request(p) for p in warm])
             print(f"playground-rt {config.label}, concurrency {concurrency}")
-            run = asyncio.run(load.drive(base, requests, concurrency))
+            run = asyncio.run(httpload.drive(base, requests, concurrency))
             _account(outcome, config.label, base, run)
             if concurrency == CONCURRENCY[-1]:
                 outcome.cache += _cache_hits(base, config.label, pngs, args.cache_requests)
 
 
-def _account(outcome: Outcome, label: str, base: str, run: load.Run) -> None:
+def _account(outcome: Outcome, label: str, base: str, run: httpload.Run) -> None:
     """Check every answer ran on the server (no cache hit) and profile its stages."""
     name = f"playground-rt {label}"
     outcome.problems += [f"{name}: {f}" for f in run.failures]
     answers = [_json(body) for body in run.bodies]
     job_ids = [a.get("job_id", "?") if isinstance(a, dict) else "?" for a in answers]
-    views = asyncio.run(load.get_json(base, [f"/api/jobs/{job}" for job in job_ids]))
+    views = asyncio.run(httpload.get_json(base, [f"/api/jobs/{job}" for job in job_ids]))
     stage_ms: dict[str, list[float]] = {stage: [] for stage in STAGES}
     for index, (answer, view) in enumerate(zip(answers, views, strict=True)):
         if not isinstance(answer, dict) or answer.get("status") != "completed":
@@ -221,19 +221,19 @@ def _account(outcome: Outcome, label: str, base: str, run: load.Run) -> None:
 def _cache_hits(base: str, label: str, pngs: list[bytes], count: int) -> list[CacheFigure]:
     """``count`` repeats of computed requests through ``/preview``, one at a time, and the
     HTTP floor: the same base64 bodies POSTed to ``/healthz``, answered 405 without work."""
-    base64_bodies = [load.fallback_request(p, "preview") for p in pngs]
+    base64_bodies = [httpload.fallback_request(p, "preview") for p in pngs]
     paths = [f"bench/img-{i:03d}.png" for i in range(len(pngs))]
     variants = {
         "image_base64": (base64_bodies, 200),
-        "image_path": ([load.preview_path_request(p) for p in paths], 200),
-        FLOOR: ([load.Request("/healthz", r.body, r.content_type) for r in base64_bodies], 405),
+        "image_path": ([httpload.preview_path_request(p) for p in paths], 200),
+        FLOOR: ([httpload.Request("/healthz", r.body, r.content_type) for r in base64_bodies], 405),
     }
     figures = []
     for variant, (distinct, expect) in variants.items():
         print(f"cache hits, {label}, {variant}")
-        asyncio.run(load.drive(base, distinct[: min(10, len(distinct))], 1, expect))  # warm-up
+        asyncio.run(httpload.drive(base, distinct[: min(10, len(distinct))], 1, expect))  # warm-up
         requests = [distinct[i % len(distinct)] for i in range(count)]
-        run = asyncio.run(load.drive(base, requests, 1, expect))
+        run = asyncio.run(httpload.drive(base, requests, 1, expect))
         completed = sum(_status(body) == "completed" for body in run.bodies)
         misses = len(run.failures) if variant == FLOOR else count - completed
         figures.append(CacheFigure.of(label, variant, run, misses=misses))

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .ceiling import Throughput
-from .load import Run
+from .httpload import Run
 
 TARGET_RAW = 0.95
 TARGET_REMBG = 1.35
