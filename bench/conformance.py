@@ -29,6 +29,10 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".conformance"
 TARGET = WORK / "py27"
@@ -48,11 +52,7 @@ WSTEST = (
 # --- the echo server (runs in the subprocess) ---------------------------------------------
 
 
-def echo_app() -> object:
-    from starlette.applications import Starlette
-    from starlette.routing import WebSocketRoute
-    from starlette.websockets import WebSocket, WebSocketDisconnect
-
+def echo_app() -> Starlette:
     async def echo(websocket: WebSocket) -> None:
         # A send after the peer's close is the app's to absorb (as the hub does), so what the
         # server log shows is what the implementation itself logs.
@@ -76,10 +76,10 @@ def serve(impl: str, port: int) -> None:
     import uvicorn
 
     uvicorn.run(
-        echo_app(),  # type: ignore[arg-type]
+        echo_app(),
         host="127.0.0.1",
         port=port,
-        ws=impl,  # type: ignore[arg-type]
+        ws=impl,
         log_level="warning",
         lifespan="off",
     )

@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,65 @@ async def bare_server() -> AsyncIterator[tuple[str, Publish]]:
     async with serve(handler, "127.0.0.1", 0, compression=None, max_queue=None) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         yield f"127.0.0.1:{port}", publish
+
+
+@contextlib.asynccontextmanager
+async def asgi_floor_server(ws_impl: str) -> AsyncIterator[tuple[str, Publish]]:
+    """The same design with nothing else: a raw ASGI app under the same uvicorn, one
+    sender task and queue per socket. What uvicorn's ASGI path itself costs per frame."""
+    import uvicorn
+
+    from playground_rt.schemas import Progress
+
+    outboxes: set[tuple[deque[str], asyncio.Event]] = set()
+    encoder = msgspec.json.Encoder()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        outbox: tuple[deque[str], asyncio.Event] = (deque(), asyncio.Event())
+        outboxes.add(outbox)
+        pump = asyncio.create_task(_pump(outbox, send))
+        try:
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
+        finally:
+            pump.cancel()
+            outboxes.discard(outbox)
+
+    def publish(phase: str, index: int) -> None:
+        stage = f"{phase}:{time.monotonic():.6f}"
+        frame = Progress(job_id=JOB, stage=stage, step=index, total=0, seq=index, epoch="asgi")
+        text = encoder.encode(frame).decode()
+        for queue, wake in outboxes:
+            queue.append(text)
+            wake.set()
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, ws=ws_impl, log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield f"127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}", publish
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def _pump(outbox: tuple[deque[str], asyncio.Event], send: Any) -> None:
+    queue, wake = outbox
+    while True:
+        if not queue:
+            wake.clear()
+            await wake.wait()
+            continue
+        await send({"type": "websocket.send", "text": queue.popleft()})
 
 
 # --- the client process -------------------------------------------------------------------
@@ -302,14 +362,15 @@ async def run_one(
 def _table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         f"{args.sockets} sockets; throughput: {args.frames} frames; latency: {args.latency_frames} "
-        f"frames at {args.rate:g}/s",
-        f"{'server':<26}{'deliveries/s':>14}{'frames/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'lost':>7}",
+        f"frames at {args.rate:g}/s; median of {args.repeat} round(s)",
+        f"{'server':<32}{'deliveries/s':>14}{'frames/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'lost':>7}",
     ]
     expected = args.sockets * (args.frames + args.latency_frames)
     for r in rows:
         lost = expected - r["delivered_t"] - r["delivered_l"]
+        rate = r["deliveries_per_s"]
         lines.append(
-            f"{r['name']:<26}{r['deliveries_per_s']:>14,.0f}{r['deliveries_per_s'] / args.sockets:>10,.0f}"
+            f"{r['name']:<32}{rate:>14,.0f}{rate / args.sockets:>10,.0f}"
             f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{lost:>7}"
         )
     return "\n".join(lines)
@@ -327,6 +388,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--impl", action="append", default=None, help="uvicorn ws impl(s) for the hub"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="rounds, medians shown (default 3)"
+    )
+    parser.add_argument("--floor", action="store_true", help="also a raw ASGI app (no hub)")
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--subscribe", action="store_true", help=argparse.SUPPRESS)
@@ -334,20 +399,49 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args.frames = args.frames or (300 if args.quick else 3000)
     args.latency_frames = args.latency_frames or (200 if args.quick else 1000)
     args.impl = args.impl or ["wsproto"]
+    args.repeat = args.repeat or (1 if args.quick else 3)
     return args
 
 
+def _server(name: str) -> contextlib.AbstractAsyncContextManager[tuple[str, Publish]]:
+    impl = name.split("uvicorn ")[-1].rstrip(")")
+    if name.startswith("hub"):
+        return hub_server(impl)
+    if name.startswith("asgi"):
+        return asgi_floor_server(impl)
+    return bare_server()
+
+
 async def driver(args: argparse.Namespace) -> int:
-    rows = []
-    for impl in args.impl:
-        rows.append(await run_one(f"hub (uvicorn {impl})", hub_server(impl), args))
-    rows.append(await run_one("bare websockets.broadcast", bare_server(), args))
+    names = [f"hub (uvicorn {impl})" for impl in args.impl]
+    names += [f"asgi floor (uvicorn {impl})" for impl in args.impl] if args.floor else []
+    names += ["bare websockets.broadcast"]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for round_ in range(args.repeat):
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]  # rotate: no favourite
+        for name in order:
+            runs[name].append(await run_one(name, _server(name), args))
+    rows = [_median(name, runs[name]) for name in names]
     print(_table(rows, args))
     bare = rows[-1]["deliveries_per_s"]
     for r in rows[:-1]:
         ratio = r["deliveries_per_s"] / bare if bare else 0.0
         print(f"{r['name']}: {ratio:.2f}x the bare server's throughput (target >= 0.8x)")
+    for impl in args.impl if args.floor else []:
+        hub, floor = (runs[f"{kind} (uvicorn {impl})"] for kind in ("hub", "asgi floor"))
+        ratio = _median("", hub)["deliveries_per_s"] / _median("", floor)["deliveries_per_s"]
+        print(f"hub / asgi floor on uvicorn {impl}: {ratio:.2f}x (what the hub itself costs)")
     return 0
+
+
+def _median(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of each figure over the rounds (lost frames: the worst round)."""
+    row: dict[str, Any] = {"name": name}
+    for key in ("deliveries_per_s", "p50_ms", "p99_ms"):
+        row[key] = statistics.median(r[key] for r in results)
+    for key in ("delivered_t", "delivered_l"):
+        row[key] = min(r[key] for r in results)
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -400,3 +400,13 @@ def test_sha256_is_used_not_python_hash() -> None:
         ["playground-rt/cache-v1", "preprocessing", "1", plan.canonical, "", image_sha]
     )
     assert pipelines.digest(plan, image_sha) == hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+async def test_dataset_file_serves_image_bytes_under_the_root_only(server: Server) -> None:
+    response = await server.http.get("/api/datasets/file", params={"path": SEED_IMAGE})
+    assert response.status_code == 200
+    assert response.content == seed_image_bytes(server)
+    assert response.headers["content-type"] == "image/jpeg"
+    for bad, status in (("data/../../etc/passwd", 422), ("/etc/passwd", 422), ("data/nope.png", 404)):
+        refused = await server.http.get("/api/datasets/file", params={"path": bad})
+        assert refused.status_code == status and refused.json()["detail"]

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -74,7 +75,7 @@ def test_no_5xx_and_answers_match_the_schema(
         derandomize=EXAMPLES <= 25,  # CI: the same requests every run
         database=None,
     )
-    def fuzz(case: Case) -> None:
+    def fuzz(case: Case[Any]) -> None:  # generic over schemathesis' operation type
         case.call_and_validate(
             base_url=fuzz_server.url,
             checks=[not_a_server_error, response_schema_conformance],

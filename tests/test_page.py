@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -102,9 +103,11 @@ async def browser() -> AsyncIterator[Browser]:
         await launched.close()
 
 
-async def open_page(browser: Browser, url: str, width: int = 1280, height: int = 800) -> Page:
-    page = await browser.new_page(viewport={"width": width, "height": height})
+async def open_page(browser: Browser, url: str, init_script: str | None = None) -> Page:
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
     page.set_default_timeout(TIMEOUT_MS)
+    if init_script is not None:
+        await page.add_init_script(init_script)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     await page.goto(url + "/")
@@ -117,6 +120,21 @@ async def upload(page: Page, tmp_path: Path, image: Image.Image, name: str = "up
     path = tmp_path / name
     path.write_bytes(encode(image))
     await page.set_input_files("#file-input", str(path))
+    await expect(page.locator("#image-name")).to_contain_text(name)
+
+
+async def drop(page: Page, image: Image.Image, name: str = "dropped.png") -> None:
+    """Drop a PNG file on the drop zone, as a drag from the file manager would."""
+    await page.evaluate(
+        """([data, name]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/png" }));
+            const init = { dataTransfer: transfer, bubbles: true, cancelable: true };
+            document.getElementById("drop-zone").dispatchEvent(new DragEvent("drop", init));
+        }""",
+        [b64(encode(image)), name],
+    )
     await expect(page.locator("#image-name")).to_contain_text(name)
 
 
@@ -182,7 +200,7 @@ async def test_command_drawer_follows_the_form(
     server: Server, browser: Browser, tmp_path: Path
 ) -> None:
     page = await open_page(browser, server.url)
-    await upload(page, tmp_path, sample_image(seed=9))
+    await drop(page, sample_image(seed=9))
     command = page.locator("#command")
     await page.focus("#op-blur")
     await page.keyboard.press("Space")  # keyboard use: the op toggles without a mouse
@@ -191,7 +209,8 @@ async def test_command_drawer_follows_the_form(
 
     await page.fill("#f-blur-kernelSize", "9")
     await expect(command).to_contain_text('"kernelSize":9')
-    await expect(page.locator("#copy-command")).to_be_enabled()
+    await page.click("#copy-command")
+    await expect(page.locator("#copy-status")).to_have_text(re.compile("Copied|Selected"))
 
     await page.fill("#f-blur-kernelSize", "4")  # even: the server's detail replaces it
     await expect(command).to_contain_text("kernelSize must be odd")
@@ -231,8 +250,43 @@ async def test_fallback_runs_on_the_server_with_live_progress(
     stages = [j["stage"] for j in await hook(page, "jobs()") if j["id"] == job_id]
     assert stages and stages[0], "no progress stage was shown"
 
+    await page.evaluate("document.querySelectorAll('.panel').forEach((p) => (p.scrollTop = 0))")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOT))
+    await page.close()
+
+
+@pytest.mark.browser
+async def test_a_downgraded_device_falls_back_to_the_server(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    page = await open_page(browser, server.url, init_script="delete globalThis.OffscreenCanvas")
+    await expect(page.locator("#device-note")).to_contain_text("no OffscreenCanvas")
+    await expect(page.locator("#run-on-server")).to_be_checked()
+    await upload(page, tmp_path, sample_image(seed=51))
+    await page.check("#op-flip")
+    await wait_for_result(page, "server", "preprocessing:")
+    assert await hook(page, "routedBackend") == "server-preprocessing"
+    assert await hook(page, "keyMatch") is True
+    await page.close()
+
+
+@pytest.mark.browser
+async def test_saturated_workers_fall_back_to_the_server(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    page = await open_page(browser, server.url)
+    await upload(page, tmp_path, sample_image(seed=61))
+    # The page's own module instance (same URL): pretend its queue is past the threshold.
+    await page.evaluate(
+        """async () => {
+            const { WorkerPool } = await import("/js/workers.js");
+            WorkerPool.prototype.saturated = () => true;
+        }"""
+    )
+    await page.check("#op-rotate")
+    await wait_for_result(page, "server", "preprocessing:")
+    assert await hook(page, "routedBackend") == "server-preprocessing"
     await page.close()
 
 
@@ -305,10 +359,12 @@ async def test_dataset_browser_picks_an_image(
     await expect(page.locator("#image-name")).to_have_text(SEED_IMAGE)
     await page.check("#op-grayscale")
 
-    # The server decodes dataset images for the page, so the workers can still run.
+    # The page fetches the file's bytes (GET /api/datasets/file) and hashes them as the
+    # server does for image_path: the two cache keys agree.
     result = await wait_for_result(page, "client-workers", "preprocessing:")
     assert (result["width"], result["height"]) == (96, 72)
-    assert await hook(page, "clientKey") is None  # the page never sees the file's bytes
+    assert await hook(page, "clientKey") == await hook(page, "serverKey")
+    assert await hook(page, "keyMatch") is True
     # The builder writes the path as the server resolves it (under its data root).
     await expect(page.locator("#command")).to_contain_text("images/val/sample.jpg --params")
     await page.close()

@@ -11,10 +11,12 @@ from typing import Any, TypeVar
 import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 
 from . import errors, schemas
+from .datasets import SUFFIXES
 from .jobs import QUEUED_NOTE, JobState
+from .paths import confine
 from .state import AppState
 
 T = TypeVar("T")
@@ -205,6 +207,20 @@ async def datasets(request: Request) -> Response:
     if offset < 0 or not 1 <= limit <= 500:
         raise errors.InvalidParams("offset must be >= 0 and limit within 1..500")
     return MsgspecResponse(await app.datasets.page(offset, limit))
+
+
+async def dataset_file(request: Request) -> Response:
+    """The bytes of one image under the data root, so the page hashes what the server hashes."""
+    authorize(request)
+    app = state(request)
+    path = confine(app.settings.data_root, request.query_params.get("path", ""), field="path")
+    if path.suffix.lower() not in SUFFIXES or not path.is_file():
+        raise errors.NotFound(f"no image {request.query_params.get('path')!r} under the data root")
+    if path.stat().st_size > app.settings.max_image_bytes:
+        raise errors.TooLarge(
+            f"image is larger than max_image_bytes={app.settings.max_image_bytes}"
+        )
+    return FileResponse(path)
 
 
 async def healthz(request: Request) -> Response:

@@ -138,6 +138,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/commands", api.list_commands, methods=["GET"]),
         Route("/api/metrics", api.metrics_report, methods=["POST"]),
         Route("/api/datasets", api.datasets, methods=["GET"]),
+        Route("/api/datasets/file", api.dataset_file, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

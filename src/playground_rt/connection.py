@@ -80,9 +80,11 @@ class TokenBucket:
 
 class Connection:
     def __init__(
-        self, websocket: WebSocket, limit: int, dropped: Callable[[str, int], None]
+        self, websocket: WebSocket, send: Send, limit: int, dropped: Callable[[str, int], None]
     ) -> None:
         self.ws = websocket
+        self._send = send
+        """The socket's raw ASGI ``send``, for frames (``ws`` does everything else)."""
         self.limit = limit
         self._dropped = dropped
         self.queue: deque[Item] = deque()

@@ -22,6 +22,11 @@ class Operation:
     ok: int = 200
     params: tuple[tuple[str, str], ...] = ()
     """(name, location) pairs; path params are required, query params optional strings."""
+    media: tuple[str, ...] = ("application/json",)
+    """Media types of the OK answer; a ``bytes`` response is a binary body in any of them."""
+
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp")
 
 
 JOB_ID = (("job_id", "path"),)
@@ -95,6 +100,16 @@ OPERATIONS = (
         (401, 422),
         params=(("offset", "query"), ("limit", "query")),
     ),
+    Operation(
+        "get",
+        "/api/datasets/file",
+        "The bytes of one image under the data root.",
+        None,
+        bytes,
+        (401, 404, 413, 422),
+        params=(("path", "query"),),
+        media=IMAGE_TYPES,
+    ),
     Operation("get", "/healthz", "Alive.", None, schemas.Health, ()),
     Operation(
         "get", "/readyz", "Ready: models loaded, executor running.", None, schemas.Readiness, (503,)
@@ -107,9 +122,11 @@ def _content(ref: dict[str, Any]) -> dict[str, Any]:
 
 
 def _operation(op: Operation, refs: dict[type[Any], dict[str, Any]]) -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        str(op.ok): {"description": "OK", "content": _content(refs[op.response])}
-    }
+    ok_schema = (
+        {"type": "string", "format": "binary"} if op.response is bytes else refs[op.response]
+    )
+    content = {media: {"schema": ok_schema} for media in op.media}
+    responses: dict[str, Any] = {str(op.ok): {"description": "OK", "content": content}}
     for status in op.errors:
         responses[str(status)] = {
             "description": "Error",
@@ -128,7 +145,7 @@ def _operation(op: Operation, refs: dict[type[Any], dict[str, Any]]) -> dict[str
 
 def document(version: str) -> dict[str, Any]:
     types: list[type[Any]] = [schemas.ErrorBody, *(p.params_type for p in PIPELINES.values())]
-    types += [t for op in OPERATIONS for t in (op.body, op.response) if t is not None]
+    types += [t for op in OPERATIONS for t in (op.body, op.response) if t not in (None, bytes)]
     types = list(dict.fromkeys(types))
     refs_list, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"

@@ -185,7 +185,7 @@ async function main() {
   const pick = async ({ file, path }) => {
     $("image-name").textContent = `Loading ${file ? file.name : path}…`;
     try {
-      previewer.setImage(file ? await uploaded(file, pool, taskId) : await fromDataset(path));
+      previewer.setImage(file ? await uploaded(file, pool, taskId) : await fromDataset(path, pool, taskId));
       $("image-name").textContent = file ? `${file.name} (uploaded)` : path;
       changed();
     } catch (error) {
@@ -225,16 +225,17 @@ async function uploaded(file, pool, taskId) {
 }
 
 /**
- * A dataset image. The page cannot read files under the data root, so the server decodes
- * it: the "preprocessing" pipeline with no op enabled returns the decoded, upright image
- * as PNG, the same pixels the server's ops start from. The page's cache key is then
- * unknown (it needs the file's bytes); the server's stands in for it.
+ * A dataset image: fetched as the file's bytes (GET /api/datasets/file), so the page hashes
+ * exactly what the server hashes for `image_path`; the request still names the path.
  */
-async function fromDataset(path) {
-  const answer = await api.fallback({ pipeline_id: "preprocessing", image_path: path, params: {} });
-  if (!answer.result_url) throw new Error(answer.detail ?? `the server answered ${answer.status}`);
-  const pixels = await decodeBlob(await api.fetchBlob(answer.result_url));
-  return { name: path, path, pixels };
+async function fromDataset(path, pool, taskId) {
+  const blob = await api.fetchBlob(`/api/datasets/file?path=${encodeURIComponent(path)}`);
+  const bytes = new Uint8Array(await blob.arrayBuffer());
+  const [sha256, pixels] = await Promise.all([
+    sha256Hex(bytes),
+    pool ? pool.decode(blob, taskId) : decodeBlob(blob),
+  ]);
+  return { name: path, path, sha256, pixels };
 }
 
 /**

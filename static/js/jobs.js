@@ -130,7 +130,8 @@ export class JobList {
 
   #render(job) {
     const short = job.id.slice(job.id.lastIndexOf("-") + 1, job.id.lastIndexOf("-") + 9);
-    job.title.textContent = `${job.pipelineId} · ${short} · ${job.backend ?? "server"}`;
+    job.title.textContent = `${job.pipelineId} · ${short}`;
+    job.title.title = `${job.id} on ${job.backend ?? "the server"}`;
     job.node.dataset.state = job.state;
     job.stateEl.textContent =
       job.state === "completed" && job.cacheHit ? "completed (cached)" : job.state;

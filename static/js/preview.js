@@ -119,7 +119,6 @@ export class Previewer {
   // --- steps -----------------------------------------------------------------------------
 
   async #clientKey(pipeline, params) {
-    // Dataset images are hashed by the server only: the page never sees their bytes.
     if (!this.image.sha256) return null;
     const { key } = await cacheKey({ pipeline, params, imageSha256: this.image.sha256 });
     return key;

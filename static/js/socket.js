@@ -1,14 +1,19 @@
 // The live connection to /ws (protocol: docs/protocol.md, frames in schemas.py).
 //
 // It reconnects on its own with exponential backoff (0.5 s doubling to 10 s, with
-// jitter so a restarted server is not hit by every tab at once) and, once it has seen a
-// frame, opens each new connection with `resume {last_seq, epoch, taskIds, job_ids}`: the
-// hub re-subscribes the socket and replays what was missed, or answers `gap` when it
-// cannot (the page then refetches job state over REST). Channels (telemetry) are not part
-// of resume and are subscribed again after it. A ping every PING_MS keeps the server's
-// idle check (2 x its ping interval, 30 s by default) from closing a quiet socket.
+// jitter so a restarted server is not hit by every tab at once) and opens every
+// connection with `resume {last_seq, epoch, taskIds}` as its first frame: the hub
+// subscribes the socket to the page's tasks and replays what it missed, or answers `gap`
+// when it cannot (the page then refetches job state over REST). Channels (telemetry) are
+// not part of resume and are subscribed after it.
+//
+// Heartbeats both ways: a ping every PING_MS keeps the server's idle check (nothing
+// received for 2 x its 15 s ping interval) from closing a quiet socket, and a socket that
+// has heard nothing for DEAD_MS (the server's heartbeat comes every 15 s) is taken for
+// dead and replaced.
 
 const PING_MS = 10_000;
+const DEAD_MS = 35_000;
 const BACKOFF_MS = [500, 10_000];
 const FATAL_CLOSE = new Map([
   [4001, "unauthorized"],
@@ -25,7 +30,6 @@ export class LiveSocket {
     this.onFrame = onFrame;
     this.onState = onState;
     this.taskIds = new Set();
-    this.jobIds = new Set();
     this.channels = new Set();
     this.lastSeq = 0;
     this.epoch = null;
@@ -51,17 +55,6 @@ export class LiveSocket {
     }
   }
 
-  followJob(jobId) {
-    if (!this.jobIds.has(jobId)) {
-      this.jobIds.add(jobId);
-      this.send({ type: "subscribe", job_id: jobId });
-    }
-  }
-
-  unfollowJob(jobId) {
-    if (this.jobIds.delete(jobId)) this.send({ type: "unsubscribe", job_id: jobId });
-  }
-
   watch(channel) {
     if (!this.channels.has(channel)) {
       this.channels.add(channel);
@@ -80,11 +73,12 @@ export class LiveSocket {
     this.onState("connecting");
     const ws = new WebSocket(this.url);
     this.ws = ws;
+    this.lastReceived = Date.now();
     ws.onopen = () => {
       this.attempt = 0;
       this.connects += 1;
       this.#greet();
-      this.pinger = setInterval(() => this.send({ type: "ping" }), PING_MS);
+      this.pinger = setInterval(() => this.#heartbeat(), PING_MS);
       this.onState("open");
     };
     ws.onmessage = (event) => this.#receive(event.data);
@@ -100,22 +94,25 @@ export class LiveSocket {
     };
   }
 
-  // What a (re)connected socket says first: resume when it has state to resume, then the
-  // subscriptions resume does not cover.
+  // What a (re)connected socket says first: resume (a fresh page has no epoch yet and
+  // asks from seq 0), then the channel subscriptions resume does not cover.
   #greet() {
-    if (this.epoch !== null) {
-      this.send({
-        type: "resume",
-        last_seq: this.lastSeq,
-        epoch: this.epoch,
-        taskIds: [...this.taskIds],
-        job_ids: [...this.jobIds],
-      });
-    } else {
-      for (const taskId of this.taskIds) this.send({ type: "subscribe", taskId });
-      for (const jobId of this.jobIds) this.send({ type: "subscribe", job_id: jobId });
-    }
+    const resume = { type: "resume", last_seq: this.lastSeq, taskIds: [...this.taskIds] };
+    if (this.epoch !== null) resume.epoch = this.epoch;
+    this.send(resume);
     for (const channel of this.channels) this.send({ type: "subscribe", channel });
+  }
+
+  #heartbeat() {
+    if (Date.now() - this.lastReceived > DEAD_MS) {
+      const dead = this.ws;
+      this.ws = null; // its close event, whenever it comes, is no longer ours
+      clearInterval(this.pinger);
+      dead.close();
+      this.#retryLater(`no frame for ${DEAD_MS / 1000} s`);
+      return;
+    }
+    this.send({ type: "ping" });
   }
 
   #retryLater(reason) {
@@ -127,6 +124,7 @@ export class LiveSocket {
   }
 
   #receive(text) {
+    this.lastReceived = Date.now();
     let frame;
     try {
       frame = JSON.parse(text);
