@@ -103,14 +103,16 @@ async def browser() -> AsyncIterator[Browser]:
         await launched.close()
 
 
-async def open_page(browser: Browser, url: str, init_script: str | None = None) -> Page:
+async def open_page(
+    browser: Browser, url: str, init_script: str | None = None, path: str = "/"
+) -> Page:
     page = await browser.new_page(viewport={"width": 1280, "height": 800})
     page.set_default_timeout(TIMEOUT_MS)
     if init_script is not None:
         await page.add_init_script(init_script)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(url + "/")
+    await page.goto(url + path)
     await expect(page.locator("#pipeline option")).not_to_have_count(0)
     assert not errors, errors
     return page
@@ -368,3 +370,15 @@ async def test_dataset_browser_picks_an_image(
     # The builder writes the path as the server resolves it (under its data root).
     await expect(page.locator("#command")).to_contain_text("images/val/sample.jpg --params")
     await page.close()
+
+
+@pytest.mark.browser
+async def test_page_opened_with_a_token_uses_it_for_the_api_and_the_socket(
+    browser: Browser, tmp_path: Path
+) -> None:
+    async with running(make_settings(tmp_path, token="s3cret", preload_models=[])) as srv:
+        refused = await srv.post("/api/pipelines/preview", {"pipeline_id": "preprocessing"})
+        assert refused.status_code == 401
+        page = await open_page(browser, srv.url, path="/?token=s3cret")
+        await expect(page.locator("#socket-state")).to_have_text("live: open")
+        await page.close()

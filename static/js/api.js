@@ -11,8 +11,12 @@ export class ApiError extends Error {
   }
 }
 
+// A server started with a token is opened as /?token=...; the page passes it on.
+export const TOKEN = new URLSearchParams(location.search).get("token");
+const authHeaders = () => (TOKEN ? { authorization: `Bearer ${TOKEN}` } : {});
+
 async function request(method, url, body) {
-  const init = { method, headers: {} };
+  const init = { method, headers: authHeaders() };
   if (body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -55,7 +59,7 @@ export function listDatasets(offset, limit) {
 
 /** Fetch an image (a result PNG) as a Blob. */
 export async function fetchBlob(url) {
-  const response = await fetch(url);
+  const response = await fetch(url, { headers: authHeaders() });
   if (!response.ok)
     throw new ApiError(response.status, { detail: `GET ${url}: ${response.status}` });
   return response.blob();

@@ -111,7 +111,8 @@ async function main() {
   });
 
   const socket = new LiveSocket(
-    `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
+    `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws` +
+      (api.TOKEN ? `?token=${encodeURIComponent(api.TOKEN)}` : ""),
     {
       onState: (state, detail) => {
         $("socket-state").textContent = detail ? `live: ${state} (${detail})` : `live: ${state}`;
