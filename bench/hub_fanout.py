@@ -42,9 +42,27 @@ Publish = Callable[[str, int], None]
 
 
 @contextlib.asynccontextmanager
-async def hub_server(ws_impl: str) -> AsyncIterator[tuple[str, Publish]]:
+async def uvicorn_on(app: Any, ws_impl: str) -> AsyncIterator[str]:
+    """``app`` under a real uvicorn on 127.0.0.1 (OS-chosen port); yields ``host:port``."""
     import uvicorn
 
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, ws=ws_impl, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "uvicorn did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield f"127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
+async def hub_server(ws_impl: str) -> AsyncIterator[tuple[str, Publish]]:
     from playground_rt.app import create_app
     from playground_rt.config import Settings
     from playground_rt.jobs import JobEvent
@@ -56,31 +74,18 @@ async def hub_server(ws_impl: str) -> AsyncIterator[tuple[str, Publish]]:
             outputs_root=Path(tmp),
             preload_models=[],
             pull_models=False,
-            ws_impl=ws_impl,  # type: ignore[arg-type]
             ws_send_queue=1 << 16,  # the baseline buffers without limit: no eviction here
             ws_send_timeout_s=60,
         )
         app = create_app(settings)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, ws=settings.ws_impl, log_level="warning", lifespan="on"
-        )
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
-        hub = app.state.playground.hub
 
         def publish(phase: str, index: int) -> None:
             stage = f"{phase}:{time.monotonic():.6f}"
             frame = Progress(job_id=JOB, stage=stage, step=index, total=0)
-            hub.publish_job(JobEvent(frame, frozenset()))
+            app.state.playground.hub.publish_job(JobEvent(frame, frozenset()))
 
-        port = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            yield f"127.0.0.1:{port}", publish
-        finally:
-            server.should_exit = True
-            await task
+        async with uvicorn_on(app, ws_impl) as address:
+            yield address, publish
 
 
 @contextlib.asynccontextmanager
@@ -116,53 +121,54 @@ async def bare_server() -> AsyncIterator[tuple[str, Publish]]:
 async def asgi_floor_server(ws_impl: str) -> AsyncIterator[tuple[str, Publish]]:
     """The same design with nothing else: a raw ASGI app under the same uvicorn, one
     sender task and queue per socket. What uvicorn's ASGI path itself costs per frame."""
-    import uvicorn
-
     from playground_rt.schemas import Progress
 
-    outboxes: set[tuple[deque[str], asyncio.Event]] = set()
+    app = _FloorApp()
     encoder = msgspec.json.Encoder()
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def publish(phase: str, index: int) -> None:
+        stage = f"{phase}:{time.monotonic():.6f}"
+        frame = Progress(job_id=JOB, stage=stage, step=index, total=0, seq=index, epoch="asgi")
+        text = encoder.encode(frame).decode()
+        for outbox in app.outboxes:
+            outbox.queue.append(text)
+            outbox.wake.set()
+
+    async with uvicorn_on(app, ws_impl) as address:
+        yield address, publish
+
+
+class _FloorApp:
+    def __init__(self) -> None:
+        self.outboxes: set[_Outbox] = set()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
+            while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
         await receive()
         await send({"type": "websocket.accept"})
-        outbox: tuple[deque[str], asyncio.Event] = (deque(), asyncio.Event())
-        outboxes.add(outbox)
+        outbox = _Outbox()
+        self.outboxes.add(outbox)
         pump = asyncio.create_task(_pump(outbox, send))
         try:
             while (await receive())["type"] != "websocket.disconnect":
                 pass
         finally:
             pump.cancel()
-            outboxes.discard(outbox)
-
-    def publish(phase: str, index: int) -> None:
-        stage = f"{phase}:{time.monotonic():.6f}"
-        frame = Progress(job_id=JOB, stage=stage, step=index, total=0, seq=index, epoch="asgi")
-        text = encoder.encode(frame).decode()
-        for queue, wake in outboxes:
-            queue.append(text)
-            wake.set()
-
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, ws=ws_impl, log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield f"127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}", publish
-    finally:
-        server.should_exit = True
-        await task
+            self.outboxes.discard(outbox)
 
 
-async def _pump(outbox: tuple[deque[str], asyncio.Event], send: Any) -> None:
-    queue, wake = outbox
+class _Outbox:
+    def __init__(self) -> None:
+        self.queue: deque[str] = deque()
+        self.wake = asyncio.Event()
+
+
+async def _pump(outbox: _Outbox, send: Any) -> None:
+    queue, wake = outbox.queue, outbox.wake
     while True:
         if not queue:
             wake.clear()
@@ -363,14 +369,14 @@ def _table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         f"{args.sockets} sockets; throughput: {args.frames} frames; latency: {args.latency_frames} "
         f"frames at {args.rate:g}/s; median of {args.repeat} round(s)",
-        f"{'server':<32}{'deliveries/s':>14}{'frames/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'lost':>7}",
+        f"{'server':<40}{'deliveries/s':>14}{'frames/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'lost':>7}",
     ]
     expected = args.sockets * (args.frames + args.latency_frames)
     for r in rows:
         lost = expected - r["delivered_t"] - r["delivered_l"]
         rate = r["deliveries_per_s"]
         lines.append(
-            f"{r['name']:<32}{rate:>14,.0f}{rate / args.sockets:>10,.0f}"
+            f"{r['name']:<40}{rate:>14,.0f}{rate / args.sockets:>10,.0f}"
             f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{lost:>7}"
         )
     return "\n".join(lines)
@@ -396,8 +402,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--subscribe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.frames = args.frames or (300 if args.quick else 3000)
-    args.latency_frames = args.latency_frames or (200 if args.quick else 1000)
+    args.frames = args.frames or (1000 if args.quick else 3000)
+    args.latency_frames = args.latency_frames or (100 if args.quick else 1000)
     args.impl = args.impl or ["wsproto"]
     args.repeat = args.repeat or (1 if args.quick else 3)
     return args
@@ -429,7 +435,7 @@ async def driver(args: argparse.Namespace) -> int:
         print(f"{r['name']}: {ratio:.2f}x the bare server's throughput (target >= 0.8x)")
     for impl in args.impl if args.floor else []:
         hub, floor = (runs[f"{kind} (uvicorn {impl})"] for kind in ("hub", "asgi floor"))
-        ratio = _median("", hub)["deliveries_per_s"] / _median("", floor)["deliveries_per_s"]
+        ratio = _median("", hub)["deliveries_per_s"] / (_median("", floor)["deliveries_per_s"] or 1)
         print(f"hub / asgi floor on uvicorn {impl}: {ratio:.2f}x (what the hub itself costs)")
     return 0
 

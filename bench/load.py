@@ -135,8 +135,10 @@ class LoadClient:
         self.stats = stats
         self.busy = False
         self.terminal: dict[str, list[float]] = {}
-        self.waiting: dict[str, float] = {}
-        """job_id -> when its POST started, for jobs whose terminal frame is expected."""
+        """job_id -> arrival times of its terminal frames on this socket."""
+        self.waiting: dict[str, list[float]] = {}
+        """job_id -> start times of the POSTs that were promised a terminal frame for it
+        (a cache hit asked again is another request, and another frame)."""
         self._arrived = asyncio.Event()
         self.closed: str | None = None
 
@@ -179,14 +181,15 @@ class LoadClient:
             self.stats.outcomes[f"{kind}:{answer['status']}:{answer['routed_backend']}"] += 1
             if server_job:
                 self.stats.expected += 1
-                self.waiting[answer["job_id"]] = started
-                await self._until_terminal(answer["job_id"])
+                job_id = answer["job_id"]
+                self.waiting.setdefault(job_id, []).append(started)
+                await self._until_terminal(job_id, len(self.waiting[job_id]))
         finally:
             self.busy = False
 
-    async def _until_terminal(self, job_id: str, timeout: float = DRAIN_S) -> None:
+    async def _until_terminal(self, job_id: str, count: int, timeout: float = DRAIN_S) -> None:
         deadline = time.monotonic() + timeout
-        while job_id not in self.terminal and self.closed is None:
+        while len(self.terminal.get(job_id, ())) < count and self.closed is None:
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), max(0.0, deadline - time.monotonic()))
@@ -195,13 +198,13 @@ class LoadClient:
 
     def settle(self) -> None:
         """Count this client's terminal frames against what it was promised."""
-        for job_id, started in self.waiting.items():
+        for job_id, starts in self.waiting.items():
             arrivals = self.terminal.get(job_id, [])
-            if not arrivals:
-                self.stats.lost.append(f"{self.task_id}:{job_id}")
-                continue
-            self.stats.terminal_s.append(arrivals[0] - started)
-            self.stats.duplicates += len(arrivals) - 1
+            for started, arrived in zip(starts, arrivals, strict=False):
+                self.stats.terminal_s.append(arrived - started)
+            if len(arrivals) < len(starts):
+                self.stats.lost += [f"{self.task_id}:{job_id}"] * (len(starts) - len(arrivals))
+            self.stats.duplicates += max(0, len(arrivals) - len(starts))
         if self.closed is not None:
             self.stats.socket_closes[self.closed] += 1
 

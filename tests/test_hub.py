@@ -39,6 +39,13 @@ async def hub_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
         yield srv
 
 
+@pytest.fixture(scope="module")
+async def one_worker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+    async with serve(make_settings(tmp_path_factory.mktemp("one"), workers=1)) as srv:
+        await srv.ready()
+        yield srv
+
+
 def terminals(frames: list[schemas.JobFrame]) -> list[schemas.JobFrame]:
     return [f for f in frames if isinstance(f, TERMINAL)]
 
@@ -120,9 +127,9 @@ async def test_rest_preview_with_task_id_streams_to_its_subscribers(hub_server: 
     assert not any(isinstance(f, schemas.Gap) for f in other.frames)
 
 
-async def test_cancel_a_queued_job(tmp_path: Path) -> None:
-    async with serve(make_settings(tmp_path, workers=1)) as srv, client(srv.ws_url) as c:
-        await srv.ready()
+async def test_cancel_a_queued_job(one_worker: Server) -> None:
+    srv = one_worker
+    async with client(srv.ws_url) as c:
         acks = [await c.ack(rembg_submit(f"cancel-{i}")) for i in range(5)]
         by_id, by_task = acks[-1], acks[-2]
         await c.ack({"type": "cancel", "job_id": by_id.job_id, "taskId": by_id.taskId})
@@ -143,59 +150,81 @@ async def test_cancel_a_queued_job(tmp_path: Path) -> None:
 # --- resume -------------------------------------------------------------------------------
 
 
-async def test_resume_replays_what_a_dropped_socket_missed(tmp_path: Path) -> None:
-    async with serve(make_settings(tmp_path, workers=1)) as srv:
-        await srv.ready()
-        hub = srv.state.hub
-        async with client(srv.ws_url) as c:
-            ack = await c.ack(rembg_submit("resume-1"))
-            assert c.ws.transport is not None
-            c.ws.transport.abort()  # the network drops: no close handshake
-            seen = list(c.frames)
-        assert ack.job_id
-        job_id = ack.job_id
-        await until(lambda: srv.state.jobs.get(job_id).terminal, 30, "the job finished")
-        last_seq = max(f.seq for f in seen)
-        async with client(srv.ws_url) as back:
-            resume = {"type": "resume", "last_seq": last_seq, "epoch": hub.epoch}
-            await back.ack(dict(resume, taskIds=["resume-1"]))
-            await back.barrier()
-        got = seen + back.frames
-        missed = back.job_frames(job_id)
-        assert missed and isinstance(missed[-1], schemas.Completed)
-        assert all(f.seq > last_seq and f.taskId == "resume-1" for f in missed)
-        truth = [e.seq for e in hub.replay.after(0) if e.job_id == job_id]
-        assert sorted(f.seq for f in got if isinstance(f, JOB_FRAMES)) == truth
-        assert not any(isinstance(f, schemas.Gap) for f in back.frames)
+async def drop_mid_job(srv: Server, task_id: str) -> tuple[str, list[schemas.ServerFrame]]:
+    """Submit a job, drop the connection right after the ack, wait for the job to end."""
+    async with client(srv.ws_url) as c:
+        ack = await c.ack(rembg_submit(task_id))
+        assert c.ws.transport is not None and ack.job_id
+        c.ws.transport.abort()  # the network drops: no close handshake
+        seen = list(c.frames)
+    job_id = ack.job_id
+    await until(lambda: srv.state.jobs.get(job_id).terminal, 30, "the job finished")
+    return job_id, seen
 
-        # another epoch: a gap, after what this epoch still has for the task
-        async with client(srv.ws_url) as other:
-            await other.ack(
-                {"type": "resume", "last_seq": 5, "epoch": "0" * 16, "taskIds": ["resume-1"]}
-            )
-        gap = other.frames[-2]
-        assert isinstance(gap, schemas.Gap) and gap.detail and "epoch" in gap.detail
-        assert [f.seq for f in other.job_frames(job_id)] == truth
 
-        # too old: the buffer moved on
-        for step in range(DEFAULT_CAPACITY + 10):
-            hub.publish_job(
-                JobEvent(
-                    schemas.Progress(job_id=FAKE_JOB, stage="x", step=step, total=1), frozenset()
-                )
-            )
-        async with client(srv.ws_url) as late:
-            await late.ack(dict(resume, taskIds=["resume-1"]))
-        gap = late.frames[-2]
-        assert isinstance(gap, schemas.Gap) and gap.from_seq == last_seq
-        assert gap.oldest_seq > last_seq and late.job_frames(job_id) == []
+def buffered(srv: Server, job_id: str) -> list[int]:
+    return [e.seq for e in srv.state.hub.replay.after(0) if e.job_id == job_id]
+
+
+async def test_resume_replays_what_a_dropped_socket_missed(one_worker: Server) -> None:
+    job_id, seen = await drop_mid_job(one_worker, "resume-1")
+    last_seq = max(f.seq for f in seen)
+    async with client(one_worker.ws_url) as back:
+        epoch = one_worker.state.hub.epoch
+        await back.ack(
+            {"type": "resume", "last_seq": last_seq, "epoch": epoch, "taskIds": ["resume-1"]}
+        )
+        await back.barrier()
+    missed = back.job_frames(job_id)
+    assert missed and isinstance(missed[-1], schemas.Completed)
+    assert all(f.seq > last_seq and f.taskId == "resume-1" for f in missed)
+    got = [f.seq for f in seen + back.frames if isinstance(f, JOB_FRAMES)]
+    assert sorted(got) == buffered(one_worker, job_id), "nothing lost, nothing twice"
+    assert not any(isinstance(f, schemas.Gap) for f in back.frames)
+
+
+async def test_resume_from_another_epoch_gets_a_gap(one_worker: Server) -> None:
+    job_id, _ = await drop_mid_job(one_worker, "resume-2")
+    async with client(one_worker.ws_url) as other:
+        await other.ack(
+            {"type": "resume", "last_seq": 5, "epoch": "0" * 16, "taskIds": ["resume-2"]}
+        )
+    gap = other.frames[-2]
+    assert isinstance(gap, schemas.Gap) and gap.detail and "epoch" in gap.detail
+    # what this epoch still has for the task comes first
+    assert [f.seq for f in other.job_frames(job_id)] == buffered(one_worker, job_id)
+
+
+async def test_resume_past_the_buffer_gets_a_gap(one_worker: Server) -> None:
+    job_id, seen = await drop_mid_job(one_worker, "resume-3")
+    last_seq, hub = max(f.seq for f in seen), one_worker.state.hub
+    for step in range(DEFAULT_CAPACITY + 10):
+        frame = schemas.Progress(job_id=FAKE_JOB, stage="x", step=step, total=1)
+        hub.publish_job(JobEvent(frame, frozenset()))
+    async with client(one_worker.ws_url) as late:
+        resume = {"type": "resume", "last_seq": last_seq, "epoch": hub.epoch}
+        await late.ack(dict(resume, taskIds=["resume-3"]))
+    gap = late.frames[-2]
+    assert isinstance(gap, schemas.Gap) and gap.from_seq == last_seq
+    assert gap.oldest_seq > last_seq and late.job_frames(job_id) == []
 
 
 # --- slow consumers -----------------------------------------------------------------------
 
 
-async def test_a_stuck_reader_is_evicted_and_never_delays_a_fast_one(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, preload_models=[], ws_send_timeout_s=0.5, ws_send_queue=64)
+@pytest.mark.parametrize(
+    ("queue", "pause", "reason"),
+    [
+        pytest.param(64, 0.005, "frames waiting", id="queue-overflow"),
+        pytest.param(1 << 20, 0.02, "send took over", id="send-timeout"),
+    ],
+)
+async def test_a_stuck_reader_is_evicted_and_never_delays_a_fast_one(
+    tmp_path: Path, queue: int, pause: float, reason: str
+) -> None:
+    settings = make_settings(
+        tmp_path, preload_models=[], ws_send_timeout_s=0.5, ws_send_queue=queue
+    )
     async with serve(settings) as srv, client(srv.ws_url) as fast:
         hub = srv.state.hub
         subscribe = {"type": "subscribe", "job_id": FAKE_JOB}
@@ -214,8 +243,8 @@ async def test_a_stuck_reader_is_evicted_and_never_delays_a_fast_one(tmp_path: P
                 hub.publish_job(JobEvent(progress, frozenset()))
                 step += 1
                 if step % 16 == 0:
-                    await asyncio.sleep(0.005)
-            assert slow.close_code == 4008
+                    await asyncio.sleep(pause)
+            assert slow.close_code == 4008 and reason in slow.close_reason, slow.close_reason
             await fast.wait(schemas.Progress, lambda f: f.step == step - 1)
         finally:
             stuck.close()
@@ -261,6 +290,16 @@ BAD_FRAMES = [
         id="bad-base64",
     ),
     pytest.param(b"\x00\xff", "malformed JSON", None, id="binary-garbage"),
+    pytest.param(b'{"type": "ping", "ref": "\xff"}', "malformed JSON", None, id="bad-utf8"),
+    pytest.param(
+        '{"type": "submit", "pipeline_id": "rembg", "params": {"a": '
+        + "[" * 5000
+        + "]" * 5000
+        + "}}",
+        "nested too deeply",
+        None,
+        id="nested-too-deeply",
+    ),
 ]
 
 
@@ -275,6 +314,20 @@ async def test_a_bad_frame_gets_an_error_and_the_socket_stays_open(
         assert error.ref == ref
         await c.barrier()
         assert c.close_code is None
+
+
+async def test_a_bug_while_handling_a_frame_is_logged_and_answered(
+    hub_server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(hub_server.state.jobs, "submit", broken)
+    async with client(hub_server.ws_url) as c:
+        answer = await c.request(rembg_submit("bug-1"))
+        assert isinstance(answer, schemas.Error) and answer.code == "internal", answer
+        await c.barrier()  # the held queue was released, the socket is open
+    assert "boom" in caplog.text
 
 
 async def test_an_oversize_frame_closes_4009(hub_server: Server) -> None:

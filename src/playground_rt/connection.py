@@ -2,17 +2,18 @@
 
 Contract (what the hub relies on):
 
-* :meth:`Connection.offer` is synchronous and never awaits the client. Droppable frames
-  (telemetry, heartbeats) are discarded when the outbox is full, oldest droppable first,
-  to make room; a non-droppable frame that cannot be queued closes the socket with
-  :attr:`Close.SLOW_CONSUMER` at once.
+* :meth:`Connection.offer` is synchronous and never awaits the client. When the outbox is
+  full, a :class:`Droppable` frame (telemetry, heartbeat) is dropped; any other frame
+  takes the place of the oldest droppable one queued, and when there is none the socket is
+  closed with :attr:`Close.SLOW_CONSUMER` at once.
 * Exactly one task sends. It records when the send in hand started (``sending_since``), so
   the hub's sweep can evict a socket whose send is stuck: a client that stops reading makes
   ``send`` wait forever in every uvicorn implementation, ``close()`` included.
 * :meth:`Connection.close` is synchronous: it records the close code and wakes the
-  supervisor, which cancels the reader and sender and then *tries* to send the close frame
-  for at most ``CLOSE_TIMEOUT_S`` (a stuck peer never gets it: its transport is left to
-  uvicorn, bounded by the transport's write buffer).
+  supervisor, which stops the reader, lets the sender finish what is queued (a slow
+  consumer's queue is dropped instead) and sends the close frame, all within
+  ``CLOSE_TIMEOUT_S``; then it cancels the sender. A stuck peer never gets the close frame:
+  its transport is left to uvicorn, bounded by the transport's write buffer.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Close(enum.IntEnum):
     """Close codes the hub uses (``docs/protocol.md``, "Close codes")."""
 
     NORMAL = 1000  # the client closed, or the hub has nothing more to say
+    INTERNAL_ERROR = 1011  # a bug in the hub (logged with its traceback)
     TRY_AGAIN_LATER = 1013  # ws_max_connections sockets are open
     UNAUTHORIZED = 4001  # token required and missing or wrong
     ORIGIN_DENIED = 4003  # sent before accept: uvicorn answers the handshake with 403
@@ -54,9 +56,17 @@ class Close(enum.IntEnum):
     SHUTTING_DOWN = 4500  # the hub stops: reconnect (and resume) elsewhere or later
 
 
-Item = tuple[str, bool]
-"""An encoded frame and whether it may be dropped."""
-_MARK: Item = ("", False)
+class Droppable(str):
+    """An encoded frame that may be dropped when the socket's queue is full."""
+
+    __slots__ = ()
+
+
+class _Mark(str):
+    __slots__ = ()
+
+
+_MARK = _Mark()
 
 
 class TokenBucket:
@@ -87,7 +97,7 @@ class Connection:
         """The socket's raw ASGI ``send``, for frames (``ws`` does everything else)."""
         self.limit = limit
         self._dropped = dropped
-        self.queue: deque[Item] = deque()
+        self.queue: deque[str] = deque()
         self.keys: set[str] = set()
         """Subscriptions: ``t:<taskId>``, ``j:<job_id>``, ``c:<channel>``."""
         self.live_since: int | None = None
@@ -100,6 +110,7 @@ class Connection:
         self.close_code: int | None = None
         self.close_reason = ""
         self.peer_closed = False
+        self.closing = False
         self._held = False
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -107,26 +118,25 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        return self._done.is_set()
+        return self.closing
 
     # --- outbox (synchronous) --------------------------------------------------------------
 
-    def offer(self, text: str, droppable: bool) -> bool:
-        """Queue one encoded frame; False when it was dropped or the socket is closing."""
-        if self._done.is_set():
+    def offer(self, text: str) -> bool:
+        """Queue one encoded frame (a :class:`Droppable` may be dropped); False when it was
+        dropped or the socket is closing."""
+        if self.closing or (len(self.queue) >= self.limit and not self._make_room(text)):
             return False
-        if len(self.queue) >= self.limit and not self._make_room(droppable):
-            return False
-        self.queue.append((text, droppable))
+        self.queue.append(text)
         self._wake.set()
         return True
 
-    def _make_room(self, droppable: bool) -> bool:
-        if droppable:
+    def _make_room(self, text: str) -> bool:
+        if isinstance(text, Droppable):
             self._dropped("queue_full", 1)
             return False
-        for index, (_, can_drop) in enumerate(self.queue):
-            if can_drop:
+        for index, item in enumerate(self.queue):
+            if isinstance(item, Droppable):
                 del self.queue[index]
                 self._dropped("queue_full", 1)
                 return True
@@ -148,7 +158,7 @@ class Connection:
         self._held = False
         for index, item in enumerate(self.queue):
             if item is _MARK:
-                self.queue[index] = (text, False)
+                self.queue[index] = text
                 break
         self._wake.set()
 
@@ -158,8 +168,9 @@ class Connection:
         What is queued still goes out first (for at most ``CLOSE_TIMEOUT_S``), except for a
         slow consumer, whose queue is dropped.
         """
-        if self._done.is_set():
+        if self.closing:
             return
+        self.closing = True
         self.close_code, self.close_reason = code, reason
         if code == Close.SLOW_CONSUMER and self.queue:
             self._dropped("evicted", len(self.queue))
@@ -189,13 +200,17 @@ class Connection:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (exc := task.exception()) is not None:
-            if not isinstance(exc, WebSocketDisconnect | OSError):
+            if task.get_name() == "ws-send" and isinstance(exc, WebSocketDisconnect | OSError):
+                self.peer_closed = True  # the peer went away under a send
+            else:
                 log.error("%s failed", task.get_name(), exc_info=exc)
-            self.peer_closed = True
+                self.close(Close.INTERNAL_ERROR, "internal error")
+        self.closing = True
         self._done.set()
 
     async def _send_loop(self) -> None:
         queue, wake, send = self.queue, self._wake, self._send
+        message: dict[str, Any] = {"type": "websocket.send", "text": ""}  # one per socket
         while True:
             if not queue or queue[0] is _MARK:
                 self._idle.set()
@@ -203,7 +218,7 @@ class Connection:
                 await wake.wait()
                 continue
             self._idle.clear()
-            text, _ = queue.popleft()
+            message["text"] = queue.popleft()
             self.sending_since = time.monotonic()
-            await send({"type": "websocket.send", "text": text})
+            await send(message)
             self.sending_since = None

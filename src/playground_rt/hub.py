@@ -15,6 +15,7 @@ its *own* seq, so ``resume`` is exact against the same process and answers ``gap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -32,7 +33,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from . import errors, schemas, session
 from .broker import CancelMessage, FrameMessage, Message, RedisBroker
 from .config import Settings
-from .connection import Close, Connection
+from .connection import CLOSE_TIMEOUT_S, Close, Connection, Droppable
 from .jobs import JobEvent, JobManager
 from .replay import Entry, ReplayBuffer
 from .telemetry import Telemetry
@@ -103,8 +104,13 @@ class Hub:
         ]
 
     async def stop(self) -> None:
+        """Close every socket (4500) once its queued frames went out, within a bound."""
         for conn in list(self.connections):
             conn.close(Close.SHUTTING_DOWN, "server shutting down; reconnect and resume")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S + 0.5):
+                while self.connections:
+                    await asyncio.sleep(0.01)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -142,7 +148,7 @@ class Hub:
             text = texts.get(task_id)
             if text is None:
                 text = texts[task_id] = _encode(_with_task(base, task_id))
-            conn.offer(text, False)
+            conn.offer(text)
         self.count(base, len(recipients))
 
     def _recipients(self, entry: Entry) -> dict[Connection, str | None]:
@@ -159,12 +165,14 @@ class Hub:
         if not conns:
             return
         text = _encode(self._stamp(frame))
+        if droppable:
+            text = Droppable(text)
         for conn in conns:
-            conn.offer(text, droppable)
+            conn.offer(text)
         self.count(frame, len(conns))
 
     def reply(self, conn: Connection, frame: schemas.ServerFrame) -> None:
-        conn.offer(_encode(self._stamp(frame)), False)
+        conn.offer(_encode(self._stamp(frame)))
         self.count(frame, 1)
 
     def _stamp(self, frame: schemas.ServerFrame) -> schemas.ServerFrame:
@@ -203,9 +211,9 @@ class Hub:
                 conn.close(Close.NO_PING, f"nothing received for {2 * s.ws_ping_interval_s:g} s")
             elif now - conn.last_heartbeat >= s.ws_ping_interval_s:
                 if heartbeat is None:
-                    heartbeat = _encode(self._stamp(schemas.Pong()))
+                    heartbeat = Droppable(_encode(self._stamp(schemas.Pong())))
                 conn.last_heartbeat = now
-                conn.offer(heartbeat, True)
+                conn.offer(heartbeat)
 
     def _telemetry(self, now: float) -> None:
         if self._subs.get("c:telemetry"):
@@ -323,7 +331,7 @@ class Hub:
                 and entry.match(before)[0]
             ):
                 continue  # already delivered live to this socket
-            conn.offer(_encode(_with_task(entry.frame, task_id)), False)
+            conn.offer(_encode(_with_task(entry.frame, task_id)))
         if not same or frame.last_seq < self.replay.dropped_upto:
             detail = "another epoch (the server restarted)" if not same else "frames were discarded"
             self.reply(conn, self._gap(frame.last_seq, f"{detail}; refetch job state over REST"))

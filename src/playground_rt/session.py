@@ -10,6 +10,7 @@ stops reading the socket meanwhile, which is the backpressure a flood deserves).
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import TYPE_CHECKING
@@ -22,6 +23,9 @@ from .connection import STRIKES_TO_CLOSE, Close, Connection
 if TYPE_CHECKING:
     from .hub import Hub
 
+log = logging.getLogger("playground_rt.hub")
+
+INTERNAL = "internal error while handling this frame (logged on the server)"
 _decoder = msgspec.json.Decoder(schemas.ClientFrame)
 
 
@@ -61,13 +65,19 @@ async def dispatch(hub: Hub, conn: Connection, data: str | bytes) -> None:
     except msgspec.ValidationError as exc:  # subclasses DecodeError: first
         hub.reply(conn, _error(f"invalid frame: {exc}", "invalid_frame", _ref(data)))
         return
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # bad UTF-8 in a binary frame
         hub.reply(conn, _error(f"malformed JSON frame: {exc}", "bad_request"))
+        return
+    except RecursionError:  # msgspec's answer to deep nesting in an ``Any`` field
+        hub.reply(conn, _error("malformed JSON frame: nested too deeply", "bad_request"))
         return
     try:
         await handle(hub, conn, frame)
     except errors.PlaygroundError as exc:
         hub.reply(conn, _error(exc.detail, exc.code, frame.ref))
+    except Exception:  # a bug, not the client's fault: log it, answer, keep the socket
+        log.exception("handling a %s frame failed", frame.__struct_config__.tag)
+        hub.reply(conn, _error(INTERNAL, "internal", frame.ref))
 
 
 async def handle(hub: Hub, conn: Connection, frame: schemas.ClientFrame) -> None:
@@ -116,6 +126,10 @@ async def submit(hub: Hub, conn: Connection, frame: schemas.Submit) -> None:
     except errors.PlaygroundError as exc:
         hub.unsubscribe(conn, added)
         reply = _error(exc.detail, exc.code, frame.ref)
+    except Exception:  # a bug: the held queue must be released all the same
+        log.exception("submit failed")
+        hub.unsubscribe(conn, added)
+        reply = _error(INTERNAL, "internal", frame.ref)
     reply.seq, reply.epoch = seq, hub.epoch
     conn.release(hub.encode(reply))
     hub.count(reply, 1)
@@ -139,7 +153,7 @@ def _ref(data: str | bytes) -> str | None:
     """The ``ref`` of a frame that failed validation, when it can be read at all."""
     try:
         ref = _ref_decoder.decode(data).ref
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     return ref[:64] if ref else None
 
