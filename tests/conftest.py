@@ -15,10 +15,10 @@ import httpx
 import msgspec
 import numpy as np
 import pytest
-import uvicorn
 from PIL import Image
 from starlette.applications import Starlette
 
+from playground_rt import serving
 from playground_rt.app import create_app
 from playground_rt.config import Settings
 from playground_rt.state import AppState
@@ -104,16 +104,8 @@ async def running(settings: Settings) -> AsyncIterator[Server]:
     """A real uvicorn serving ``create_app(settings)`` on 127.0.0.1, port chosen by the OS."""
     require_model()
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        ws=settings.ws_impl,
-        log_level="warning",
-        lifespan="on",
-        ws_max_size=settings.ws_max_frame_bytes,
-    )
-    server = uvicorn.Server(config)
+    local = msgspec.structs.replace(settings, host="127.0.0.1", port=0)
+    server = serving.Server(serving.config(local, app, log_level="warning"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         assert not task.done(), "uvicorn did not start"

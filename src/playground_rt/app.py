@@ -122,8 +122,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             warm.cancel()
-            await state.jobs.stop()
-            await state.hub.stop()
+            await state.drain()
 
     async def metrics(request: Request) -> Response:
         return Response(state.telemetry.prometheus(), media_type="text/plain; version=0.0.4")

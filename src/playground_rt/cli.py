@@ -83,8 +83,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from . import serving
     from .app import create_app
 
     overrides = {name: getattr(args, name) for name, _, _ in SERVE_FLAGS}
@@ -97,17 +96,7 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        ws=settings.ws_impl,
-        ws_max_size=settings.ws_max_frame_bytes,
-        ws_ping_interval=settings.ws_ping_interval_s,
-        timeout_graceful_shutdown=10,
-        log_level=settings.log_level,
-        proxy_headers=False,
-    )
+    serving.Server(serving.config(settings, create_app(settings))).run()
     return 0
 
 

@@ -48,6 +48,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Jobs waiting beyond this get 429 + Retry-After."""
     job_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
     """Budget of one job's ops; past it the job fails (the worker finishes the op in hand)."""
+    shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0, le=300)] = 5.0
+    """On SIGTERM, how long running jobs may finish before they are cancelled."""
     fallback_wait_s: Annotated[float, msgspec.Meta(ge=0, le=300)] = 60.0
     """How long ``/api/pipelines/fallback`` waits for the result before answering ``accepted``."""
     preload_models: list[str] = msgspec.field(default_factory=lambda: ["u2netp"])

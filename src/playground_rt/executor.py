@@ -95,18 +95,25 @@ class Executor(Generic[J, R]):
             self._pools.append(self._new_pool(index))
             self._slots.append(asyncio.create_task(self._slot(index), name=f"slot-{index}"))
 
-    async def stop(self) -> list[J]:
-        """Stop taking jobs; return the ones still queued (the caller cancels them), then
-        wait for running jobs to finish."""
+    def close(self) -> list[J]:
+        """Stop taking jobs; return the ones still queued (never run, never settled)."""
         self._closing = True
         left = list(self._queue)
         self._queue.clear()
+        self.stats.queue_depth = 0
         self._wake.set()
-        await asyncio.gather(*self._slots, return_exceptions=True)
+        return left
+
+    async def join(self, timeout_s: float) -> None:
+        """Wait for the slots to finish their running jobs; cancel those still going after
+        ``timeout_s`` (their jobs are then never settled: the caller finishes them)."""
+        if self._slots:
+            _, pending = await asyncio.wait(self._slots, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*self._slots, return_exceptions=True)
         for pool in self._pools:
             pool.shutdown(wait=False, cancel_futures=True)
-        self.stats.queue_depth = 0
-        return left
 
     @property
     def accepting(self) -> bool:

@@ -152,6 +152,7 @@ class JobManager:
         self.finished: OrderedDict[str, Job] = OrderedDict()
         self._checkpoint_digests: dict[tuple[Path, int, int], str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
         self.executor: Executor[Job, Path] = Executor(
             workers=settings.worker_count,
             queue_size=settings.queue_size,
@@ -169,10 +170,25 @@ class JobManager:
         self._loop = asyncio.get_running_loop()
         self.executor.start()
 
-    async def stop(self) -> None:
-        """Cancel queued jobs (terminal frames go out), let running ones finish."""
-        for job in await self.executor.stop():
+    async def stop(self, grace_s: float) -> None:
+        """Stop for shutdown: queued jobs are cancelled at once, running ones get ``grace_s``
+        to finish and are then told to stop; every job ends with a terminal frame."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for job in self.executor.close():
             self._finish(job, JobState.CANCELLED, detail="server shutting down")
+        running = [job for job in self.active.values() if not job.terminal]
+        if running:
+            await asyncio.wait(
+                [asyncio.ensure_future(j.done.wait()) for j in running], timeout=grace_s
+            )
+        for job in self.active.values():
+            job.stop.set()
+        await self.executor.join(timeout_s=1.0)
+        for job in list(self.active.values()):
+            if not job.terminal:
+                self._finish(job, JobState.CANCELLED, detail="server shutting down")
 
     # --- requests --------------------------------------------------------------------------
 

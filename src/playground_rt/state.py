@@ -32,6 +32,16 @@ class AppState:
     models_ready: bool = False
     model_error: str | None = None
     warm_notes: list[str] = field(default_factory=list)
+    drained: bool = False
+
+    async def drain(self) -> None:
+        """Finish every job with a terminal frame, then close the sockets (4500). Runs before
+        uvicorn closes connections (``serving.Server``) and again, as a no-op, at teardown."""
+        if self.drained:
+            return
+        self.drained = True
+        await self.jobs.stop(self.settings.shutdown_grace_s)
+        await self.hub.stop()
 
     def readiness(self) -> schemas.Readiness:
         models = [
