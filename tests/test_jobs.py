@@ -74,6 +74,10 @@ async def test_cache_hits_survive_a_restart_and_corrupt_files_are_recomputed(
         done = (await first.post("/api/pipelines/fallback", body)).json()
     assert done["status"] == "completed"
     async with running(settings) as second:
+        known = (await second.http.get(f"/api/jobs/{done['job_id']}")).json()
+        assert known["state"] == "completed" and known["result_path"] == done["result_path"]
+        unknown = await second.http.get(f"/api/jobs/preprocessing-{'0' * 32}")
+        assert unknown.status_code == 404 and "no job" in unknown.json()["detail"]
         again = (await second.post("/api/pipelines/preview", body)).json()
         assert again["status"] == "completed"
         assert (await second.http.get(f"/api/jobs/{again['job_id']}")).json()["cache_hit"] is True

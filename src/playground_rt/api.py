@@ -164,7 +164,7 @@ async def fallback(request: Request) -> Response:
 async def job_status(request: Request) -> Response:
     authorize(request)
     app = state(request)
-    return MsgspecResponse(app.jobs.view(app.jobs.get(request.path_params["job_id"])))
+    return MsgspecResponse(app.jobs.view_of(request.path_params["job_id"]))
 
 
 async def job_cancel(request: Request) -> Response:

@@ -273,6 +273,30 @@ class JobManager:
             return job
         raise errors.UnknownJob(f"no job {job_id!r} (finished jobs are kept for a while only)")
 
+    def view_of(self, job_id: str) -> schemas.JobView:
+        """The job's view; a job this process no longer (or never) knew is found by its
+        result on disk, since job ids are content addresses (after a restart, or on another
+        process behind the same outputs folder)."""
+        try:
+            return self.view(self.get(job_id))
+        except errors.UnknownJob:
+            pipeline_id = job_id.rsplit("-", 1)[0]
+            if pipeline_id not in pipelines.PIPELINES:
+                raise
+            path = self.store.lookup(pipeline_id, job_id)
+            if path is None:
+                raise
+        return schemas.JobView(
+            job_id=job_id,
+            pipeline_id=pipeline_id,
+            cache_key=f"{pipeline_id}:{job_id.rsplit('-', 1)[1]}",
+            state="completed",
+            routed_backend=f"server-{pipeline_id}",
+            cache_hit=True,
+            result_url=self.result_url(path),
+            result_path=display(self.settings.outputs_root, path),
+        )
+
     def view(self, job: Job) -> schemas.JobView:
         position = self.executor.position(job) if job.state is JobState.QUEUED else None
         result = job.result_path
