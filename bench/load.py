@@ -390,7 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="playground-load-") as tmp:
         with server(Path(tmp), args.workers) as (base, pid, log):
             result = asyncio.run(run(args, base, pid))
-        result["server_tracebacks"] = log.read_text(errors="replace").count("Traceback")
+        text = log.read_text(errors="replace")
+        result["server_tracebacks"] = text.count("Traceback")
+        result["server_errors"] = [
+            line for line in text.splitlines() if line.startswith(("ERROR", "CRITICAL"))
+        ][:20]
+        result["server_log_tail"] = text.splitlines()[-60:] if result["server_tracebacks"] else []
     show(result)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -51,8 +51,8 @@ class ProcServer:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def terminate(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
+    def terminate(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
 
     def wait(self, timeout: float) -> int:
         return self.proc.wait(timeout)

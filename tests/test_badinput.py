@@ -21,7 +21,7 @@ import shlex
 import struct
 import zlib
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +158,6 @@ class Corpus:
     errors: ErrorRecords
     marker: Path
     cases: int = 0
-    seen: list[str] = field(default_factory=list)
 
     @property
     def outputs(self) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import struct
 import time
 import zlib
@@ -62,7 +63,8 @@ async def refused(url: str) -> bool:
 
 
 async def wait_refused(server: ProcServer, timeout: float = 5) -> bool:
-    """Whether new connections are refused while the process is still alive."""
+    """Whether new connections are refused while the process is still alive (polled: a
+    closed listener sends no event to anyone outside the process)."""
     async with asyncio.timeout(timeout):
         while not await refused(server.url):
             await asyncio.sleep(0.02)
@@ -109,12 +111,15 @@ async def test_sigterm_mid_job_gives_every_job_a_terminal_frame(tmp_path: Path) 
     assert_whole_results(server.outputs)
 
 
-async def test_sigterm_when_idle_exits_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+async def test_stop_when_idle_exits_at_once_and_quietly(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     with serve_process(tmp_path, preload_models=[], ready="/healthz") as server:
         async with client(server.ws_url) as ws:
             await ws.barrier()
             started = time.monotonic()
-            server.terminate()
+            server.terminate(sig)
             close_code = await ws.closed(timeout=EXIT_BOUND_S)
             await asyncio.to_thread(server.wait, EXIT_BOUND_S)
     assert time.monotonic() - started < 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -96,7 +97,8 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
-    serving.Server(serving.config(settings, create_app(settings))).run()
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C, as uvicorn.run does
+        serving.Server(serving.config(settings, create_app(settings))).run()
     return 0
 
 

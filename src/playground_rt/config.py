@@ -91,6 +91,13 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 _LIST_FIELDS = {"preload_models", "allowed_origins"}
 
 
+def _path(kind: type, value: object) -> object:
+    """msgspec makes no ``Path`` from a ``str`` (``PLAYGROUND_DATA_ROOT=...``)."""
+    if kind is Path and isinstance(value, str | os.PathLike):
+        return Path(value)
+    raise TypeError(f"cannot convert {value!r} to {kind.__name__}")
+
+
 def from_env(environ: Mapping[str, str], **overrides: object) -> Settings:
     """Build settings from ``PLAYGROUND_<FIELD>`` variables, then ``overrides`` (CLI flags).
 
@@ -106,6 +113,6 @@ def from_env(environ: Mapping[str, str], **overrides: object) -> Settings:
             [v.strip() for v in value.split(",") if v.strip()] if name in _LIST_FIELDS else value
         )
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    settings = msgspec.convert(raw, Settings, strict=False)
+    settings = msgspec.convert(raw, Settings, strict=False, dec_hook=_path)
     settings.model_home = settings.model_home.expanduser()
     return settings

@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import io
+import os
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ def from_base64(text: str, limits: Limits) -> Source:
 
 def from_path(root: Path, given: str, limits: Limits) -> Source:
     path = confine(root, given, field="image_path")
-    if not path.is_file():
+    if not os.path.isfile(path):  # unlike Path.is_file (3.11): False on ENAMETOOLONG
         raise errors.NotFound(f"image_path {given!r} does not exist under the data root")
     size = path.stat().st_size
     if size > limits.max_image_bytes:
@@ -71,7 +72,13 @@ def from_path(root: Path, given: str, limits: Limits) -> Source:
 
 
 def decode(data: bytes, limits: Limits, *, field: str = "image") -> Image.Image:
-    """Decoded pixels as RGB or RGBA (EXIF orientation applied), or a 4xx error."""
+    """Decoded pixels as RGB or RGBA (EXIF orientation applied), or a 4xx error.
+
+    Pillow's parsers raise many kinds of exception on hostile bytes, at ``open`` as well as
+    at ``load`` (``OSError``, ``ValueError`` from text-chunk bombs, ``struct.error`` and
+    ``AttributeError`` from EXIF, ...): this is the edge of untrusted input, so any
+    ``Exception`` past the bomb checks is an ``InvalidImage``.
+    """
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -81,6 +88,8 @@ def decode(data: bytes, limits: Limits, *, field: str = "image") -> Image.Image:
         raise errors.InvalidImage(
             f"{field} is not an image in an allowed format ({allowed})"
         ) from None
+    except Exception as exc:
+        raise errors.InvalidImage(f"{field} could not be read: {exc}") from None
     width, height = image.size
     if width * height > limits.max_pixels:
         raise errors.TooLarge(
@@ -89,7 +98,7 @@ def decode(data: bytes, limits: Limits, *, field: str = "image") -> Image.Image:
     try:
         image.load()
         upright = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:
         raise errors.InvalidImage(f"{field} could not be decoded: {exc}") from None
     return _normal_mode(upright)
 

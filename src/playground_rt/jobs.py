@@ -13,9 +13,11 @@ tab cancelling never kills the same work another tab is waiting for.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import hashlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -237,6 +239,12 @@ class JobManager:
             notes.append("Client should use cache_key to reuse previously computed previews.")
             return Submission(job, "accepted", notes)
         job.image = await self._decode(job)
+        width, height = pipelines.output_size(prepared.plan, job.image.size)
+        if width * height > self.settings.max_pixels:
+            raise errors.TooLarge(
+                f"the result would be {width}x{height} = {width * height} pixels; "
+                f"max_pixels={self.settings.max_pixels}"
+            )
         position = self.executor.submit(job)
         self.active[job.id] = job
         self._emit(
@@ -337,7 +345,7 @@ class JobManager:
             )
         if path.suffix.lower() != ".onnx":
             raise errors.InvalidParams(f"checkpoint_path {given!r} must be an .onnx file")
-        if not path.is_file():
+        if not os.path.isfile(path):  # Path.is_file raises on ENAMETOOLONG (3.11)
             raise errors.NotFound(
                 f"checkpoint_path {given!r} does not exist under the outputs root"
             )
@@ -457,7 +465,8 @@ class JobManager:
             job.stop.set()  # the worker stops at its next step; _settle finishes the job
 
     def _cache_hit(self, prepared: Prepared, backend: str, interest: str, path: Path) -> Job:
-        job = Job(prepared, backend, interests={interest}, result_path=path, cache_hit=True)
+        job = Job(_without_image(prepared), backend, interests={interest}, result_path=path)
+        job.cache_hit = True
         job.state = JobState.COMPLETED
         self._retire(job)
         self._emit(job, self._completed_frame(job))
@@ -468,6 +477,7 @@ class JobManager:
         job.detail = detail
         job.durations["total"] = _ms(time.perf_counter() - job.created)
         job.image = None
+        job.prepared = _without_image(job.prepared)  # kept jobs must not keep request bytes
         if job.flush is not None:
             job.flush.cancel()
             job.flush = None
@@ -513,6 +523,10 @@ class JobManager:
                 listener(event)
             except Exception:
                 log.exception("job listener failed")
+
+
+def _without_image(prepared: Prepared) -> Prepared:
+    return dataclasses.replace(prepared, source=images.Source(b"", prepared.source.sha256))
 
 
 def _ms(seconds: float) -> float:

@@ -30,7 +30,10 @@ def confine(root: Path, given: str, *, field: str) -> Path:
     if parts and parts[0] == root.name:
         parts = parts[1:]
     base = root.resolve()
-    candidate = base.joinpath(*parts).resolve()
+    try:
+        candidate = base.joinpath(*parts).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError on 3.11), ...
+        raise errors.PathOutsideRoot(f"{field} {given!r} cannot be resolved: {exc}") from None
     if candidate != base and not candidate.is_relative_to(base):
         raise errors.PathOutsideRoot(f"{field} {given!r} resolves outside its root")
     return candidate

@@ -244,6 +244,14 @@ PIPELINES: dict[str, Pipeline] = {
 }
 
 
+def output_size(plan: Plan, size: tuple[int, int]) -> tuple[int, int]:
+    """The result's ``(width, height)`` for an input of ``size`` (``max_pixels`` bounds
+    results too, checked before a job is queued)."""
+    for step in plan.steps:
+        size = step.op.output_size(size, step.params)
+    return size
+
+
 def get_pipeline(pipeline_id: str) -> Pipeline:
     try:
         return PIPELINES[pipeline_id]

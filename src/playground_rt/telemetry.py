@@ -7,6 +7,7 @@ are kept per source for ``CLIENT_TTL_S`` and re-broadcast inside telemetry frame
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -93,10 +94,17 @@ class Telemetry:
         now = time.monotonic()
         for key, (seen, _) in list(self._clients.items()):
             if now - seen > CLIENT_TTL_S:
-                del self._clients[key]
+                self._forget(key)
         if force and len(self._clients) >= MAX_CLIENTS:
-            oldest = min(self._clients, key=lambda k: self._clients[k][0])
-            del self._clients[oldest]
+            self._forget(min(self._clients, key=lambda k: self._clients[k][0]))
+
+    def _forget(self, key: str) -> None:
+        """Drop a client, and its source's series once no client reports under it: ``source``
+        is client-chosen, so series must not outlive the bounded table."""
+        _, report = self._clients.pop(key)
+        if all(r.source != report.source for _, r in self._clients.values()):
+            with contextlib.suppress(KeyError):
+                self.client_queue_depth.remove(report.source)
 
     def snapshot(self) -> schemas.Telemetry:
         """The current figures as a ``telemetry`` frame (seq/epoch filled by the hub)."""

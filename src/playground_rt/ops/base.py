@@ -74,6 +74,12 @@ class OpSpec(Generic[P]):
     apply: Callable[[Image.Image, P, OpContext], Image.Image]
     client: bool
     summary: str
+    size: Callable[[tuple[int, int], P], tuple[int, int]] | None = None
+    """The output ``(width, height)`` for an input size, for ops that change it; checked
+    against ``max_pixels`` before a job is queued."""
+
+    def output_size(self, size: tuple[int, int], params: Any) -> tuple[int, int]:
+        return size if self.size is None else self.size(size, params)
 
     def run(self, image: Image.Image, params: Any, ctx: OpContext) -> Image.Image:
         assert isinstance(params, self.params), (self.name, type(params))
