@@ -36,7 +36,7 @@ system-deps:
 test *ARGS:
     {{py}} -m pytest {{ARGS}}
 
-# ruff and mypy --strict
+# ruff and mypy --strict (src, tests, bench)
 lint:
     {{venv}}/bin/ruff check src tests bench
     {{venv}}/bin/ruff format --check src tests bench
