@@ -407,6 +407,10 @@ async def test_dataset_file_serves_image_bytes_under_the_root_only(server: Serve
     assert response.status_code == 200
     assert response.content == seed_image_bytes(server)
     assert response.headers["content-type"] == "image/jpeg"
-    for bad, status in (("data/../../etc/passwd", 422), ("/etc/passwd", 422), ("data/nope.png", 404)):
+    for bad, status in (
+        ("data/../../etc/passwd", 422),
+        ("/etc/passwd", 422),
+        ("data/nope.png", 404),
+    ):
         refused = await server.http.get("/api/datasets/file", params={"path": bad})
         assert refused.status_code == status and refused.json()["detail"]
