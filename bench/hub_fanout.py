@@ -65,7 +65,7 @@ async def uvicorn_on(app: Any, ws_impl: str) -> AsyncIterator[str]:
 async def hub_server(ws_impl: str) -> AsyncIterator[tuple[str, Publish]]:
     from playground_rt.app import create_app
     from playground_rt.config import Settings
-    from playground_rt.jobs import JobEvent
+    from playground_rt.job import JobEvent
     from playground_rt.schemas import Progress
 
     with tempfile.TemporaryDirectory() as tmp:

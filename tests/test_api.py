@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from playground_rt.jobs import JobState
+from playground_rt.job import JobState
 
 from .conftest import SEED_IMAGE, Server, b64, encode, sample_image
 

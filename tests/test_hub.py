@@ -13,7 +13,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from playground_rt import schemas
-from playground_rt.jobs import JobEvent
+from playground_rt.job import JobEvent
 from playground_rt.replay import DEFAULT_CAPACITY
 
 from .conftest import Server, make_settings

@@ -15,7 +15,8 @@ from starlette.responses import FileResponse, Response
 
 from . import errors, schemas
 from .datasets import SUFFIXES
-from .jobs import QUEUED_NOTE, JobState
+from .job import JobState
+from .jobs import QUEUED_NOTE
 from .paths import confine
 from .state import AppState
 

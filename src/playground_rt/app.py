@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from . import api, errors, modelstore, openapi, schemas
@@ -104,30 +104,14 @@ async def _warm_task(state: AppState) -> None:
         log.info("models ready: %s", ", ".join(m.model for m in state.models.info()))
 
 
-def create_app(settings: Settings) -> Starlette:
-    state = build_state(settings)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.playground = state
-        settings.results_root.mkdir(parents=True, exist_ok=True)
-        if swept := state.store.sweep():
-            log.info("removed %d stale temp files under %s", swept, settings.results_root)
-        state.jobs.listeners.append(state.telemetry.job_event)
-        state.jobs.listeners.append(state.hub.publish_job)
-        state.jobs.start()
-        await state.hub.start()
-        warm = asyncio.create_task(_warm_task(state), name="warm-models")
-        try:
-            yield
-        finally:
-            warm.cancel()
-            await state.drain()
+def _routes(state: AppState) -> list[BaseRoute]:
+    """The routes as data; the static app last, as the catch-all."""
+    settings = state.settings
 
     async def metrics(request: Request) -> Response:
         return Response(state.telemetry.prometheus(), media_type="text/plain; version=0.0.4")
 
-    routes = [
+    return [
         Route("/api/pipelines/preview", api.preview, methods=["POST"]),
         Route("/api/pipelines/fallback", api.fallback, methods=["POST"]),
         Route("/api/pipelines", api.list_pipelines, methods=["GET"]),
@@ -152,6 +136,29 @@ def create_app(settings: Settings) -> Starlette:
             "/", StaticFiles(directory=settings.resolved_static_dir(), html=True, check_dir=False)
         ),
     ]
+
+
+def create_app(settings: Settings) -> Starlette:
+    state = build_state(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.playground = state
+        settings.results_root.mkdir(parents=True, exist_ok=True)
+        if swept := state.store.sweep():
+            log.info("removed %d stale temp files under %s", swept, settings.results_root)
+        state.jobs.listeners.append(state.telemetry.job_event)
+        state.jobs.listeners.append(state.hub.publish_job)
+        state.jobs.start()
+        await state.hub.start()
+        warm = asyncio.create_task(_warm_task(state), name="warm-models")
+        try:
+            yield
+        finally:
+            warm.cancel()
+            await state.drain()
+
+    routes = _routes(state)
     middleware = []
     if settings.allowed_origins:
         middleware.append(

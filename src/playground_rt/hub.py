@@ -34,7 +34,8 @@ from . import errors, schemas, session
 from .broker import CancelMessage, FrameMessage, Message, RedisBroker
 from .config import Settings
 from .connection import CLOSE_TIMEOUT_S, Close, Connection, Droppable
-from .jobs import JobEvent, JobManager
+from .job import JobEvent
+from .jobs import JobManager
 from .replay import Entry, ReplayBuffer
 from .telemetry import Telemetry
 

@@ -1,9 +1,10 @@
 """The job lifecycle: validate, key, route, run once, tell everyone who asked.
 
-A request becomes a :class:`Prepared` (pipeline plan, image bytes, cache key). Then, in
-order: an identical job already queued or running is *joined* (single-flight: it runs once);
-a whole result on disk is answered at once (cache hit); a client-capable preview is left to
-the browser's workers; anything else is queued on the executor.
+A request becomes a :class:`~playground_rt.job.Prepared` (``intake``: pipeline plan, image
+bytes, cache key). Then, in order: an identical job already queued or running is *joined*
+(single-flight: it runs once); a whole result on disk is answered at once (cache hit); a
+client-capable preview is left to the browser's workers; anything else is queued on the
+executor.
 
 A job is wanted by *interests*: the taskIds that asked for it (or an anonymous token). A
 cancel or a supersede removes one interest; the job is cancelled when none is left, so one
@@ -13,17 +14,11 @@ tab cancelling never kills the same work another tab is waiting for.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import enum
-import hashlib
 import logging
-import os
-import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -33,105 +28,17 @@ from . import errors, images, pipelines, schemas
 from .cache import ResultStore
 from .config import Settings
 from .executor import Executor
+from .intake import Intake
+from .job import Job, JobEvent, JobState, Listener, Prepared, without_image
 from .ops.base import OpContext, SessionProvider
-from .paths import confine, display
+from .paths import display
 
 log = logging.getLogger("playground_rt.jobs")
 
 Mode = Literal["preview", "fallback"]
 PROGRESS_INTERVAL_S = 0.1
 FINISHED_KEPT = 2000
-PYTORCH_SUFFIXES = (".ckpt", ".pt", ".pth")
-INLINE_BASE64 = 512 * 1024
-"""Base64 images up to this size are decoded and hashed on the loop (well under 1 ms)."""
 QUEUED_NOTE = "queued on the server; follow job_id over /ws or GET /api/jobs/{job_id}"
-
-
-class JobState(enum.Enum):
-    QUEUED = "queued"  # waiting in the executor's queue
-    RUNNING = "running"  # on a worker thread
-    COMPLETED = "completed"  # result on disk (computed now or found in the cache)
-    FAILED = "failed"  # an op raised, timed out or the image could not be processed
-    CANCELLED = "cancelled"  # every interest withdrew, or the server shut down
-
-
-_NEXT: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
-    JobState.RUNNING: frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}),
-    JobState.COMPLETED: frozenset(),
-    JobState.FAILED: frozenset(),
-    JobState.CANCELLED: frozenset(),
-}
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A validated request: everything needed to key, route and run it."""
-
-    plan: pipelines.Plan
-    source: images.Source
-    checkpoint: Path | None
-    job_id: str
-    cache_key: str
-    notes: tuple[str, ...]
-
-    @property
-    def pipeline_id(self) -> str:
-        return self.plan.pipeline.id
-
-
-@dataclass(eq=False)
-class Job:
-    prepared: Prepared
-    routed_backend: str
-    state: JobState = JobState.QUEUED
-    interests: set[str] = field(default_factory=set)
-    image: Image.Image | None = None
-    result_path: Path | None = None
-    cache_hit: bool = False
-    detail: str | None = None
-    durations: dict[str, float] = field(default_factory=dict)
-    created: float = field(default_factory=time.perf_counter)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    stop: threading.Event = field(default_factory=threading.Event)
-    last_progress: float = 0.0
-    pending_progress: schemas.Progress | None = None
-    flush: asyncio.TimerHandle | None = None
-
-    @property
-    def id(self) -> str:
-        return self.prepared.job_id
-
-    @property
-    def task_ids(self) -> frozenset[str]:
-        return frozenset(i for i in self.interests if not i.startswith("anon:"))
-
-    @property
-    def terminal(self) -> bool:
-        return not _NEXT[self.state]
-
-    def move(self, new: JobState) -> None:
-        if new not in _NEXT[self.state]:
-            raise RuntimeError(
-                f"job {self.id}: illegal transition {self.state.value} -> {new.value}"
-            )
-        self.state = new
-
-    def check(self) -> None:
-        """Raised into the worker thread between steps once the job must stop."""
-        if self.stop.is_set():
-            raise errors.JobCancelled(f"job {self.id} was cancelled")
-
-
-@dataclass(frozen=True)
-class JobEvent:
-    """One frame about a job, for every subscriber of its id or of any of its taskIds."""
-
-    frame: schemas.JobFrame
-    task_ids: frozenset[str]
-
-
-Listener = Callable[[JobEvent], None]
 
 
 @dataclass
@@ -148,11 +55,11 @@ class JobManager:
         self.settings = settings
         self.store = store
         self.models = models
-        self.limits = images.Limits(settings.max_image_bytes, settings.max_pixels)
+        self.intake = Intake(settings, models)
+        self.limits = self.intake.limits
         self.listeners: list[Listener] = []
         self.active: dict[str, Job] = {}
         self.finished: OrderedDict[str, Job] = OrderedDict()
-        self._checkpoint_digests: dict[tuple[Path, int, int], str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
         self.executor: Executor[Job, Path] = Executor(
@@ -196,23 +103,7 @@ class JobManager:
 
     async def prepare(self, request: schemas.PipelineRequest | schemas.Submit) -> Prepared:
         """Validate a request without running it (``PlaygroundError`` on bad input)."""
-        plan = pipelines.get_pipeline(request.pipeline_id).plan(request.params)
-        notes: list[str] = []
-        checkpoint = await self._checkpoint(request.checkpoint_path, plan, notes)
-        if checkpoint is None:
-            for step in plan.steps:
-                if model := getattr(step.params, "model", None):
-                    self.models.require(model)
-        if request.image_path is None and len(request.image_base64 or "") <= INLINE_BASE64:
-            source = self._read_image(request, notes)  # cheaper than the hop to a thread
-        else:
-            source = await asyncio.to_thread(self._read_image, request, notes)
-        ckpt_digest = await asyncio.to_thread(self._digest_file, checkpoint) if checkpoint else ""
-        digest = pipelines.digest(plan, source.sha256, ckpt_digest)
-        pid = plan.pipeline.id
-        return Prepared(
-            plan, source, checkpoint, f"{pid}-{digest}", f"{pid}:{digest}", tuple(notes)
-        )
+        return await self.intake.prepare(request)
 
     async def submit(self, prepared: Prepared, mode: Mode, task_id: str | None) -> Submission:
         interest = task_id or f"anon:{uuid.uuid4().hex}"
@@ -327,53 +218,6 @@ class JobManager:
         relative = path.resolve().relative_to(self.settings.results_root.resolve())
         return "/results/" + relative.as_posix()
 
-    # --- validation helpers ----------------------------------------------------------------
-
-    async def _checkpoint(
-        self, given: str | None, plan: pipelines.Plan, notes: list[str]
-    ) -> Path | None:
-        if given is None:
-            return None
-        path = confine(self.settings.outputs_root, given, field="checkpoint_path")
-        if not plan.uses_model:
-            notes.append(f"checkpoint_path is not used by pipeline {plan.pipeline.id!r}")
-            return None
-        if path.suffix.lower() in PYTORCH_SUFFIXES:
-            raise errors.InvalidParams(
-                f"checkpoint_path {given!r} is a PyTorch checkpoint; export it to ONNX "
-                "(torch.onnx.export) and pass the .onnx file"
-            )
-        if path.suffix.lower() != ".onnx":
-            raise errors.InvalidParams(f"checkpoint_path {given!r} must be an .onnx file")
-        if not os.path.isfile(path):  # Path.is_file raises on ENAMETOOLONG (3.11)
-            raise errors.NotFound(
-                f"checkpoint_path {given!r} does not exist under the outputs root"
-            )
-        return path
-
-    def _read_image(
-        self, request: schemas.PipelineRequest | schemas.Submit, notes: list[str]
-    ) -> images.Source:
-        if request.image_base64 is not None:
-            if request.image_path is not None:
-                confine(self.settings.data_root, request.image_path, field="image_path")
-                notes.append("image_base64 and image_path both given; image_base64 was used")
-            return images.from_base64(request.image_base64, self.limits)
-        if request.image_path is not None:
-            return images.from_path(self.settings.data_root, request.image_path, self.limits)
-        raise errors.InvalidParams("one of image_base64 and image_path is required")
-
-    def _digest_file(self, path: Path) -> str:
-        stat = path.stat()
-        key = (path, stat.st_mtime_ns, stat.st_size)
-        if key not in self._checkpoint_digests:
-            hasher = hashlib.sha256()
-            with path.open("rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    hasher.update(chunk)
-            self._checkpoint_digests[key] = hasher.hexdigest()
-        return self._checkpoint_digests[key]
-
     async def _decode(self, job: Job) -> Image.Image:
         started = time.perf_counter()
         image = await asyncio.to_thread(images.decode, job.prepared.source.data, self.limits)
@@ -465,7 +309,7 @@ class JobManager:
             job.stop.set()  # the worker stops at its next step; _settle finishes the job
 
     def _cache_hit(self, prepared: Prepared, backend: str, interest: str, path: Path) -> Job:
-        job = Job(_without_image(prepared), backend, interests={interest}, result_path=path)
+        job = Job(without_image(prepared), backend, interests={interest}, result_path=path)
         job.cache_hit = True
         job.state = JobState.COMPLETED
         self._retire(job)
@@ -477,7 +321,7 @@ class JobManager:
         job.detail = detail
         job.durations["total"] = _ms(time.perf_counter() - job.created)
         job.image = None
-        job.prepared = _without_image(job.prepared)  # kept jobs must not keep request bytes
+        job.prepared = without_image(job.prepared)  # kept jobs must not keep request bytes
         if job.flush is not None:
             job.flush.cancel()
             job.flush = None
@@ -523,10 +367,6 @@ class JobManager:
                 listener(event)
             except Exception:
                 log.exception("job listener failed")
-
-
-def _without_image(prepared: Prepared) -> Prepared:
-    return dataclasses.replace(prepared, source=images.Source(b"", prepared.source.sha256))
 
 
 def _ms(seconds: float) -> float:

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from . import schemas
 from .executor import Stats
-from .jobs import JobEvent
+from .job import JobEvent
 
 CLIENT_TTL_S = 30.0
 MAX_CLIENTS = 256

@@ -1,0 +1,108 @@
+"""What a job is: its request prepared, its state machine, and the events it emits."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from . import errors, images, pipelines, schemas
+
+
+class JobState(enum.Enum):
+    QUEUED = "queued"  # waiting in the executor's queue
+    RUNNING = "running"  # on a worker thread
+    COMPLETED = "completed"  # result on disk (computed now or found in the cache)
+    FAILED = "failed"  # an op raised, timed out or the image could not be processed
+    CANCELLED = "cancelled"  # every interest withdrew, or the server shut down
+
+
+_NEXT: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
+    JobState.RUNNING: frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.COMPLETED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated request: everything needed to key, route and run it."""
+
+    plan: pipelines.Plan
+    source: images.Source
+    checkpoint: Path | None
+    job_id: str
+    cache_key: str
+    notes: tuple[str, ...]
+
+    @property
+    def pipeline_id(self) -> str:
+        return self.plan.pipeline.id
+
+
+@dataclass(eq=False)
+class Job:
+    prepared: Prepared
+    routed_backend: str
+    state: JobState = JobState.QUEUED
+    interests: set[str] = field(default_factory=set)
+    image: Image.Image | None = None
+    result_path: Path | None = None
+    cache_hit: bool = False
+    detail: str | None = None
+    durations: dict[str, float] = field(default_factory=dict)
+    created: float = field(default_factory=time.perf_counter)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: threading.Event = field(default_factory=threading.Event)
+    last_progress: float = 0.0
+    pending_progress: schemas.Progress | None = None
+    flush: asyncio.TimerHandle | None = None
+
+    @property
+    def id(self) -> str:
+        return self.prepared.job_id
+
+    @property
+    def task_ids(self) -> frozenset[str]:
+        return frozenset(i for i in self.interests if not i.startswith("anon:"))
+
+    @property
+    def terminal(self) -> bool:
+        return not _NEXT[self.state]
+
+    def move(self, new: JobState) -> None:
+        if new not in _NEXT[self.state]:
+            raise RuntimeError(
+                f"job {self.id}: illegal transition {self.state.value} -> {new.value}"
+            )
+        self.state = new
+
+    def check(self) -> None:
+        """Raised into the worker thread between steps once the job must stop."""
+        if self.stop.is_set():
+            raise errors.JobCancelled(f"job {self.id} was cancelled")
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One frame about a job, for every subscriber of its id or of any of its taskIds."""
+
+    frame: schemas.JobFrame
+    task_ids: frozenset[str]
+
+
+Listener = Callable[[JobEvent], None]
+
+
+def without_image(prepared: Prepared) -> Prepared:
+    """``prepared`` without its image bytes: finished jobs are kept for a while, bytes are not."""
+    return dataclasses.replace(prepared, source=images.Source(b"", prepared.source.sha256))
