@@ -48,6 +48,14 @@ async def test_server_rembg_equals_rembg_remove(server: Server) -> None:
         assert np.array_equal(np.asarray(got), expected)
 
 
+async def test_a_job_alone_in_the_pool_runs_its_model_on_every_core(server: Server) -> None:
+    answer = (await server.post("/api/pipelines/fallback", rembg_body(12))).json()
+    view = (await server.http.get(f"/api/jobs/{answer['job_id']}")).json()
+    settings = server.settings
+    all_cores = settings.worker_count * max(1, settings.intra_op_threads)
+    assert view["threads"] == all_cores  # 2 here: two workers of one thread each
+
+
 async def test_twenty_identical_requests_run_once(server: Server) -> None:
     stats = server.state.jobs.executor.stats
     before = stats.completed

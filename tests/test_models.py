@@ -265,3 +265,17 @@ def test_garbage_onnx_is_unavailable_with_a_short_reason(
     assert detail.startswith("checkpoint_path garbage.onnx cannot be loaded: INVALID_PROTOBUF")
     assert str(custom_root) not in detail and len(detail) < 300
     assert registry.info() == []
+
+
+def test_the_all_cores_session_gives_bit_identical_masks(
+    model_home: Path, custom_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job alone in the pool runs on the wide session: its result must not depend on that."""
+    monkeypatch.setenv("U2NET_HOME", str(model_home))
+    registry = ModelRegistry(model_home, custom_root, intra_op_threads=1, wide_threads=2)
+    narrow, wide = registry.session("u2netp"), registry.session("u2netp", wide=True)
+    assert narrow is not wide
+    image = sample_image()
+    for angle in (0, 90, 180):
+        turned = image.rotate(angle, expand=True)
+        assert np.array_equal(mask_of(narrow, turned), mask_of(wide, turned))

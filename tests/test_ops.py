@@ -381,7 +381,7 @@ class LocalModels(SessionProvider):
         self._session = session
         self.asked: list[str | Path] = []
 
-    def session(self, model: str) -> BaseSession:
+    def session(self, model: str, wide: bool = False) -> BaseSession:
         self.asked.append(model)
         return self._session
 
@@ -492,7 +492,7 @@ def test_rembg_cancel_between_steps(u2netp: BaseSession) -> None:
 
 
 class NoModels(SessionProvider):
-    def session(self, model: str) -> BaseSession:
+    def session(self, model: str, wide: bool = False) -> BaseSession:
         raise errors.ModelUnavailable(f"model {model!r} is not installed")
 
 

@@ -59,7 +59,12 @@ def pipeline_list() -> schemas.PipelineList:
 
 def build_state(settings: Settings) -> AppState:
     store = ResultStore(settings.results_root)
-    models = ModelRegistry(settings.model_home, settings.outputs_root, settings.intra_op_threads)
+    models = ModelRegistry(
+        settings.model_home,
+        settings.outputs_root,
+        settings.intra_op_threads,
+        wide_threads=settings.wide_threads,
+    )
     jobs = JobManager(settings, store, models)
     telemetry = Telemetry(jobs.executor.stats)
     hub = Hub(settings, jobs, telemetry)

@@ -44,6 +44,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Executor threads; 0 picks ``cores // intra_op_threads``."""
     intra_op_threads: Annotated[int, msgspec.Meta(ge=0, le=64)] = 1
     """onnxruntime threads per session run; workers x this never exceeds the cores."""
+    adaptive_threads: bool = True
+    """A job alone in the pool runs its model on every core (workers x intra-op threads);
+    results are bit-identical, a lone user just waits less."""
     queue_size: Annotated[int, msgspec.Meta(ge=1)] = 64
     """Jobs waiting beyond this get 429 + Retry-After."""
     job_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
@@ -81,6 +84,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if self.workers:
             return self.workers
         return max(1, _cores() // max(1, self.intra_op_threads))
+
+    @property
+    def wide_threads(self) -> int:
+        """Threads of the all-cores session, or 0 when there is nothing to widen."""
+        total = self.worker_count * max(1, self.intra_op_threads)
+        return total if self.adaptive_threads and total > max(1, self.intra_op_threads) else 0
 
     def resolved_static_dir(self) -> Path:
         if self.static_dir is not None:

@@ -65,6 +65,8 @@ class Job:
     stop: threading.Event = field(default_factory=threading.Event)
     last_progress: float = 0.0
     pending_progress: schemas.Progress | None = None
+    wide: bool = False
+    """Alone in the pool when it started: its model runs on every core."""
     flush: asyncio.TimerHandle | None = None
 
     @property

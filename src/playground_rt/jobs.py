@@ -212,7 +212,15 @@ class JobManager:
             cache_hit=job.cache_hit,
             detail=job.detail,
             durations=job.durations,
+            threads=self._threads(job),
         )
+
+    def _threads(self, job: Job) -> int | None:
+        if not job.prepared.plan.uses_model or job.state is JobState.QUEUED or job.cache_hit:
+            return None
+        if job.wide and job.prepared.checkpoint is None:
+            return self.settings.wide_threads
+        return max(1, self.settings.intra_op_threads)
 
     def result_url(self, path: Path) -> str:
         relative = path.resolve().relative_to(self.settings.results_root.resolve())
@@ -234,6 +242,7 @@ class JobManager:
             report=lambda stage, step, total: self._report(job, stage, step, total),
             check_cancelled=job.check,
             checkpoint=job.prepared.checkpoint,
+            wide=job.wide,
         )
         ops_started = time.perf_counter()
         image = pipelines.apply(steps, image, ctx, job.durations)
@@ -256,6 +265,8 @@ class JobManager:
 
     def _started(self, job: Job) -> None:
         job.move(JobState.RUNNING)
+        alone = self.executor.stats.running == 1 and not self.executor.queued()
+        job.wide = alone and self.settings.wide_threads > 0
         job.durations["queue"] = _ms(time.perf_counter() - job.created) - job.durations.get(
             "decode", 0
         )

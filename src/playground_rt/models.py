@@ -181,6 +181,7 @@ class ModelRegistry(SessionProvider):
         custom_root: Path,
         intra_op_threads: int,
         providers: list[str] | None = None,
+        wide_threads: int = 0,
     ) -> None:
         self.model_home = model_home.expanduser().resolve()
         self.custom_root = custom_root.resolve()
@@ -188,7 +189,11 @@ class ModelRegistry(SessionProvider):
             providers if providers is not None else choose_providers(ort.get_available_providers())
         )
         self._opts = _session_options(intra_op_threads)
-        self._sessions: dict[str, BaseSession] = {}
+        # A second session per model on every core, for a job that has the pool to itself
+        # (onnxruntime's CPU results are bit-identical across thread counts: tested).
+        self.wide_threads = wide_threads
+        self._wide_opts = _session_options(wide_threads) if wide_threads else None
+        self._sessions: dict[tuple[str, bool], BaseSession] = {}
         self._named_info: dict[str, ModelInfo] = {}
         self._custom: OrderedDict[tuple[Path, int, int], tuple[BaseSession, ModelInfo]] = (
             OrderedDict()
@@ -196,20 +201,22 @@ class ModelRegistry(SessionProvider):
         # rembg finds model files through this variable, read at construction time.
         os.environ["U2NET_HOME"] = str(self.model_home)
 
-    def session(self, model: str) -> BaseSession:
-        """The shared session for rembg model ``model``, created on first use.
+    def session(self, model: str, wide: bool = False) -> BaseSession:
+        """The shared session for rembg model ``model``, created on first use; ``wide``
+        picks the one on ``wide_threads`` threads (when the registry has them).
 
         Raises ``InvalidParams`` for a name rembg does not serve from a file and
         ``ModelUnavailable`` when the file is not in the model home or cannot be loaded.
         """
-        found = self._sessions.get(model)  # the hot path: no lock, no syscall
+        key = (model, wide and self._wide_opts is not None)
+        found = self._sessions.get(key)  # the hot path: no lock, no syscall
         if found is not None:
             return found
         with _CREATE_LOCK:
-            found = self._sessions.get(model)
+            found = self._sessions.get(key)
             if found is None:
-                found = self._create(model)
-                self._sessions[model] = found
+                found = self._create(model, key[1])
+                self._sessions[key] = found
             return found
 
     def custom(self, path: Path) -> BaseSession:
@@ -242,6 +249,7 @@ class ModelRegistry(SessionProvider):
         """Create the sessions for ``models`` now (at start-up), raising as ``session`` does."""
         for model in models:
             self.session(model)
+            self.session(model, wide=True)
 
     def info(self) -> list[ModelInfo]:
         """The sessions created so far, named models first.
@@ -273,8 +281,8 @@ class ModelRegistry(SessionProvider):
     def require(self, model: str) -> Path:
         """The file of ``model``, or the error a request naming it deserves (checked at
         request time, so a missing model is a 422 and not a failed job)."""
-        if model in self._sessions:
-            return Path(self._named_info[model].path) if model in self._named_info else Path()
+        if model in self._named_info:  # loaded: the request-time check is a dict lookup
+            return Path(self._named_info[model].path)
         if model not in SERVABLE_MODELS:
             why = "is not served by name" if model in sessions_names else "is not a rembg model"
             raise InvalidParams(f"model {model!r} {why}; known: {', '.join(SERVABLE_MODELS)}")
@@ -287,18 +295,20 @@ class ModelRegistry(SessionProvider):
             )
         return path
 
-    def _create(self, model: str) -> BaseSession:
+    def _create(self, model: str, wide: bool = False) -> BaseSession:
         path = self.require(model)
+        opts = self._wide_opts if wide and self._wide_opts is not None else self._opts
         os.environ["U2NET_HOME"] = str(self.model_home)  # another registry may have moved it
         try:
             session: BaseSession = rembg.new_session(
-                model, sess_opts=self._opts, providers=list(self.providers)
+                model, sess_opts=opts, providers=list(self.providers)
             )
         except _ORT_LOAD_ERRORS as exc:
             raise ModelUnavailable(
                 f"model {model!r} cannot be loaded: {_short_ort_error(exc, path)}"
             ) from exc
-        self._named_info[model] = self._describe(model, session, path, _md5(path))
+        if not wide:
+            self._named_info[model] = self._describe(model, session, path, _md5(path))
         return session
 
     def _create_custom(self, path: Path) -> tuple[BaseSession, ModelInfo]:

@@ -96,6 +96,8 @@ class JobView(msgspec.Struct, kw_only=True, omit_defaults=True):
     result_path: str | None = None
     detail: str | None = None
     durations: dict[str, float] = msgspec.field(default_factory=dict)
+    threads: int | None = None
+    """onnxruntime threads the job's model ran on: all cores when it had the pool alone."""
 
 
 class OpInfo(msgspec.Struct, kw_only=True):

@@ -93,7 +93,7 @@ def remove_background(image: Image.Image, params: RembgParams, ctx: OpContext) -
     if ctx.checkpoint is not None:
         session = ctx.models.custom(ctx.checkpoint)
     else:
-        session = ctx.models.session(params.model)
+        session = ctx.models.session(params.model, wide=ctx.wide)
     ctx.report("infer", 0, 2)
     # No bgcolor here: it has to go under the strength-blended result, not rembg's.
     removed = rembg.remove(

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class SessionProvider:
     """Where ops get ONNX sessions; ``models.ModelRegistry`` is the real one."""
 
-    def session(self, model: str) -> BaseSession:
+    def session(self, model: str, wide: bool = False) -> BaseSession:
         raise RuntimeError("no model registry in this context")
 
     def custom(self, path: Path) -> BaseSession:
@@ -55,6 +55,8 @@ class OpContext:
     report: Callable[[str, int, int], None] = _no_report
     check_cancelled: Callable[[], None] = _never_cancelled
     checkpoint: Path | None = None
+    wide: bool = False
+    """The job is alone in the pool: its model may use the session that runs on every core."""
 
 
 P = TypeVar("P", bound=msgspec.Struct)
