@@ -45,11 +45,12 @@ from __future__ import annotations
 import functools
 import json
 import shlex
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from . import commandspec, errors, pipelines, schemas
 from .commandspec import CatalogError, Command, CommandSpec, Root, Value
+from .paths import relative_parts
 
 __all__ = ["BUILTIN_CATALOG", "RUN_COMMAND", "UPLOADED_IMAGE", "Catalog", "CatalogError"]
 
@@ -169,12 +170,8 @@ class Catalog:
 
     def _under(self, root: Root, given: str) -> Path | None:
         """Lexically, where the server looks for ``given`` (``paths.confine``'s rules)."""
-        pure = PurePosixPath(given.replace("\\", "/"))
-        if pure.is_absolute() or ".." in pure.parts:
-            return None
-        base = self.roots[root]
-        parts = pure.parts[1:] if pure.parts[:1] == (base.name,) else pure.parts
-        return base.joinpath(*parts)
+        parts = relative_parts(self.roots[root], given)
+        return None if parts is None else self.roots[root].joinpath(*parts)
 
     # --- previews --------------------------------------------------------------------------
 
@@ -234,7 +231,7 @@ class Catalog:
         return self._preview_path("outputs", given, "preview.checkpoint_path", warnings)
 
     def _preview_path(self, root: Root, given: str, where: str, warnings: list[str]) -> str:
-        if not given or "\x00" in given or self._under(root, given) is None:
+        if self._under(root, given) is None:
             raise errors.PathOutsideRoot(
                 f"{where} must be relative to the {root} root and free of '..', got {given!r}"
             )

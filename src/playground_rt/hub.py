@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import hmac
 import logging
 import secrets
@@ -218,7 +217,7 @@ class Hub:
 
     def _telemetry(self, now: float) -> None:
         if self._subs.get("c:telemetry"):
-            self._broadcast("c:telemetry", _redact(self.telemetry.snapshot()), droppable=True)
+            self._broadcast("c:telemetry", self.telemetry.snapshot(), droppable=True)
 
     # --- sockets ---------------------------------------------------------------------------
 
@@ -369,15 +368,3 @@ class Hub:
 
 def _with_task(frame: schemas.JobFrame, task_id: str | None) -> schemas.JobFrame:
     return frame if task_id is None else msgspec.structs.replace(frame, taskId=task_id)
-
-
-def _redact(frame: schemas.Telemetry) -> schemas.Telemetry:
-    """Telemetry goes to every ``telemetry`` subscriber: never show them a taskId."""
-    clients = {}
-    for key, report in frame.clients.items():
-        if report.taskId is not None:
-            digest = hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
-            key, report = f"{report.source}:{digest}", msgspec.structs.replace(report, taskId=None)
-        clients[key] = report
-    frame.clients = clients
-    return frame

@@ -9,7 +9,6 @@ pipeline version and the checkpoint's bytes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from pathlib import Path
 
@@ -31,7 +30,7 @@ class Intake:
         self.limits = images.Limits(settings.max_image_bytes, settings.max_pixels)
         self._checkpoint_digests: dict[tuple[Path, int, int], str] = {}
 
-    async def prepare(self, request: schemas.PipelineRequest | schemas.Submit) -> Prepared:
+    async def prepare(self, request: schemas.PipelineRequest) -> Prepared:
         """Validate a request without running it (``PlaygroundError`` on bad input)."""
         plan = pipelines.get_pipeline(request.pipeline_id).plan(request.params)
         notes: list[str] = []
@@ -48,7 +47,12 @@ class Intake:
         digest = pipelines.digest(plan, source.sha256, ckpt_digest)
         pid = plan.pipeline.id
         return Prepared(
-            plan, source, checkpoint, f"{pid}-{digest}", f"{pid}:{digest}", tuple(notes)
+            plan,
+            source,
+            checkpoint,
+            pipelines.job_id(pid, digest),
+            pipelines.cache_key(pid, digest),
+            tuple(notes),
         )
 
     # --- validation helpers ----------------------------------------------------------------
@@ -75,9 +79,7 @@ class Intake:
             )
         return path
 
-    def _read_image(
-        self, request: schemas.PipelineRequest | schemas.Submit, notes: list[str]
-    ) -> images.Source:
+    def _read_image(self, request: schemas.PipelineRequest, notes: list[str]) -> images.Source:
         if request.image_base64 is not None:
             if request.image_path is not None:
                 confine(self.settings.data_root, request.image_path, field="image_path")
@@ -91,9 +93,5 @@ class Intake:
         stat = path.stat()
         key = (path, stat.st_mtime_ns, stat.st_size)
         if key not in self._checkpoint_digests:
-            hasher = hashlib.sha256()
-            with path.open("rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    hasher.update(chunk)
-            self._checkpoint_digests[key] = hasher.hexdigest()
+            self._checkpoint_digests[key] = pipelines.file_sha256(path)
         return self._checkpoint_digests[key]

@@ -101,7 +101,7 @@ class JobManager:
 
     # --- requests --------------------------------------------------------------------------
 
-    async def prepare(self, request: schemas.PipelineRequest | schemas.Submit) -> Prepared:
+    async def prepare(self, request: schemas.PipelineRequest) -> Prepared:
         """Validate a request without running it (``PlaygroundError`` on bad input)."""
         return await self.intake.prepare(request)
 
@@ -179,7 +179,7 @@ class JobManager:
         try:
             return self.view(self.get(job_id))
         except errors.UnknownJob:
-            pipeline_id = job_id.rsplit("-", 1)[0]
+            pipeline_id, hex_digest = pipelines.split_job_id(job_id)
             if pipeline_id not in pipelines.PIPELINES:
                 raise
             path = self.store.lookup(pipeline_id, job_id)
@@ -188,7 +188,7 @@ class JobManager:
         return schemas.JobView(
             job_id=job_id,
             pipeline_id=pipeline_id,
-            cache_key=f"{pipeline_id}:{job_id.rsplit('-', 1)[1]}",
+            cache_key=pipelines.cache_key(pipeline_id, hex_digest),
             state="completed",
             routed_backend=f"server-{pipeline_id}",
             cache_hit=True,

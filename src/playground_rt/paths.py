@@ -13,6 +13,17 @@ from pathlib import Path, PurePosixPath
 from . import errors
 
 
+def relative_parts(root: Path, given: str) -> tuple[str, ...] | None:
+    """The parts of ``given`` below ``root``, lexically; ``None`` when it is empty, has a NUL
+    byte, is absolute or contains ``..``. A leading root name (``data/...``) is dropped."""
+    if not given or "\x00" in given:
+        return None
+    pure = PurePosixPath(given.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts:
+        return None
+    return pure.parts[1:] if pure.parts[:1] == (root.name,) else pure.parts
+
+
 def confine(root: Path, given: str, *, field: str) -> Path:
     """The resolved path of ``given`` under ``root``, or ``PathOutsideRoot`` naming ``field``.
 
@@ -21,14 +32,11 @@ def confine(root: Path, given: str, *, field: str) -> Path:
     """
     if not given or "\x00" in given:
         raise errors.PathOutsideRoot(f"{field}: empty path or NUL byte")
-    pure = PurePosixPath(given.replace("\\", "/"))
-    if pure.is_absolute() or ".." in pure.parts:
+    parts = relative_parts(root, given)
+    if parts is None:
         raise errors.PathOutsideRoot(
             f"{field} must be relative to its root and free of '..', got {given!r}"
         )
-    parts = pure.parts
-    if parts and parts[0] == root.name:
-        parts = parts[1:]
     base = root.resolve()
     try:
         candidate = base.joinpath(*parts).resolve()

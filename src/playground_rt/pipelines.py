@@ -18,6 +18,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -175,6 +176,26 @@ def canonical_json(value: Any) -> str:
         items = sorted(value.items())
         return "{" + ",".join(f"{canonical_json(k)}:{canonical_json(v)}" for k, v in items) + "}"
     raise TypeError(f"not canonicalisable: {type(value).__name__}")
+
+
+def job_id(pipeline_id: str, hex_digest: str) -> str:
+    return f"{pipeline_id}-{hex_digest}"
+
+
+def cache_key(pipeline_id: str, hex_digest: str) -> str:
+    return f"{pipeline_id}:{hex_digest}"
+
+
+def split_job_id(job_id: str) -> tuple[str, str]:
+    """``(pipeline_id, hex digest)`` of a job id (the inverse of :func:`job_id`)."""
+    pipeline_id, _, hex_digest = job_id.rpartition("-")
+    return pipeline_id, hex_digest
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes (a custom checkpoint's part of the cache key)."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def digest(plan: Plan, image_sha256: str, checkpoint_sha256: str = "") -> str:

@@ -106,7 +106,7 @@ def _process(recipe: Recipe, source: Path) -> Result:
     data = _read(source, recipe.limits)
     plan, pid = recipe.plan, recipe.plan.pipeline.id
     digest = pipelines.digest(plan, hashlib.sha256(data).hexdigest(), recipe.checkpoint_sha256)
-    job_id = f"{pid}-{digest}"
+    job_id = pipelines.job_id(pid, digest)
     if (found := recipe.store.lookup(pid, job_id)) is not None:
         return Result(source, "cached", found)
     image = images.decode(data, recipe.limits)
@@ -137,8 +137,7 @@ def prepare(args: argparse.Namespace, settings: config.Settings) -> Recipe:
     digest = ""
     if checkpoint is not None:
         models.custom(checkpoint)  # refuses PyTorch files, missing or unloadable ones
-        with checkpoint.open("rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        digest = pipelines.file_sha256(checkpoint)
         checkpoint = checkpoint.resolve()
     elif plan.uses_model:
         for step in plan.steps:

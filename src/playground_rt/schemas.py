@@ -249,16 +249,14 @@ class Unsubscribe(_ClientFrame, tag="unsubscribe", kw_only=True):
     channel: Literal["telemetry"] | None = None
 
 
-class Submit(_ClientFrame, tag="submit", kw_only=True):
-    """The REST preview/fallback body; the socket is subscribed to the job's taskId."""
+class Submit(PipelineRequest, tag="submit", tag_field="type", kw_only=True):
+    """The REST preview/fallback body; the socket is subscribed to the job's taskId.
 
+    (A ``PipelineRequest`` with the frame's tag: a Struct cannot have two bases with fields.)
+    """
+
+    ref: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     mode: Literal["preview", "fallback"] = "fallback"
-    pipeline_id: PipelineId
-    image_base64: str | None = None
-    image_path: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
-    checkpoint_path: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
-    params: dict[str, Any] = msgspec.field(default_factory=dict)
-    taskId: TaskId | None = None
 
 
 class Cancel(_ClientFrame, tag="cancel", kw_only=True):
@@ -266,15 +264,10 @@ class Cancel(_ClientFrame, tag="cancel", kw_only=True):
     taskId: TaskId | None = None
 
 
-class TelemetryIn(_ClientFrame, tag="telemetry", kw_only=True):
-    source: Annotated[str, msgspec.Meta(max_length=64)] = "client-workers"
-    taskId: TaskId | None = None
-    queue_depth: NonNegInt = 0
-    running: NonNegInt = 0
-    workers: NonNegInt = 0
-    durations_ms: Annotated[
-        dict[Annotated[str, msgspec.Meta(max_length=64)], float], msgspec.Meta(max_length=32)
-    ] = msgspec.field(default_factory=dict)
+class TelemetryIn(MetricsReport, tag="telemetry", tag_field="type", kw_only=True):
+    """The ``POST /api/metrics`` body as a frame."""
+
+    ref: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
 class Resume(_ClientFrame, tag="resume", kw_only=True):

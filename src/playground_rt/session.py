@@ -172,11 +172,6 @@ def _keys(frame: schemas.Subscribe | schemas.Unsubscribe) -> set[str]:
 
 
 def _report(frame: schemas.TelemetryIn) -> schemas.MetricsReport:
-    return schemas.MetricsReport(
-        source=frame.source,
-        taskId=frame.taskId,
-        queue_depth=frame.queue_depth,
-        running=frame.running,
-        workers=frame.workers,
-        durations_ms=frame.durations_ms,
-    )
+    """The frame as a plain report: reports are re-broadcast, without ``type`` and ``ref``."""
+    fields = schemas.MetricsReport.__struct_fields__
+    return schemas.MetricsReport(**{name: getattr(frame, name) for name in fields})

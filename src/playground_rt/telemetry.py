@@ -8,13 +8,16 @@ are kept per source for ``CLIENT_TTL_S`` and re-broadcast inside telemetry frame
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 
+import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from . import schemas
 from .executor import Stats
 from .job import JobEvent
+from .pipelines import split_job_id
 
 CLIENT_TTL_S = 30.0
 MAX_CLIENTS = 256
@@ -70,14 +73,14 @@ class Telemetry:
         """Listener on the job manager: counts outcomes and stage times."""
         frame = event.frame
         if isinstance(frame, schemas.Completed):
-            pipeline = frame.job_id.rsplit("-", 1)[0]
+            pipeline, _ = split_job_id(frame.job_id)
             self.jobs_total.labels(pipeline, "cache_hit" if frame.cache_hit else "completed").inc()
             self.cache_requests.labels("hit" if frame.cache_hit else "miss").inc()
             for stage, ms in frame.durations.items():
                 self.stage_seconds.labels(pipeline, stage).observe(ms / 1000)
         elif isinstance(frame, schemas.Failed | schemas.Cancelled):
             outcome = "failed" if isinstance(frame, schemas.Failed) else "cancelled"
-            self.jobs_total.labels(frame.job_id.rsplit("-", 1)[0], outcome).inc()
+            self.jobs_total.labels(split_job_id(frame.job_id)[0], outcome).inc()
 
     def submitted(self, joined: bool) -> None:
         if joined:
@@ -107,17 +110,28 @@ class Telemetry:
                 self.client_queue_depth.remove(report.source)
 
     def snapshot(self) -> schemas.Telemetry:
-        """The current figures as a ``telemetry`` frame (seq/epoch filled by the hub)."""
+        """The current figures as a ``telemetry`` frame (seq/epoch filled by the hub).
+
+        It goes to every ``telemetry`` subscriber, so it never carries a taskId: reports that
+        named one are keyed by a hash of it instead.
+        """
         self._expire()
         return schemas.Telemetry(
             queue_depth=self.stats.queue_depth,
             running=self.stats.running,
             workers=self.stats.workers,
             durations_ms={k: round(v * 1000, 3) for k, v in self.stats.durations_s.items()},
-            clients={key: report for key, (_, report) in self._clients.items()},
+            clients=dict(_redacted(key, report) for key, (_, report) in self._clients.items()),
         )
 
     def prometheus(self) -> bytes:
         self.queue_depth.set(self.stats.queue_depth)
         self.running.set(self.stats.running)
         return generate_latest(self.registry)
+
+
+def _redacted(key: str, report: schemas.MetricsReport) -> tuple[str, schemas.MetricsReport]:
+    if report.taskId is None:
+        return key, report
+    digest = hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
+    return f"{report.source}:{digest}", msgspec.structs.replace(report, taskId=None)
