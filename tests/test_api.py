@@ -414,3 +414,23 @@ async def test_dataset_file_serves_image_bytes_under_the_root_only(server: Serve
     ):
         refused = await server.http.get("/api/datasets/file", params={"path": bad})
         assert refused.status_code == status and refused.json()["detail"]
+
+
+async def test_a_token_protects_the_api_by_header_or_query(tmp_path: Path) -> None:
+    from .conftest import make_settings, running
+
+    body = {"pipeline_id": "preprocessing", "image_path": SEED_IMAGE, "params": {"flip": True}}
+    async with running(make_settings(tmp_path, token="s3cret", preload_models=[])) as srv:
+        refused = await srv.post("/api/pipelines/preview", body)
+        assert refused.status_code == 401 and "token" in refused.json()["detail"]
+        wrong = await srv.post(
+            "/api/pipelines/preview", body, headers={"authorization": "Bearer no"}
+        )
+        assert wrong.status_code == 401
+        by_header = await srv.post(
+            "/api/pipelines/preview", body, headers={"authorization": "Bearer s3cret"}
+        )
+        assert by_header.status_code == 200
+        by_query = await srv.post("/api/pipelines/preview", body, params={"token": "s3cret"})
+        assert by_query.status_code == 200
+        assert (await srv.http.get("/healthz")).status_code == 200  # probes stay open

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ import pytest
 import rembg
 from PIL import Image
 
-from playground_rt import pipelines
+from playground_rt import pipelines, schemas
+from playground_rt.job import JobEvent
 from playground_rt.ops import OPS
 from playground_rt.ops.base import OpContext, OpSpec
 
@@ -208,3 +211,30 @@ async def test_a_failing_op_fails_its_job_and_the_pool_keeps_serving(
 
 def test_model_home_fixture_is_real() -> None:
     assert (MODEL_HOME / "u2netp.onnx").stat().st_size == 4574861
+
+
+async def test_progress_is_coalesced_to_ten_frames_a_second(server: Server) -> None:
+    """Nine fast ops report nine steps; subscribers get at most one frame per 0.1 s."""
+    seen: list[tuple[float, schemas.Progress]] = []
+
+    def listen(event: JobEvent) -> None:
+        if isinstance(event.frame, schemas.Progress):
+            seen.append((time.monotonic(), event.frame))
+
+    server.state.jobs.listeners.append(listen)
+    try:
+        params: dict[str, Any] = {op: True for op in pipelines.PREPROCESSING_OPS}
+        params["resize"] = {"width": 64}
+        body = {
+            "pipeline_id": "preprocessing",
+            "params": params,
+            "image_base64": b64(encode(sample_image(seed=77))),
+        }
+        answer = (await server.post("/api/pipelines/fallback", body)).json()
+    finally:
+        server.state.jobs.listeners.remove(listen)
+    assert answer["status"] == "completed"
+    mine = [(at, frame) for at, frame in seen if frame.job_id == answer["job_id"]]
+    assert 1 <= len(mine) < len(pipelines.PREPROCESSING_OPS)
+    gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(mine)]
+    assert all(gap >= 0.09 for gap in gaps), gaps

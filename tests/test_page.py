@@ -7,6 +7,7 @@ parity test runs ``static/js/cachekey.js`` under node, without a browser.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -382,3 +383,25 @@ async def test_page_opened_with_a_token_uses_it_for_the_api_and_the_socket(
         page = await open_page(browser, srv.url, path="/?token=s3cret")
         await expect(page.locator("#socket-state")).to_have_text("live: open")
         await page.close()
+
+
+@pytest.mark.browser
+async def test_page_workers_report_their_figures_to_the_server(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    page = await open_page(browser, server.url)
+    await upload(page, tmp_path, sample_image(seed=43))
+    await page.check("#op-grayscale")
+    await wait_for_result(page, "client-workers", "preprocessing:")
+
+    async def reported() -> list[Any]:
+        clients = server.state.telemetry.snapshot().clients.values()
+        return [r for r in clients if r.source == "client-workers" and r.workers >= 1]
+
+    deadline = asyncio.get_running_loop().time() + 15
+    while not (reports := await reported()):
+        assert asyncio.get_running_loop().time() < deadline, "no worker report reached the server"
+        await asyncio.sleep(0.1)
+    assert all(r.taskId is None for r in reports)  # telemetry frames never carry taskIds
+    assert "playground_rt_client_queue_depth" in (await server.http.get("/metrics")).text
+    await page.close()
