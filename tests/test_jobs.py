@@ -62,7 +62,9 @@ async def test_a_job_alone_in_the_pool_runs_its_model_on_every_core(server: Serv
 async def test_twenty_identical_requests_run_once(server: Server) -> None:
     stats = server.state.jobs.executor.stats
     before = stats.completed
-    body = rembg_body(21)
+    # A large image: its decode takes long enough that the others arrive while it runs.
+    image = b64(encode(sample_image(1600, 1200, seed=21)))
+    body = {"pipeline_id": "rembg", "image_base64": image, "params": {}}
     answers = await asyncio.gather(
         *(server.post("/api/pipelines/fallback", body) for _ in range(20))
     )
@@ -238,3 +240,19 @@ async def test_progress_is_coalesced_to_ten_frames_a_second(server: Server) -> N
     assert 1 <= len(mine) < len(pipelines.PREPROCESSING_OPS)
     gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(mine)]
     assert all(gap >= 0.09 for gap in gaps), gaps
+
+
+async def test_requests_joined_to_a_job_refused_at_decode_do_not_hang(server: Server) -> None:
+    truncated = encode(sample_image(1600, 1200, seed=22))
+    body = {"pipeline_id": "rembg", "image_base64": b64(truncated[: len(truncated) // 2])}
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(server.post("/api/pipelines/fallback", body) for _ in range(5))),
+        timeout=20,
+    )
+    for answer in answers:
+        if answer.status_code == 200:  # joined the first one, then told how it ended
+            assert answer.json()["status"] == "failed"
+        else:
+            assert answer.status_code == 422
+        assert "could not be" in answer.json()["detail"]
+    assert any(a.status_code == 422 for a in answers)

@@ -129,21 +129,33 @@ class JobManager:
         if route_client:
             notes.append("Client should use cache_key to reuse previously computed previews.")
             return Submission(job, "accepted", notes)
-        job.image = await self._decode(job)
-        width, height = pipelines.output_size(prepared.plan, job.image.size)
-        if width * height > self.settings.max_pixels:
-            raise errors.TooLarge(
-                f"the result would be {width}x{height} = {width * height} pixels; "
-                f"max_pixels={self.settings.max_pixels}"
-            )
-        position = self.executor.submit(job)
+        # Registered before the first await: an identical request arriving while this one
+        # decodes must join it, not start a second run.
         self.active[job.id] = job
+        try:
+            position = await self._enqueue(job)
+        except errors.PlaygroundError as exc:
+            self.active.pop(job.id, None)
+            if job.interests - {interest} and not job.terminal:  # others joined meanwhile
+                self._finish(job, JobState.FAILED, detail=exc.detail)
+            raise
         self._emit(
             job,
             schemas.Queued(job_id=job.id, position=position, eta_ms=self.executor.eta_ms(position)),
         )
         notes.append(QUEUED_NOTE)
         return Submission(job, "accepted", notes)
+
+    async def _enqueue(self, job: Job) -> int:
+        """Decode the image, check the result's size, queue the job; its queue position."""
+        job.image = await self._decode(job)
+        width, height = pipelines.output_size(job.prepared.plan, job.image.size)
+        if width * height > self.settings.max_pixels:
+            raise errors.TooLarge(
+                f"the result would be {width}x{height} = {width * height} pixels; "
+                f"max_pixels={self.settings.max_pixels}"
+            )
+        return self.executor.submit(job)
 
     async def wait(self, job: Job, timeout_s: float) -> bool:
         """Wait until ``job`` is terminal or ``timeout_s`` passed; True when terminal."""
