@@ -101,20 +101,32 @@ class JobView(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class OpInfo(msgspec.Struct, kw_only=True):
+    """An op of a pipeline. ``client``: the page can run it (``client_models``: the models
+    the page runs itself, for an op that needs one); ``placed``: its key in ``params`` also
+    takes ``"client"``/``"server"`` (on with its defaults, placement given)."""
+
     name: str
     summary: str
     client: bool
     params_schema: dict[str, Any]
+    placed: bool = False
+    client_models: list[str] = msgspec.field(default_factory=list)
 
 
 class PipelineInfo(msgspec.Struct, kw_only=True):
-    """A pipeline, its ops in order and the JSON Schema of its ``params``."""
+    """A pipeline, its ops in order and the JSON Schema of its ``params``.
+
+    ``flat``: the single op's params sit at the top level of ``params`` (``rembg``); else
+    each op is a key. ``routing_keys``: the keys that only say where work runs (never part
+    of the cache key)."""
 
     id: str
     version: str
     summary: str
     ops: list[OpInfo]
     params_schema: dict[str, Any]
+    flat: bool = False
+    routing_keys: list[str] = msgspec.field(default_factory=list)
 
 
 class PipelineList(msgspec.Struct):
