@@ -168,7 +168,7 @@ def test_mask_from_the_prediction_is_rembgs(
 # --- after the model: the op's result from its mask ------------------------------------------
 
 
-class FixedMask(BaseSession):
+class FixedMask:
     """A session whose "model" answers a given mask (so only the op's own work is compared)."""
 
     def __init__(self, mask: Image.Image) -> None:
