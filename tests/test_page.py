@@ -62,7 +62,16 @@ KEY_CASES: list[tuple[str, dict[str, Any], bytes]] = [
     ("preprocessing", {"autocontrast": {"cutoff": 1 / 3}, "sharpen": {"radius": 2.5}}, b""),
     ("preprocessing", {"resize": {"width": 40}, "rotate": {"degrees": 270}}, b""),
     ("preprocessing", {"crop": {"left": 3}, "flip": True, "background_removal": "server"}, b""),
+    ("preprocessing", {"rembg": "server", "blur": True, "background_removal": "client"}, b""),
+    ("preprocessing", {"rembg": True, "autocontrast": True}, b""),
+    (
+        "preprocessing",
+        {"rembg": {"strength": 0.85, "bgcolor": [1, 2, 3, 4]}, "resize": {"width": 30}},
+        b"",
+    ),
+    ("preprocessing", {"rembg": {"strength": 1 / 3, "only_mask": True}}, b""),
     ("rembg", {}, encode(sample_image(40, 30, mode="RGBA"))),
+    ("rembg", {"rembg": "client", "strength": 0.5}, b""),
     ("rembg", {"strength": 0.85, "bgcolor": [12, 34, 56, 255], "model": "u2netp"}, b""),
 ]
 

@@ -184,6 +184,19 @@ class CommandList(msgspec.Struct):
 NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 
 
+ModelName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_\-]{1,64}$")]
+
+
+class ClientModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A model the page runs itself (onnxruntime-web) and how fast it runs there."""
+
+    backend: Literal["wasm", "webgpu"]
+    threads: Annotated[int, msgspec.Meta(ge=0, le=256)] = 0
+    infer_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    """Mean of the recent runs (the model's ``run`` alone), None before the first."""
+    runs: NonNegInt = 0
+
+
 class MetricsReport(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Telemetry from the page's Web Workers (``POST /api/metrics`` or a ``telemetry`` frame)."""
 
@@ -195,6 +208,9 @@ class MetricsReport(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     durations_ms: Annotated[
         dict[Annotated[str, msgspec.Meta(max_length=64)], float], msgspec.Meta(max_length=32)
     ] = msgspec.field(default_factory=dict)
+    models: Annotated[dict[ModelName, ClientModel], msgspec.Meta(max_length=4)] = msgspec.field(
+        default_factory=dict
+    )
 
 
 class MetricsAccepted(msgspec.Struct):
