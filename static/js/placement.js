@@ -2,15 +2,16 @@
 // server (params.background_removal = "server", the contract's fallback). Decided by
 // measurement, not a guess:
 //
-//  1. Downgrades, whatever the timings: no WebAssembly or no WASM SIMD, not cross-origin
-//     isolated (no WASM threads), navigator.deviceMemory below LOW_MEMORY_GB, the runtime
-//     could not be loaded, or the measured model time is over the budget (BUDGET_MS, or
-//     ?budget_ms= on the page's URL).
+//  1. Device downgrades: no WebAssembly or no WASM SIMD, not cross-origin isolated (no
+//     WASM threads), navigator.deviceMemory below LOW_MEMORY_GB, the runtime could not be
+//     loaded (runtime files or model missing), a model the page does not run.
 //  2. Saturation: more than SATURATION_FACTOR x workers waiting in the page (model queue or
 //     pool), as for the light ops.
 //  3. A mask the worker already has: only the blend runs (milliseconds), in the page.
-//  4. Not measured yet: the first run is in the page (it calibrates).
-//  5. Otherwise the estimates: page = its queue + the measured model time; server = upload
+//  4. A measured model time over the budget (BUDGET_MS, or ?budget_ms= on the page's URL):
+//     a device downgrade too.
+//  5. Not measured yet: the first run is in the page (it calibrates).
+//  6. Otherwise the estimates: page = its queue + the measured model time; server = upload
 //     and download of the image at the measured bandwidth + its queue (telemetry: depth,
 //     running, workers) + the model time it reported for our jobs (completed frames'
 //     op.rembg) or, before any, in telemetry. The page runs it unless the server would
@@ -104,20 +105,21 @@ export class Placement {
 
   #decide({ model, maskKey, transfer, auto }) {
     const rembg = this.rembg;
-    if (!rembg) return { where: "server", why: "no model worker in this page" };
     if (this.device) return { where: "server", why: this.device };
+    if (!rembg) return { where: "server", why: "no model worker in this page" };
     if (rembg.state === "unavailable") return { where: "server", why: rembg.detail };
     if (model !== rembg.model) return { where: "server", why: `model ${model} runs on the server` };
+    if (this.saturated() || this.pool?.saturated()) {
+      const waiting = rembg.queued + (this.pool?.queued ?? 0);
+      return { where: "server", why: `the page's queue is saturated (${waiting} waiting)` };
+    }
+    // Re-blending a kept mask costs milliseconds, even on a device too slow for the model.
+    if (rembg.hasMask(maskKey)) return { where: "client", why: "mask kept" };
     const measured = rembg.measured();
     if (measured.model != null && measured.model > this.budgetMs) {
       const over = `${formatMs(measured.model)} > budget ${formatMs(this.budgetMs)}`;
       return { where: "server", why: `this device is too slow for ${model} (${over})` };
     }
-    if (this.saturated() || this.pool?.saturated()) {
-      const waiting = rembg.queued + (this.pool?.queued ?? 0);
-      return { where: "server", why: `the page's queue is saturated (${waiting} waiting)` };
-    }
-    if (rembg.hasMask(maskKey)) return { where: "client", why: "mask kept" };
     if (measured.model == null) return { where: "client", why: "first run calibrates" };
     if (!auto) return { where: "client", why: "kept in the browser (measured choice off)" };
     const client = (rembg.queued + rembg.running + 1) * measured.model;

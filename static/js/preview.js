@@ -103,7 +103,8 @@ export class Previewer {
     this.state.routedBackend = answer.routed_backend;
     this.ui.notes(answer.notes ?? []);
     if (answer.status === "completed") {
-      this.ui.placement(`server · cached result`);
+      const why = plan.where === "server" ? ` · ${plan.why}` : "";
+      this.ui.placement(`server${why} · cached result`);
       await this.#showServer(answer.result_url, answer.cache_key, seq, { cacheHit: true, started });
     } else if (answer.routed_backend === "client-workers") {
       await this.#runClient(pipeline, params, plan, answer.cache_key, seq, started);
