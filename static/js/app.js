@@ -280,12 +280,13 @@ function exposeDebugHook({ previewer, pool, rembg, placement, socket, jobs, fram
   const state = previewer.state;
   window.playground = Object.freeze({
     taskId,
-    /** The model worker: {state, detail, backend, threads, runs, blends, queued, ...}. */
+    /** The model worker: {state, detail, backend, threads, runs, blends, last: {timings}, ...}. */
     get rembg() {
       if (!rembg) return null;
       const { state: status, detail, backend, threads, runs, blends, queued } = rembg;
-      const { loadMs, modelCached } = rembg;
-      return { state: status, detail, backend, threads, runs, blends, queued, loadMs, modelCached, measured: rembg.measured() };
+      const { loadMs, modelCached, last } = rembg;
+      const figures = { backend, threads, runs, blends, queued, loadMs, modelCached, last };
+      return { state: status, detail, ...figures, measured: rembg.measured() };
     },
     /** The last placement decision: {where, why, client?, server?}, and the line shown. */
     get placement() {
@@ -311,6 +312,7 @@ function exposeDebugHook({ previewer, pool, rembg, placement, socket, jobs, fram
           source: r.source,
           key: r.key,
           memo: r.memo,
+          ms: r.ms,
           width: r.width,
           height: r.height,
           mean: r.mean,

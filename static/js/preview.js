@@ -328,7 +328,7 @@ export class Previewer {
   }
 
   #paint(image, { source, key, ms = null, memo = false }) {
-    this.state.result = { image, source, key, memo, ...imageStats(image) };
+    this.state.result = { image, source, key, memo, ms, ...imageStats(image) };
     this.viewer.showResult(image, { source: memo ? `${source}, memo` : source, ms });
   }
 }

@@ -30,6 +30,7 @@ export class RembgWorker {
     this.modelCached = null; // the model came from Cache Storage
     this.runs = 0; // model runs (not re-blends)
     this.blends = 0; // results from a kept mask
+    this.last = null; // {timings: {pre, infer, post, blend} ms, inferred} of the last result
     this.masks = new Set(); // mask keys the worker holds
     this.queue = []; // [{message, resolve, reject}]
     this.current = null;
@@ -131,6 +132,7 @@ export class RembgWorker {
   }
 
   #record({ timings, inferred, runs, masks }) {
+    this.last = { timings, inferred };
     this.runs = runs;
     this.masks = new Set(masks);
     const keep = (name, ms) => {
