@@ -273,6 +273,21 @@ async def test_client_telemetry_is_accepted_and_exported(server: Server) -> None
     )
 
 
+async def test_client_model_timings_reach_metrics(server: Server) -> None:
+    model = {"backend": "wasm", "threads": 2, "infer_ms": 690.0, "runs": 3}
+    report = {"source": "tele-model", "models": {"u2netp": model, "isnet-anime": model}}
+    assert (await server.post("/api/metrics", report)).status_code == 202
+    metrics = (await server.http.get("/metrics")).text
+    labels = 'backend="wasm",model="u2netp",source="tele-model"'
+    assert f"playground_rt_client_inference_seconds{{{labels}}} 0.69" in metrics
+    assert f"playground_rt_client_inference_runs{{{labels}}} 3.0" in metrics
+    assert "isnet-anime" not in metrics  # only models pages run: the labels stay bounded
+    snapshot = server.state.telemetry.snapshot().clients
+    assert any(r.models.get("u2netp") for r in snapshot.values())
+    bad = {"models": {"u2netp": {"backend": "cuda"}}}
+    assert (await server.post("/api/metrics", bad)).status_code == 422
+
+
 async def test_datasets_page_lists_images_under_the_data_root(server: Server) -> None:
     page = (await server.http.get("/api/datasets", params={"limit": 10})).json()
     assert page["total"] >= 1 and page["items"][0]["path"] == SEED_IMAGE
