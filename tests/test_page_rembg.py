@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +268,16 @@ async def test_the_model_is_fetched_once_and_kept_in_cache_storage(
         )
         assert again.status_code == 304 and not again.content
         await ctx.close()
+
+
+def test_the_runtime_is_pinned_to_the_servers_onnxruntime() -> None:
+    package = json.loads((ROOT / "package.json").read_text())
+    lock = json.loads((ROOT / "package-lock.json").read_text())
+    pinned = package["dependencies"]["onnxruntime-web"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pinned), f"not an exact version: {pinned}"
+    assert lock["packages"]["node_modules/onnxruntime-web"]["version"] == pinned
+    server = metadata.version("onnxruntime")
+    assert pinned.split(".")[:2] == server.split(".")[:2], (pinned, server)
 
 
 async def test_runtime_files_and_isolation_headers(server: Server) -> None:
