@@ -177,10 +177,10 @@ async def test_client_preview_matches_the_server(
 ) -> None:
     page = await open_page(browser, server.url)
     await page.uncheck("#op-rembg")  # light ops only (tests/test_page_rembg.py: the model)
-    image = sample_image(120, 90, seed=5)
-    await upload(page, tmp_path, image)
     for op in ("autocontrast", "blur", "grayscale"):
         await page.check(f"#op-{op}")
+    image = sample_image(120, 90, seed=5)
+    await upload(page, tmp_path, image)  # the form is set first: one preview, of all three
 
     result = await wait_for_result(page, "client-workers", "preprocessing:")
     params = {"autocontrast": True, "blur": {"kernelSize": 5}, "grayscale": True}

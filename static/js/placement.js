@@ -36,7 +36,9 @@ const SIMD_PROBE = new Uint8Array([
 export function deviceDowngrade(nav = globalThis.navigator) {
   if (typeof WebAssembly === "undefined") return "no WebAssembly";
   if (!WebAssembly.validate(SIMD_PROBE)) return "no WASM SIMD";
-  if (!globalThis.crossOriginIsolated) return "the page is not cross-origin isolated (no WASM threads)";
+  if (!globalThis.crossOriginIsolated) {
+    return "the page is not cross-origin isolated (no WASM threads)";
+  }
   const memory = nav?.deviceMemory;
   if (memory != null && memory < LOW_MEMORY_GB) return `low device memory (${memory} GB)`;
   return null;

@@ -29,6 +29,11 @@ const STALL_MS = 3000;
 export const SERVER_ROUTE = { background_removal: "server" };
 const CLIENT_ROUTE = { background_removal: "client" };
 
+/** The server's reason for running a job the page asked for (jobs.submit's note). */
+function serverReason(notes) {
+  return notes.find((n) => n.includes("running on the server")) ?? "the server chose it";
+}
+
 /** True when `value` (the form's object for op `op`) is all of its defaults. */
 function isDefaults(op, value) {
   if (value === true) return true;
@@ -43,7 +48,7 @@ export class Previewer {
     this.image = null; // {name, sha256?, base64?, path?, pixels?}
     this.seq = 0; // bumps on every run: only the newest run may paint
     this.memo = new Map(); // cache_key -> {image, source, serverKey}
-    this.waiting = new Map(); // job_id -> {seq, key, started}
+    this.waiting = new Map(); // job_id -> {seq, key, started, model, plan}
     this.state = { clientKey: null, serverKey: null, routedBackend: null, result: null };
     this.pollTimer = null;
   }
@@ -87,15 +92,15 @@ export class Previewer {
     if (key && this.#fromMemo(key)) return;
 
     const plan = this.#plan(pipeline, params, { server, auto });
-    this.state.placement = plan;
     this.ui.status("Sending the preview request…");
-    let answer = await this.#post(this.body(pipeline, params, { server: plan.where === "server" }), seq);
+    const toServer = plan.where === "server";
+    let answer = await this.#post(this.body(pipeline, params, { server: toServer }), seq);
     if (!answer) return;
     this.#checkKey(answer.cache_key);
     if (!key && this.#fromMemo(answer.cache_key)) return;
     const waiting = (this.pool?.queued ?? 0) + (plan.rembg ? (this.rembg?.queued ?? 0) : 0);
     if (answer.routed_backend === "client-workers" && this.#saturated(plan)) {
-      plan.why = `the page's queue is saturated (${waiting} waiting)`;
+      Object.assign(plan, { where: "server", why: `the page's queue is saturated (${waiting})` });
       this.ui.status(`Browser workers saturated (${waiting} waiting): falling back to the server`);
       answer = await this.#post(this.body(pipeline, params, { server: true }), seq);
       if (!answer) return;
@@ -109,7 +114,7 @@ export class Previewer {
     } else if (answer.routed_backend === "client-workers") {
       await this.#runClient(pipeline, params, plan, answer.cache_key, seq, started);
     } else {
-      if (plan.where !== "server") plan.why = (answer.notes ?? [])[0] ?? "the server chose it";
+      if (plan.where !== "server") plan.why = serverReason(answer.notes ?? []);
       this.ui.placement(`server · ${plan.why}`);
       this.#follow(pipeline, answer, seq, started, plan);
     }
@@ -168,8 +173,8 @@ export class Previewer {
     if (server) return { ...plan, where: "server", why: "“Run on server” is ticked" };
     if (!this.pool) return { ...plan, where: "server", why: "this browser cannot run workers" };
     if (!rembg) return plan;
-    const size = this.image.bytes ?? 0;
-    const transfer = { upload: this.image.base64 != null ? this.image.base64.length : 0, download: size };
+    const upload = this.image.base64?.length ?? 0; // a dataset path uploads nothing
+    const transfer = { upload, download: this.image.bytes ?? 0 };
     const decided = this.placement.decide({ model: rembg.params.model, maskKey, transfer, auto });
     return { ...plan, ...decided };
   }
@@ -237,7 +242,8 @@ export class Previewer {
       if (!answer) return;
       this.ui.placement(`server · ${plan.why}`);
       if (answer.status === "completed") {
-        await this.#showServer(answer.result_url, answer.cache_key, seq, { cacheHit: true, started });
+        const shown = { cacheHit: true, started };
+        await this.#showServer(answer.result_url, answer.cache_key, seq, shown);
       } else {
         this.#follow(pipeline, answer, seq, started, plan);
       }
@@ -267,7 +273,8 @@ export class Previewer {
   #clientLine(plan, model, ms) {
     if (!model) return `browser · workers × ${this.pool.size} · ${formatMs(ms)}`;
     const { backend, threads } = this.rembg;
-    const how = backend === "webgpu" ? "WebGPU" : `WASM × ${threads} thread${threads === 1 ? "" : "s"}`;
+    const plural = threads === 1 ? "" : "s";
+    const how = backend === "webgpu" ? "WebGPU" : `WASM × ${threads} thread${plural}`;
     const work = model.inferred ? formatMs(model.timings.infer) + " model" : "mask kept, re-blend";
     return `browser · ${how} · ${formatMs(ms)} (${work}; ${plan.why})`;
   }

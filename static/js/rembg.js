@@ -76,7 +76,10 @@ export class RembgWorker {
     return this.masks.has(key);
   }
 
-  /** Remove the background of `image` ({width, height, data}); resolves {image, timings, inferred}. */
+  /**
+   * Remove the background of `image` ({width, height, data}) with the rembg `params`; the
+   * mask is kept under `maskKey`. Resolves {image, timings, inferred}.
+   */
   remove(taskId, { image, maskKey, params }) {
     for (const task of this.queue.filter((t) => t.message.taskId === taskId)) {
       task.reject(new Superseded(taskId));
