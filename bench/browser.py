@@ -14,9 +14,12 @@ WASM, the threads the page gets: it is cross-origin isolated)::
   fallback answered). The ratios are browser / server (above 1: the browser is slower).
 * **Server jobs per 100 previews**: the same sequence of previews (``--previews``; each image
   once, then its strength slider moved, as a user tweaks a cut-out) driven through the page,
-  once with the page removing backgrounds (its defaults: measured placement) and once with
-  "Run on server" ticked (client removal off), each on a fresh server; the server's job
-  counters (``/metrics``) before and after.
+  once with the page removing backgrounds (its defaults: measured placement, with the model
+  budget set by ``--budget-ms``) and once with "Run on server" ticked (client removal off),
+  each on a fresh server; the server's job counters (``/metrics``) before and after. The
+  budget is lifted by default: on a machine so busy that one run takes longer than the
+  page's 8 s budget, the page rightly sends everything to the server, and the figure would
+  measure the machine's load instead (``--budget-ms 8000`` shows that).
 
 The machine's load average is recorded: these figures are CPU-bound and the cores are shared.
 """
@@ -56,6 +59,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     cli.add_argument("--quick", action="store_true", help="few images and previews: a smoke run")
     cli.add_argument("--images", type=int, help="images per size (default 4, quick 2)")
     cli.add_argument("--previews", type=int, help="previews per mode (default 100, quick 20)")
+    cli.add_argument("--budget-ms", type=int, default=3_600_000, help="the page's model budget")
     cli.add_argument("--model-home", type=Path, default=Path("~/.u2net"))
     cli.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     args = cli.parse_args(argv)
@@ -91,7 +95,7 @@ async def _run(args: argparse.Namespace, work: Path, results: dict[str, Any]) ->
             for mode in ("client", "server"):
                 with _server(args, work, f"jobs-{mode}") as base:
                     results["jobs"][mode] = await jobs_per_previews(
-                        browser, base, work, args.previews, mode
+                        browser, base, work, args.previews, mode, args.budget_ms
                     )
         finally:
             await browser.close()
@@ -195,10 +199,10 @@ async def _server_run(http: httpx.AsyncClient, png: bytes) -> dict[str, float]:
 
 
 async def jobs_per_previews(
-    browser: Browser, base: str, work: Path, previews: int, mode: str
+    browser: Browser, base: str, work: Path, previews: int, mode: str, budget_ms: int
 ) -> dict[str, Any]:
     """``previews`` previews through the page: each image, then its strength moved."""
-    page = await open_page(browser, base)
+    page = await open_page(browser, base, f"?budget_ms={budget_ms}")
     if mode == "server":
         await page.check("#run-on-server")
     await page.check("#op-rembg")
@@ -230,6 +234,7 @@ async def jobs_per_previews(
         "wall_s": wall,
         "server_jobs": ran,
         "shown": where,
+        "budget_ms": budget_ms,
     }
 
 
