@@ -169,10 +169,21 @@ async def job_status(request: Request) -> Response:
 
 
 async def job_cancel(request: Request) -> Response:
+    """``?taskId=`` withdraws that task's interest; without it the job is cancelled for
+    everyone, which needs the server's token (job ids are public: content hashes)."""
     authorize(request)
     app = state(request)
-    task_id = request.query_params.get("taskId")
-    job = app.jobs.cancel(request.path_params["job_id"], task_id)
+    job_id, task_id = request.path_params["job_id"], request.query_params.get("taskId")
+    if task_id is not None:
+        job = app.jobs.withdraw(job_id, task_id)
+    elif app.settings.token is None:
+        app.jobs.get(job_id)  # 404 first for a job that does not exist
+        raise errors.Forbidden(
+            "pass ?taskId= to withdraw your own interest; cancelling a job for everyone "
+            "needs the server's token (PLAYGROUND_TOKEN)"
+        )
+    else:
+        job = app.jobs.cancel(job_id)
     return MsgspecResponse(app.jobs.view(job))
 
 

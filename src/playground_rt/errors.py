@@ -3,6 +3,7 @@
     PlaygroundError                 every error the server answers with a 4xx/5xx body
     ├── BadRequest (400)            malformed JSON, base64 or frame
     ├── Unauthorized (401)          the bearer token is missing or wrong
+    ├── Forbidden (403)             allowed only with the server's token
     ├── NotFound (404)              unknown pipeline, job, image or model
     │   ├── UnknownPipeline
     │   └── UnknownJob
@@ -42,6 +43,11 @@ class BadRequest(PlaygroundError):
 class Unauthorized(PlaygroundError):
     status = 401
     code = "unauthorized"
+
+
+class Forbidden(PlaygroundError):
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(PlaygroundError):

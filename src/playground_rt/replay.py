@@ -25,6 +25,8 @@ class Entry:
     frame: schemas.JobFrame
     """Stamped with seq and epoch, ``taskId`` None (set per recipient)."""
     task_ids: frozenset[str]
+    withdrawn: bool = False
+    """For ``task_ids`` only (they stopped following), not for the job id's followers."""
 
     @property
     def job_id(self) -> str:
@@ -39,7 +41,7 @@ class Entry:
         for task_id in sorted(self.task_ids):
             if "t:" + task_id in keys:
                 return True, task_id
-        return "j:" + self.job_id in keys, None
+        return not self.withdrawn and "j:" + self.job_id in keys, None
 
 
 class ReplayBuffer:

@@ -93,7 +93,7 @@ async def handle(hub: Hub, conn: Connection, frame: schemas.ClientFrame) -> None
         case schemas.Unsubscribe():
             hub.unsubscribe(conn, _keys(frame))
         case schemas.Cancel():
-            hub.cancel(frame.job_id, frame.taskId, relay=True)
+            hub.cancel(conn, frame.job_id, frame.taskId)
         case schemas.TelemetryIn():
             hub.telemetry.client_report(_report(frame))
         case schemas.Resume():
