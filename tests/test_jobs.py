@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import numpy as np
 import pytest
@@ -391,3 +392,31 @@ async def test_a_full_queue_refuses_before_decoding_and_jobs_decode_on_their_wor
         if answer.status_code == 200:
             await wait_terminal(one_worker, answer.json()["job_id"])
     assert decodes and all(name.startswith("playground-worker-") for name in decodes)
+
+
+def slow_body(seed: int) -> dict[str, Any]:
+    """About half a second of alpha matting: the queue stays put while a test looks."""
+    image = b64(encode(sample_image(640, 480, seed=seed)))
+    return {"pipeline_id": "rembg", "image_base64": image, "params": {"alpha_matting": True}}
+
+
+async def test_one_client_cannot_take_the_whole_queue(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, workers=1, queue_size=6, client_queue_share=3, preload_models=["u2netp"]
+    )
+    async with running(settings) as srv:
+        await srv.ready()
+        other_address = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(base_url=srv.url, transport=other_address) as other:
+            greedy = [await srv.post("/api/pipelines/preview", slow_body(90 + i)) for i in range(5)]
+            codes = [a.status_code for a in greedy]
+            assert codes[:4] == [200] * 4 and codes[4] == 429, codes  # 1 running + 3 queued
+            refusal = greedy[4]
+            assert refusal.json()["code"] == "client_queue_full"
+            assert int(refusal.headers["retry-after"]) >= 1
+            fair = await other.post(
+                "/api/pipelines/preview", content=msgspec.json.encode(rembg_body(96))
+            )
+            assert fair.status_code == 200, fair.text  # the queue still has room for others
+            for answer in [*greedy[:4], fair]:
+                assert (await wait_terminal(srv, answer.json()["job_id"]))["state"] == "completed"

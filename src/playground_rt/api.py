@@ -95,6 +95,11 @@ async def decode_body(request: Request, kind: type[T]) -> T:
         raise errors.BadRequest("malformed JSON body: nested too deeply") from None
 
 
+def client_of(request: Request) -> str | None:
+    """Who is asking, for the per-client queue share: the peer's address."""
+    return request.client.host if request.client else None
+
+
 def authorize(request: Request) -> None:
     token = state(request).settings.token
     if token is None:
@@ -113,7 +118,7 @@ async def preview(request: Request) -> Response:
     body = await decode_body(request, schemas.PipelineRequest)
     app = state(request)
     prepared = await app.jobs.prepare(body)
-    sub = await app.jobs.submit(prepared, "preview", body.taskId)
+    sub = await app.jobs.submit(prepared, "preview", body.taskId, client_of(request))
     app.telemetry.submitted(sub.joined)
     job = sub.job
     url = app.jobs.result_url(job.result_path) if job.result_path else None
@@ -135,7 +140,7 @@ async def fallback(request: Request) -> Response:
     body = await decode_body(request, schemas.PipelineRequest)
     app = state(request)
     prepared = await app.jobs.prepare(body)
-    sub = await app.jobs.submit(prepared, "fallback", body.taskId)
+    sub = await app.jobs.submit(prepared, "fallback", body.taskId, client_of(request))
     app.telemetry.submitted(sub.joined)
     job = sub.job
     if not job.terminal and app.settings.fallback_wait_s > 0:

@@ -49,6 +49,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     results are bit-identical, a lone user just waits less."""
     queue_size: Annotated[int, msgspec.Meta(ge=1)] = 64
     """Jobs waiting beyond this get 429 + Retry-After."""
+    client_queue_share: Annotated[int, msgspec.Meta(ge=0)] = 16
+    """Queued jobs one client (remote address) may hold; past it 429 ``client_queue_full``
+    while others still get in. 0 turns the share off."""
     job_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
     """Budget of one job's ops; past it the job fails (the worker finishes the op in hand)."""
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0, le=300)] = 5.0

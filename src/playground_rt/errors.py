@@ -13,6 +13,7 @@
     ├── ModelUnavailable (422)      a model file is missing or cannot be loaded
     ├── TooLarge (413)              body, image bytes or pixels over the limits
     ├── QueueFull (429)             the executor's queue is full; carries Retry-After
+    │   └── ClientQueueFull         this client holds its whole share of the queue
     ├── NotReady (503)              the server is starting or stopping
     ├── JobCancelled                a job was cancelled (never rendered as HTTP)
     └── OpFailed (500 for HTTP)     an op raised or ran past its time budget
@@ -95,6 +96,10 @@ class QueueFull(PlaygroundError):
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class ClientQueueFull(QueueFull):
+    code = "client_queue_full"
 
 
 class NotReady(PlaygroundError):

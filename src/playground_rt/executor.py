@@ -216,8 +216,11 @@ class Executor(Generic[J, R]):
         )
         return int(1000 * ((ahead + busy) / self.workers + mine))
 
-    def retry_after(self) -> int:
-        backlog = sum(self.average_s(self._kind(j)) for j in self._queue)
+    def retry_after(self, jobs: list[J] | None = None) -> int:
+        """Seconds until ``jobs`` (default: the whole queue) are likely done."""
+        backlog = sum(
+            self.average_s(self._kind(j)) for j in (self._queue if jobs is None else jobs)
+        )
         return max(1, math.ceil(backlog / self.workers))
 
     # --- workers ---------------------------------------------------------------------------

@@ -53,6 +53,8 @@ class Job:
     routed_backend: str
     state: JobState = JobState.QUEUED
     interests: set[str] = field(default_factory=set)
+    client: str | None = None
+    """Who queued it (remote address), for the per-client share of the queue."""
     result_path: Path | None = None
     cache_hit: bool = False
     detail: str | None = None

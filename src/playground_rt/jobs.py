@@ -109,7 +109,15 @@ class JobManager:
         """Validate a request without running it (``PlaygroundError`` on bad input)."""
         return await self.intake.prepare(request)
 
-    async def submit(self, prepared: Prepared, mode: Mode, task_id: str | None) -> Submission:
+    async def submit(
+        self, prepared: Prepared, mode: Mode, task_id: str | None, client: str | None = None
+    ) -> Submission:
+        """Run ``prepared`` (or join, answer from the cache, leave it to the browser).
+
+        ``client`` names who queues it (the remote address): one client holds at most
+        ``client_queue_share`` places in the queue, so one busy tab or script cannot shut
+        everyone else out.
+        """
         interest = task_id or f"anon:{uuid.uuid4().hex}"
         notes = list(prepared.notes)
         route_client = mode == "preview" and prepared.plan.route == "client"
@@ -129,10 +137,11 @@ class JobManager:
             return Submission(
                 self._cache_hit(prepared, backend, interest, path), "completed", notes
             )
-        job = Job(prepared, backend, interests={interest})
+        job = Job(prepared, backend, interests={interest}, client=client)
         if route_client:
             notes.append("Client should use cache_key to reuse previously computed previews.")
             return Submission(job, "accepted", notes)
+        self._check_share(client)
         position = self.executor.submit(job)  # QueueFull before anything is decoded
         self.active[job.id] = job
         self._emit(
@@ -141,6 +150,19 @@ class JobManager:
         )
         notes.append(QUEUED_NOTE)
         return Submission(job, "accepted", notes)
+
+    def _check_share(self, client: str | None) -> None:
+        share = self.settings.client_queue_share
+        if client is None or share == 0:
+            return
+        mine = [job for job in self.executor.queued() if job.client == client]
+        if len(mine) >= share:
+            seconds = self.executor.retry_after(mine)
+            raise errors.ClientQueueFull(
+                f"you have {len(mine)} jobs waiting (client_queue_share={share}); "
+                f"retry in {seconds} s",
+                retry_after=seconds,
+            )
 
     async def wait(self, job: Job, timeout_s: float) -> bool:
         """Wait until ``job`` is terminal or ``timeout_s`` passed; True when terminal."""

@@ -115,7 +115,8 @@ async def submit(hub: Hub, conn: Connection, frame: schemas.Submit) -> None:
     seq = hub.next_seq()
     conn.hold()
     try:
-        sub = await hub.jobs.submit(prepared, frame.mode, task_id)
+        client = conn.ws.client.host if conn.ws.client else None
+        sub = await hub.jobs.submit(prepared, frame.mode, task_id, client)
         reply = schemas.Ack(
             ref=frame.ref,
             job_id=sub.job.id,
