@@ -420,3 +420,17 @@ async def test_one_client_cannot_take_the_whole_queue(tmp_path: Path) -> None:
             assert fair.status_code == 200, fair.text  # the queue still has room for others
             for answer in [*greedy[:4], fair]:
                 assert (await wait_terminal(srv, answer.json()["job_id"]))["state"] == "completed"
+
+
+async def test_a_newer_request_of_a_task_stops_its_running_job(one_worker: Server) -> None:
+    first = (
+        await one_worker.post("/api/pipelines/preview", dict(slow_body(97), taskId="d"))
+    ).json()
+    while (await one_worker.http.get(f"/api/jobs/{first['job_id']}")).json()["state"] == "queued":
+        await asyncio.sleep(0.01)
+    newer = (
+        await one_worker.post("/api/pipelines/preview", dict(rembg_body(98), taskId="d"))
+    ).json()
+    stopped = (await one_worker.http.get(f"/api/jobs/{first['job_id']}")).json()
+    assert stopped["state"] == "cancelled" and "superseded" in stopped["detail"]
+    assert (await wait_terminal(one_worker, newer["job_id"]))["state"] == "completed"

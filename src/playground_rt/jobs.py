@@ -350,8 +350,11 @@ class JobManager:
             self._emit(job, frame)
 
     def _supersede(self, task_id: str, keep: str) -> None:
+        """A task's newer request replaces its older ones, queued or running: while a
+        slider is dragged only the newest value matters (Gradio's ``always_last``). A job
+        another task still wants goes on for that task."""
         for job in list(self.active.values()):
-            if job.id != keep and task_id in job.interests and job.state is JobState.QUEUED:
+            if job.id != keep and task_id in job.interests:
                 self._withdraw(job, task_id, f"superseded by a newer request of task {task_id}")
 
     def _withdraw(self, job: Job, task_id: str, detail: str) -> bool:
