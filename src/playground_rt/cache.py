@@ -8,7 +8,8 @@ PNG (wrong signature, no IEND trailer) counts as missing and is recomputed.
 Several processes may share one results folder. A temp file is named after its writer
 (``.tmp-{host}-{pid}-{random}.png``), so a starting process's :meth:`ResultStore.sweep`
 removes only what a dead writer left: temps of processes that no longer run on this host,
-and any temp older than ``STALE_TEMP_S`` (a writer on another host, an older name).
+temps without a writer in their name (left by versions before writer names), and any temp
+older than ``STALE_TEMP_S`` (a writer on another host that died).
 """
 
 from __future__ import annotations
@@ -101,8 +102,8 @@ class ResultStore:
         """Remove temp files whose writer is gone; returns how many. Run at start-up.
 
         A temp goes when its writer (host and pid in its name) is this host's and no longer
-        runs, or when it is older than ``STALE_TEMP_S``; a live writer's temp stays, in this
-        process or another one sharing the folder.
+        runs, when its name has no writer, or when it is older than ``STALE_TEMP_S``; a live
+        writer's temp stays, in this process or another one sharing the folder.
         """
         removed = 0
         if not self.root.is_dir():
@@ -120,12 +121,13 @@ class ResultStore:
 
 
 def _writer_gone(name: str) -> bool:
-    """Whether the temp ``name`` was written by a process of this host that no longer runs."""
+    """Whether the temp ``name`` was written by a process of this host that no longer runs,
+    or names no writer at all."""
     writer = name.removeprefix(TEMP_PREFIX).rpartition("-")[0]  # less the random part
     host, _, pid = writer.rpartition("-")
-    if host != _HOST or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
+    if not host or not pid.isdigit():
+        return True  # an older version's name (mkstemp's): no writer to ask
+    if host != _HOST or int(pid) == os.getpid():
         return False
     try:
         os.kill(int(pid), 0)
