@@ -115,3 +115,24 @@ class JobCancelled(PlaygroundError):
 class OpFailed(PlaygroundError):
     status = 500
     code = "op_failed"
+
+
+# --- the edge: requests refused before they reach an endpoint's logic ----------------------
+#   ├── RequestTimeout (408)        the body did not arrive within http_body_timeout_s
+#   ├── HostNotAllowed (421)        the Host header is not one of allowed_hosts
+#   └── UnsupportedMediaType (415)  a POST body that is not application/json
+
+
+class RequestTimeout(PlaygroundError):
+    status = 408
+    code = "request_timeout"
+
+
+class HostNotAllowed(PlaygroundError):
+    status = 421
+    code = "host_not_allowed"
+
+
+class UnsupportedMediaType(PlaygroundError):
+    status = 415
+    code = "unsupported_media_type"

@@ -33,6 +33,7 @@ from . import errors, schemas, session
 from .broker import CancelMessage, FrameMessage, Message, RedisBroker
 from .config import Settings
 from .connection import CLOSE_TIMEOUT_S, Close, Connection, Droppable
+from .hosts import HostPolicy
 from .job import JobEvent
 from .jobs import JobManager
 from .replay import Entry, ReplayBuffer
@@ -80,7 +81,7 @@ class Hub:
         self.connections: set[Connection] = set()
         self.broker: RedisBroker | None = None
         self._subs: dict[str, set[Connection]] = {}
-        self._origins = {o.rstrip("/").lower() for o in settings.allowed_origins}
+        self.hosts = HostPolicy.from_settings(settings)
         self._frames: dict[str, Counter] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._broker_lost_at: int | None = None
@@ -253,13 +254,8 @@ class Hub:
             self.telemetry.ws_connections.dec()
 
     def _origin_allowed(self, websocket: WebSocket) -> bool:
-        origin = websocket.headers.get("origin")
-        if origin is None:  # not a browser: Origin protects browsers' ambient credentials
-            return True
-        origin = origin.rstrip("/").lower()
-        if origin in self._origins or "*" in self._origins:
-            return True
-        return urlsplit(origin).netloc == websocket.headers.get("host", "").lower()
+        headers = websocket.headers
+        return self.hosts.allows_origin(headers.get("origin"), headers.get("host"))
 
     def _refusal(self, websocket: WebSocket) -> tuple[int, str] | None:
         token = self.settings.token
@@ -343,21 +339,20 @@ class Hub:
         return self.broker is not None and self.broker.connected.is_set()
 
     def resume(self, conn: Connection, frame: schemas.Resume) -> None:
+        """Subscribe, then replay what the socket missed, in seq order, paged: the replay
+        is queued as one entry and encoded frame by frame as the client reads it, so any
+        number of frames (up to the buffer's) arrives, and the socket is never evicted
+        for its length. What follows (``gap``, the ``ack``, live frames) comes after it.
+        One replay at a time: a resume before the previous one's ack is refused."""
+        if conn.pages:
+            raise errors.BadRequest("the previous resume is still being replayed: await its ack")
         before = frozenset(conn.keys)
         self.subscribe(conn, {"t:" + t for t in frame.taskIds} | {"j:" + j for j in frame.job_ids})
         same = frame.epoch == self.epoch or (frame.epoch is None and frame.last_seq == 0)
         start = frame.last_seq if same else 0
-        for entry in self.replay.after(start):
-            wanted, task_id = entry.match(conn.keys)
-            if not wanted:
-                continue
-            if (
-                conn.live_since is not None
-                and entry.seq >= conn.live_since
-                and entry.match(before)[0]
-            ):
-                continue  # already delivered live to this socket
-            conn.offer(_encode(_with_task(entry.frame, task_id)))
+        missed = self.replay.missed(start, conn.keys, before, conn.live_since)
+        if missed:
+            conn.page(_encode(_with_task(entry.frame, task_id)) for entry, task_id in missed)
         if not same or frame.last_seq < self.replay.dropped_upto:
             detail = "another epoch (the server restarted)" if not same else "frames were discarded"
             self.reply(conn, self._gap(frame.last_seq, f"{detail}; refetch job state over REST"))

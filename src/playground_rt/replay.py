@@ -62,6 +62,26 @@ class ReplayBuffer:
     def oldest_seq(self, default: int) -> int:
         return self._entries[0].seq if self._entries else default
 
+    def missed(
+        self,
+        seq: int,
+        keys: set[str] | frozenset[str],
+        before: frozenset[str],
+        live_since: int | None,
+    ) -> list[tuple[Entry, str | None]]:
+        """What a socket following ``keys`` missed after ``seq``, with the taskId each frame
+        carries for it: every match, less what it already got live (entries from
+        ``live_since`` on that matched the keys it followed ``before`` this resume)."""
+        found = []
+        for entry in self.after(seq):
+            wanted, task_id = entry.match(keys)
+            if not wanted:
+                continue
+            if live_since is not None and entry.seq >= live_since and entry.match(before)[0]:
+                continue
+            found.append((entry, task_id))
+        return found
+
     def after(self, seq: int) -> Iterator[Entry]:
         """Entries with a seq above ``seq``, oldest first."""
         entries = self._entries
