@@ -729,6 +729,14 @@ async def test_command_builder_refusals(
     assert_refused(*await post(case, BUILD, body), status, fragment)
 
 
+async def test_command_builder_warns_of_a_name_too_long(case: Corpus) -> None:
+    image = "data/" + "x" * 300 + ".png"
+    status, raw = await post(case, BUILD, {"values": {"pipeline": "rembg", "image": image}})
+    assert status == 200, raw
+    answer = json.loads(raw)
+    assert any("does not exist" in warning for warning in answer["warnings"]), answer
+
+
 # --- WebSocket ----------------------------------------------------------------------------
 
 
