@@ -1,9 +1,10 @@
 """Intake: a request becomes a validated, keyed :class:`~playground_rt.job.Prepared`.
 
-Everything a client can get wrong is checked here, before anything is queued: the pipeline
-and its params, the model or ``checkpoint_path``, the image (base64 or a path under the data
-root, with the size limits). The cache key hashes the image bytes, the canonical params, the
-pipeline version and the checkpoint's bytes.
+Everything a client can get wrong is checked here, before anything is queued or handed to
+the page: the pipeline and its params, the model or ``checkpoint_path``, the image (base64
+or a path under the data root, with the size limits, and its header: ``images.probe``) and
+the result's size. The cache key hashes the image bytes, the canonical params, the pipeline
+version and the checkpoint's bytes.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ class Intake:
                 if model := getattr(step.params, "model", None):
                     self.models.require(model)
         if request.image_path is None and len(request.image_base64 or "") <= INLINE_BASE64:
-            source = self._read_image(request, notes)  # cheaper than the hop to a thread
+            source, probed = self._read_image(request, notes)  # cheaper than a thread hop
         else:
-            source = await asyncio.to_thread(self._read_image, request, notes)
+            source, probed = await asyncio.to_thread(self._read_image, request, notes)
+        self._check_output(plan, probed.size)
         ckpt_digest = await asyncio.to_thread(self._digest_file, checkpoint) if checkpoint else ""
         digest = pipelines.digest(plan, source.sha256, ckpt_digest)
         pid = plan.pipeline.id
@@ -53,6 +55,7 @@ class Intake:
             pipelines.job_id(pid, digest),
             pipelines.cache_key(pid, digest),
             tuple(notes),
+            probed.size,
         )
 
     # --- validation helpers ----------------------------------------------------------------
@@ -79,15 +82,31 @@ class Intake:
             )
         return path
 
-    def _read_image(self, request: schemas.PipelineRequest, notes: list[str]) -> images.Source:
+    def _read_image(
+        self, request: schemas.PipelineRequest, notes: list[str]
+    ) -> tuple[images.Source, images.Probe]:
+        """The image's bytes and header, checked (every request, client-routed ones too)."""
         if request.image_base64 is not None:
             if request.image_path is not None:
                 confine(self.settings.data_root, request.image_path, field="image_path")
                 notes.append("image_base64 and image_path both given; image_base64 was used")
-            return images.from_base64(request.image_base64, self.limits)
-        if request.image_path is not None:
-            return images.from_path(self.settings.data_root, request.image_path, self.limits)
-        raise errors.InvalidParams("one of image_base64 and image_path is required")
+            source = images.from_base64(request.image_base64, self.limits)
+        elif request.image_path is not None:
+            source = images.from_path(self.settings.data_root, request.image_path, self.limits)
+        else:
+            raise errors.InvalidParams("one of image_base64 and image_path is required")
+        return source, images.probe(source.data, self.limits)
+
+    def _check_output(self, plan: pipelines.Plan, size: tuple[int, int]) -> None:
+        """The result's size from the probed input size: an op's own ``InvalidParams`` when
+        it cannot produce it (a resize side over 8192, a crop leaving nothing), ``TooLarge``
+        over ``max_pixels``."""
+        width, height = pipelines.output_size(plan, size)
+        if width * height > self.settings.max_pixels:
+            raise errors.TooLarge(
+                f"the result would be {width}x{height} = {width * height} pixels; "
+                f"max_pixels={self.settings.max_pixels}"
+            )
 
     def _digest_file(self, path: Path) -> str:
         stat = path.stat()
