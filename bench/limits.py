@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.limits probe            # scan bomb, 12 MP JPEGs: probe/decode ms
     .venv/bin/python -m bench.limits rembg            # peak RSS rise and time per rembg case
-    .venv/bin/python -m bench.limits rembg --case 4000x3000:alpha_matting=1
+    .venv/bin/python -m bench.limits rembg --case 4000x3000:alpha_matting=1,strength=0.5
 
 ``rembg`` runs each case in a fresh subprocess (``--one``) so that peaks do not mix: the
 model is loaded and warmed up on a small image, ``/proc/self/clear_refs`` resets the peak,
@@ -102,13 +102,16 @@ def _status_bytes(key: str) -> int:
     raise RuntimeError(f"{key} missing from /proc/self/status")
 
 
+_FLAGS = ("alpha_matting", "only_mask", "post_process_mask")
+
+
 def _parse_case(case: str) -> tuple[int, int, dict[str, Any]]:
     size, _, options = case.partition(":")
     width, height = (int(v) for v in size.split("x"))
     params: dict[str, Any] = {}
     for item in filter(None, options.split(",")):
         key, _, value = item.partition("=")
-        params[key] = True if key == "alpha_matting" else float(value)
+        params[key] = bool(int(value)) if key in _FLAGS else float(value)
     return width, height, params
 
 
