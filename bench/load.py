@@ -63,6 +63,7 @@ PING_EVERY_S = 10.0
 DRAIN_S = 60.0
 SAMPLE_EVERY_S = 10.0
 WARM_ROUNDS = 4
+JSON = {"content-type": "application/json"}
 MODEL_HOME = Path.home() / ".u2net"
 
 _frames = msgspec.json.Decoder(schemas.ServerFrame)
@@ -168,7 +169,7 @@ class LoadClient:
         try:
             started = time.monotonic()
             try:
-                response = await http.post("/api/pipelines/preview", content=content)
+                response = await http.post("/api/pipelines/preview", content=content, headers=JSON)
             except httpx.HTTPError as exc:
                 self.stats.outcomes[f"{kind}:error:{type(exc).__name__}"] += 1
                 return
@@ -254,7 +255,7 @@ async def warm_up(http: httpx.AsyncClient, rng: random.Random) -> None:
         images = pool[round_ * 2 * workers : (round_ + 1) * 2 * workers]
         bodies = [body("rembg", image, rng, f"warm-{i}") for i, image in enumerate(images)]
         answers = await asyncio.gather(
-            *(http.post("/api/pipelines/fallback", content=b) for b in bodies)
+            *(http.post("/api/pipelines/fallback", content=b, headers=JSON) for b in bodies)
         )
         assert all(a.json()["status"] == "completed" for a in answers), [a.text for a in answers]
 

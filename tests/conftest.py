@@ -73,7 +73,10 @@ class Server:
         return self.url.replace("http", "ws", 1) + "/ws"
 
     async def post(self, path: str, body: Any, **kwargs: Any) -> httpx.Response:
-        return await self.http.post(path, content=msgspec.json.encode(body), **kwargs)
+        headers = {"content-type": "application/json", **kwargs.pop("headers", {})}
+        return await self.http.post(
+            path, content=msgspec.json.encode(body), headers=headers, **kwargs
+        )
 
     async def ready(self, timeout: float = 30.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -302,6 +303,7 @@ def _big_png() -> bytes:
     return encode(Image.new("RGB", (5000, 4000)))
 
 
+JSON = {"content-type": "application/json"}
 BAD_INPUTS = [
     pytest.param(b"{", 400, "malformed JSON", id="malformed-json"),
     pytest.param(
@@ -441,7 +443,7 @@ async def test_bad_input_is_a_clear_4xx(
     if content is None:
         response = await server.post("/api/pipelines/fallback", body)
     else:
-        response = await server.http.post("/api/pipelines/fallback", content=content)
+        response = await server.http.post("/api/pipelines/fallback", content=content, headers=JSON)
     assert response.status_code == status, response.text
     assert fragment in response.json()["detail"]
 
@@ -461,18 +463,21 @@ async def test_oversize_body_is_413_with_and_without_content_length(tmp_path: Pa
 
     async with running(make_settings(tmp_path, max_body_bytes=4096, preload_models=[])) as srv:
         big = b"{" + b" " * 10_000 + b"}"
-        response = await srv.http.post("/api/pipelines/preview", content=big)
+        response = await srv.http.post("/api/pipelines/preview", content=big, headers=JSON)
         assert response.status_code == 413 and "max_body_bytes" in response.json()["detail"]
 
         async def chunks() -> Any:
             for _ in range(10):
                 yield b" " * 1000
 
-        response = await srv.http.post("/api/pipelines/preview", content=chunks())
+        response = await srv.http.post("/api/pipelines/preview", content=chunks(), headers=JSON)
         assert response.status_code == 413 and "max_body_bytes" in response.json()["detail"]
 
 
 async def test_nothing_is_written_for_refused_requests(server: Server) -> None:
+    async with asyncio.timeout(30):  # jobs of earlier tests on this server write first
+        while server.state.jobs.active:
+            await asyncio.sleep(0.02)
     before = sorted(server.settings.outputs_root.rglob("*"))
     for body, _, _ in (p.values for p in BAD_INPUTS):
         payload = body if isinstance(body, bytes) else None

@@ -41,6 +41,7 @@ FAKE_JOB = "preprocessing-" + "0" * 32
 PREVIEW = "/api/pipelines/preview"
 FALLBACK = "/api/pipelines/fallback"
 BUILD = "/api/commands/build"
+JSON = {"content-type": "application/json"}
 
 
 # --- crafted files ------------------------------------------------------------------------
@@ -77,16 +78,6 @@ def saved(fmt: str, **options: Any) -> bytes:
     return buffer.getvalue()
 
 
-def jpeg_with_exif(entries: list[tuple[int, int, int, bytes]]) -> bytes:
-    """A JPEG whose EXIF IFD0 holds ``(tag, type, count, value/offset)`` entries as given."""
-    ifd = struct.pack("<H", len(entries))
-    for tag, kind, count, value in entries:
-        ifd += struct.pack("<HHI", tag, kind, count) + value
-    exif = b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd + b"\x00\x00\x00\x00"
-    return saved("JPEG", exif=exif)
-
-
-ORIENTATION_6 = (0x0112, 3, 1, struct.pack("<HH", 6, 0))
 PNG = encode(sample_image(24, 16))
 JPEG = saved("JPEG")
 BMP = saved("BMP")
@@ -122,12 +113,6 @@ IMAGES = [
     pytest.param(saved("WEBP")[:16], 422, "image", id="webp-cut-in-header"),
     pytest.param(BMP[:18], 422, "image", id="bmp-cut-in-header"),
     pytest.param(bmp_with_compression(0x7F), 422, "image", id="bmp-unknown-compression"),
-    pytest.param(
-        jpeg_with_exif([(0x010F, 11, 1, b"\x21\x00\x00\x00"), ORIENTATION_6]),
-        422,
-        "image",
-        id="exif-float-make",
-    ),
     pytest.param(text_bomb(b"zTXt"), 422, "image", id="png-ztxt-bomb"),
     pytest.param(text_bomb(b"iCCP"), 422, "image", id="png-iccp-bomb"),
     pytest.param(png_claiming(10_000, 10_000), 413, "pixels", id="bomb-100mp-warning-zone"),
@@ -185,6 +170,7 @@ def plant(root: Path) -> None:
     os.symlink("/dev/zero", datasets / "zero.png")
     os.symlink(datasets / "loop.png", datasets / "loop.png")
     os.mkfifo(datasets / "fifo.png")
+    (datasets / os.fsdecode(b"bad\xe9name.png")).write_bytes(PNG)  # not UTF-8 (D4)
     (datasets / "notes.png").write_text("these are notes, not pixels\n")
     (datasets / "big.png").write_bytes(encode(sample_image(400, 400, seed=3)))
     assert (datasets / "big.png").stat().st_size > MAX_IMAGE
@@ -236,7 +222,7 @@ def assert_refused(status: int, body: bytes, expected: int, fragment: str) -> No
 
 async def post(corpus: Corpus, path: str, body: Any) -> tuple[int, bytes]:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    response = await corpus.server.http.post(path, content=content)
+    response = await corpus.server.http.post(path, content=content, headers=JSON)
     return response.status_code, response.content
 
 
@@ -529,13 +515,13 @@ async def test_oversize_chunked_body(case: Corpus) -> None:
         for _ in range(MAX_BODY // (16 * KiB) + 1):
             yield b"A" * (16 * KiB)
 
-    response = await case.server.http.post(PREVIEW, content=chunks())
+    response = await case.server.http.post(PREVIEW, content=chunks(), headers=JSON)
     assert_refused(response.status_code, response.content, 413, "max_body_bytes")
 
 
 async def test_content_length_claiming_10_gb(case: Corpus) -> None:
     raw = (
-        b"POST /api/pipelines/preview HTTP/1.1\r\nHost: corpus\r\n"
+        b"POST /api/pipelines/preview HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Content-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n{}"
     )
     assert_refused(*await raw_http(case.server.url, raw), 413, "max_body_bytes")
@@ -554,6 +540,95 @@ async def test_datasets_query_garbage(case: Corpus) -> None:
     for query in ({"limit": "1e3"}, {"offset": "-1"}, {"limit": "501"}, {"limit": "\uff10"}):
         response = await case.server.http.get("/api/datasets", params=query)
         assert_refused(response.status_code, response.content, 422, "limit")
+
+
+async def test_datasets_listing_skips_names_that_are_not_utf8(case: Corpus) -> None:
+    """FINDINGS D4: one file name that is not UTF-8 made the listing a 500 for everyone."""
+    response = await case.server.http.get("/api/datasets", params={"limit": "500"})
+    assert response.status_code == 200, response.text
+    listed = {item["path"] for item in response.json()["items"]}
+    assert "data/datasets/big.png" in listed and "data/datasets/notes.png" in listed
+    assert not any("name.png" in p or "fifo" in p or "loop" in p for p in listed), listed
+
+
+BAD_JOB_IDS = [
+    pytest.param(b"preprocessing-..", id="dotdot"),
+    pytest.param(b"preprocessing-%00", id="nul"),
+    pytest.param(b"preprocessing-%2e%2e", id="encoded-dotdot"),
+    pytest.param(b"preprocessing-" + b"0" * 32 + b"%0a", id="trailing-newline"),
+    pytest.param(b"rembg-" + b"A" * 32, id="uppercase-hex"),
+    pytest.param(b"nosuch-" + b"0" * 32, id="unknown-pipeline"),
+    pytest.param(b"preprocessing-" + b"0" * 4000, id="long"),
+]
+
+
+@pytest.mark.parametrize("job_id", BAD_JOB_IDS)
+@pytest.mark.parametrize("method", [b"GET", b"DELETE"])
+async def test_bad_job_id(case: Corpus, method: bytes, job_id: bytes) -> None:
+    """FINDINGS D3: ``..`` or a NUL byte in a job id reached the result store (500)."""
+    raw = b"%s /api/jobs/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % (method, job_id)
+    status, body = await raw_http(case.server.url, raw)
+    assert_refused(status, body, 404, "no job")
+    assert json.loads(body)["code"] == "unknown_job"
+
+
+DATASET_FILES = [
+    pytest.param("data/" + "x" * 300 + ".png", 404, "no image", id="name-too-long"),
+    pytest.param("data/" + "d" * 300 + "/x.png", 404, "no image", id="folder-name-too-long"),
+    pytest.param("data/datasets/fifo.png", 404, "no image", id="a-fifo"),
+    pytest.param("data/datasets", 404, "no image", id="a-directory"),
+    pytest.param("data/datasets/nothing.png", 404, "no image", id="missing"),
+    pytest.param("data/datasets/zero.png", 422, "outside its root", id="symlink-dev-zero"),
+    pytest.param("data/datasets/loop.png", 422, "cannot be resolved", id="symlink-loop"),
+    pytest.param("data/../outside/secret.png", 422, "'..'", id="dotdot"),
+    pytest.param("data/datasets/big.png", 413, "max_image_bytes", id="over-max-image-bytes"),
+]
+
+
+@pytest.mark.parametrize(("path", "status", "fragment"), DATASET_FILES)
+async def test_bad_dataset_file(case: Corpus, path: str, status: int, fragment: str) -> None:
+    """FINDINGS D14: a path part over 255 bytes raised ENAMETOOLONG from ``is_file`` (500)."""
+    response = await case.server.http.get("/api/datasets/file", params={"path": path})
+    assert_refused(response.status_code, response.content, status, fragment)
+
+
+NOT_JSON = [
+    pytest.param("text/plain", id="text-plain"),
+    pytest.param("text/plain; charset=utf-8", id="text-plain-charset"),
+    pytest.param("application/x-www-form-urlencoded", id="form"),
+    pytest.param("multipart/form-data; boundary=x", id="multipart"),
+    pytest.param("application/jsonp", id="jsonp"),
+    pytest.param(None, id="none"),
+]
+POST_BODIES = [
+    pytest.param(PREVIEW, request(params={"flip": True}, taskId="csrf"), id="preview"),
+    pytest.param(FALLBACK, request(params={"flip": True}), id="fallback"),
+    pytest.param(BUILD, {"values": {"image": SEED_IMAGE}}, id="build"),
+    pytest.param("/api/metrics", {"source": "csrf"}, id="metrics"),
+]
+
+
+@pytest.mark.parametrize("content_type", NOT_JSON)
+@pytest.mark.parametrize(("path", "body"), POST_BODIES)
+async def test_post_bodies_must_be_json(
+    case: Corpus, path: str, body: dict[str, Any], content_type: str | None
+) -> None:
+    """FINDINGS D15: a cross-site "simple" POST (no preflight) ran jobs."""
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = await case.server.http.post(path, content=json.dumps(body), headers=headers)
+    assert_refused(response.status_code, response.content, 415, "application/json")
+    assert response.json()["code"] == "unsupported_media_type"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "Application/JSON", "application/json;"]
+)
+async def test_json_with_parameters_is_json(case: Corpus, content_type: str) -> None:
+    body = json.dumps({"source": "charset"})
+    response = await case.server.http.post(
+        "/api/metrics", content=body, headers={"content-type": content_type}
+    )
+    assert response.status_code == 202, response.text
 
 
 # --- command builder ----------------------------------------------------------------------
@@ -636,6 +711,14 @@ async def test_command_builder_refusals(
     case: Corpus, body: Any, status: int, fragment: str
 ) -> None:
     assert_refused(*await post(case, BUILD, body), status, fragment)
+
+
+async def test_command_builder_warns_of_a_name_too_long(case: Corpus) -> None:
+    image = "data/" + "x" * 300 + ".png"
+    status, raw = await post(case, BUILD, {"values": {"pipeline": "rembg", "image": image}})
+    assert status == 200, raw
+    answer = json.loads(raw)
+    assert any("does not exist" in warning for warning in answer["warnings"]), answer
 
 
 # --- WebSocket ----------------------------------------------------------------------------

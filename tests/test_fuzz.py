@@ -38,10 +38,11 @@ CASES = [
     for path, item in DOCUMENT["paths"].items()
     for method, operation in item.items()
     for mode in GenerationMode
-    # an operation without a body or query string has no invalid request to generate
+    # an operation without a body, a query string or a constrained path parameter (a job id's
+    # pattern) has no invalid request to generate
     if mode is GenerationMode.POSITIVE
     or "requestBody" in operation
-    or any(p["in"] == "query" for p in operation.get("parameters", ()))
+    or any(p["in"] == "query" or "pattern" in p["schema"] for p in operation.get("parameters", ()))
 ]
 
 

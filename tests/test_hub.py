@@ -209,6 +209,38 @@ async def test_resume_past_the_buffer_gets_a_gap(one_worker: Server) -> None:
     assert gap.oldest_seq > last_seq and late.job_frames(job_id) == []
 
 
+async def test_a_resume_longer_than_the_outbox_is_paged(hub_server: Server) -> None:
+    """FINDINGS D7: a resume matching more frames than the 256-frame outbox closed the
+    socket 4008 with nothing delivered, on every retry. Now every frame arrives, in seq
+    order, before the ack, and the socket stays open."""
+    srv = hub_server
+    tasks = [f"page-{i}" for i in range(120)]
+    for batch in range(0, len(tasks), 12):
+        bodies = [
+            {
+                "pipeline_id": "preprocessing",
+                "image_base64": unique_png((64, 48)),
+                "params": {"equalize": True},
+                "taskId": task,
+            }
+            for task in tasks[batch : batch + 12]
+        ]
+        answers = await asyncio.gather(*(srv.post("/api/pipelines/fallback", b) for b in bodies))
+        assert all(a.json()["status"] == "completed" for a in answers)
+    wanted = set(tasks)
+    expected = [e.seq for e in srv.state.hub.replay.after(0) if e.task_ids & wanted]
+    assert len(expected) > srv.settings.ws_send_queue, "enough frames to overflow the outbox"
+    async with client(srv.ws_url) as c:
+        ack = await c.ack({"type": "resume", "last_seq": 0, "taskIds": tasks})
+        before_ack = c.frames[: c.frames.index(ack)]
+        await c.barrier()
+        assert c.close_code is None
+    got = [f for f in before_ack if isinstance(f, JOB_FRAMES)]
+    assert [f.seq for f in got] == expected
+    assert {f.taskId for f in got} == wanted
+    assert sum(isinstance(f, schemas.Completed) for f in got) == len(tasks)
+
+
 # --- slow consumers -----------------------------------------------------------------------
 
 

@@ -10,18 +10,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import numpy as np
 import pytest
 import rembg
 from PIL import Image
 
-from playground_rt import pipelines, schemas
+from playground_rt import images, pipelines, schemas
 from playground_rt.job import JobEvent
 from playground_rt.ops import OPS
 from playground_rt.ops.base import OpContext, OpSpec
 
 from .conftest import MODEL_HOME, Server, b64, encode, make_settings, running, sample_image
+from .hubfixtures import Client, client
 
 
 def rembg_body(seed: int, **params: Any) -> dict[str, Any]:
@@ -32,12 +34,13 @@ def rembg_body(seed: int, **params: Any) -> dict[str, Any]:
     }
 
 
-async def wait_terminal(server: Server, job_id: str) -> dict[str, Any]:
-    while True:
-        view: dict[str, Any] = (await server.http.get(f"/api/jobs/{job_id}")).json()
-        if view["state"] not in ("queued", "running"):
-            return view
-        await asyncio.sleep(0.02)
+async def wait_terminal(server: Server, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            view: dict[str, Any] = (await server.http.get(f"/api/jobs/{job_id}")).json()
+            if view["state"] not in ("queued", "running"):
+                return view
+            await asyncio.sleep(0.02)
 
 
 async def test_server_rembg_equals_rembg_remove(server: Server) -> None:
@@ -256,3 +259,180 @@ async def test_requests_joined_to_a_job_refused_at_decode_do_not_hang(server: Se
             assert answer.status_code == 422
         assert "could not be" in answer.json()["detail"]
     assert any(a.status_code == 422 for a in answers)
+
+
+# --- cancel, withdraw, supersede: every follower hears exactly one terminal frame ---------
+
+TERMINAL = (schemas.Completed, schemas.Failed, schemas.Cancelled)
+
+
+def terminal_frames(c: Client, job_id: str | None) -> list[schemas.JobFrame]:
+    return [f for f in c.job_frames(job_id) if isinstance(f, TERMINAL)]
+
+
+async def test_a_joiner_cannot_cancel_the_job_for_the_one_who_asked_first(
+    one_worker: Server,
+) -> None:
+    await one_worker.post("/api/pipelines/preview", dict(rembg_body(70), taskId="blocker"))
+    body = rembg_body(71)
+    async with (
+        client(one_worker.ws_url) as alice,
+        client(one_worker.ws_url) as bob_socket,
+        client(one_worker.ws_url) as mallory,
+    ):
+        ack = await alice.ack({"type": "submit", "taskId": "alice-secret", **body})
+        await bob_socket.ack({"type": "subscribe", "taskId": "bob"})
+        bob = (await one_worker.post("/api/pipelines/preview", dict(body, taskId="bob"))).json()
+        assert bob["job_id"] == ack.job_id  # the content hash told Bob Alice's job id
+
+        outright = await one_worker.http.delete(f"/api/jobs/{ack.job_id}")
+        assert outright.status_code == 403 and "taskId" in outright.json()["detail"]
+        await mallory.ack({"type": "subscribe", "job_id": ack.job_id})
+        over_ws = await mallory.request({"type": "cancel", "job_id": ack.job_id})
+        assert isinstance(over_ws, schemas.Error) and "your own interest" in over_ws.detail
+        mine = await one_worker.http.delete(f"/api/jobs/{ack.job_id}", params={"taskId": "bob"})
+        assert mine.json()["state"] == "queued"
+
+        gone = await bob_socket.wait(schemas.Cancelled, lambda f: f.job_id == ack.job_id)
+        assert gone.taskId == "bob" and gone.detail == "cancelled by the client"
+        done = await alice.wait(schemas.Completed, lambda f: f.job_id == ack.job_id, timeout=60)
+        assert done.taskId == "alice-secret"
+        await alice.barrier()
+        await bob_socket.barrier()
+        assert terminal_frames(alice, ack.job_id) == [done]
+        assert terminal_frames(bob_socket, ack.job_id) == [gone]
+
+
+async def test_an_outright_cancel_needs_the_token(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, workers=1, preload_models=["u2netp"], token="s3cret")
+    auth = {"authorization": "Bearer s3cret"}
+    async with running(settings) as srv:
+        await srv.ready()
+        await srv.post("/api/pipelines/preview", dict(rembg_body(72), taskId="b"), headers=auth)
+        queued = await srv.post(
+            "/api/pipelines/preview", dict(rembg_body(73), taskId="a"), headers=auth
+        )
+        job_id = queued.json()["job_id"]
+        cancelled = await srv.http.delete(f"/api/jobs/{job_id}", headers=auth)
+        assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+
+
+async def test_a_superseded_job_ends_cancelled_for_its_followers(one_worker: Server) -> None:
+    await one_worker.post("/api/pipelines/preview", dict(rembg_body(74), taskId="blocker"))
+    async with client(one_worker.ws_url) as tab:
+        await tab.ack({"type": "subscribe", "taskId": "drag"})
+        older = (
+            await one_worker.post("/api/pipelines/preview", dict(rembg_body(75), taskId="drag"))
+        ).json()
+        newer = (
+            await one_worker.post("/api/pipelines/preview", dict(rembg_body(76), taskId="drag"))
+        ).json()
+        end = await tab.wait(schemas.Cancelled, lambda f: f.job_id == older["job_id"])
+        assert end.taskId == "drag" and end.detail and "superseded" in end.detail
+        cancel = await one_worker.http.delete(
+            f"/api/jobs/{newer['job_id']}", params={"taskId": "drag"}
+        )
+        assert cancel.json()["state"] == "cancelled"
+        last = await tab.wait(schemas.Cancelled, lambda f: f.job_id == newer["job_id"])
+        assert last.taskId == "drag"
+        await tab.barrier()
+        for job_id in (older["job_id"], newer["job_id"]):
+            kinds = [type(f).__name__ for f in tab.job_frames(job_id)]
+            assert kinds == ["Queued", "Cancelled"], kinds
+
+
+async def test_cancel_then_resubmit_runs_the_new_request(
+    faulty_pipeline: None, tmp_path: Path
+) -> None:
+    async with running(make_settings(tmp_path, preload_models=[], workers=1)) as srv:
+        body = {
+            "pipeline_id": "faulty",
+            "image_base64": b64(encode(sample_image(seed=77))),
+            "params": {"mode": "sleep"},  # one second in an op that cannot be interrupted
+        }
+        first = (await srv.post("/api/pipelines/preview", dict(body, taskId="carol"))).json()
+        while (await srv.http.get(f"/api/jobs/{first['job_id']}")).json()["state"] != "running":
+            await asyncio.sleep(0.01)
+        cancel = await srv.http.delete(f"/api/jobs/{first['job_id']}", params={"taskId": "carol"})
+        assert cancel.json()["state"] == "cancelled"  # at once, not when the op returns
+        again = (await srv.post("/api/pipelines/fallback", dict(body, taskId="carol-2"))).json()
+        assert again["status"] == "completed", again
+
+
+# --- decoding: on the job's worker, after the queue admitted it --------------------------
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the threads that decoded request images, in order (a spy on the real
+    ``images.decode``, which still does the work)."""
+    threads: list[str] = []
+    real = images.decode
+
+    def spy(data: bytes, limits: images.Limits, field: str = "image") -> Image.Image:
+        threads.append(threading.current_thread().name)
+        return real(data, limits, field=field)
+
+    monkeypatch.setattr(images, "decode", spy)
+    return threads
+
+
+async def test_a_full_queue_refuses_before_decoding_and_jobs_decode_on_their_worker(
+    one_worker: Server, decodes: list[str]
+) -> None:
+    answers = [
+        await one_worker.post("/api/pipelines/preview", rembg_body(80 + i)) for i in range(3)
+    ]
+    assert [a.status_code for a in answers[:2]] == [200, 200]
+    before = len(decodes)
+    refused = await one_worker.post("/api/pipelines/preview", rembg_body(84))
+    assert refused.status_code == 429
+    assert len(decodes) == before  # refused on what it was sent, never decoded
+    for answer in answers:
+        if answer.status_code == 200:
+            await wait_terminal(one_worker, answer.json()["job_id"])
+    assert decodes and all(name.startswith("playground-worker-") for name in decodes)
+
+
+def slow_body(seed: int) -> dict[str, Any]:
+    """About half a second of alpha matting: the queue stays put while a test looks."""
+    image = b64(encode(sample_image(640, 480, seed=seed)))
+    return {"pipeline_id": "rembg", "image_base64": image, "params": {"alpha_matting": True}}
+
+
+async def test_one_client_cannot_take_the_whole_queue(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, workers=1, queue_size=6, client_queue_share=3, preload_models=["u2netp"]
+    )
+    async with running(settings) as srv:
+        await srv.ready()
+        other_address = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(base_url=srv.url, transport=other_address) as other:
+            greedy = [await srv.post("/api/pipelines/preview", slow_body(90 + i)) for i in range(5)]
+            codes = [a.status_code for a in greedy]
+            assert codes[:4] == [200] * 4 and codes[4] == 429, codes  # 1 running + 3 queued
+            refusal = greedy[4]
+            assert refusal.json()["code"] == "client_queue_full"
+            assert int(refusal.headers["retry-after"]) >= 1
+            fair = await other.post(
+                "/api/pipelines/preview",
+                content=msgspec.json.encode(rembg_body(96)),
+                headers={"content-type": "application/json"},
+            )
+            assert fair.status_code == 200, fair.text  # the queue still has room for others
+            for answer in [*greedy[:4], fair]:
+                assert (await wait_terminal(srv, answer.json()["job_id"]))["state"] == "completed"
+
+
+async def test_a_newer_request_of_a_task_stops_its_running_job(one_worker: Server) -> None:
+    first = (
+        await one_worker.post("/api/pipelines/preview", dict(slow_body(97), taskId="d"))
+    ).json()
+    while (await one_worker.http.get(f"/api/jobs/{first['job_id']}")).json()["state"] == "queued":
+        await asyncio.sleep(0.01)
+    newer = (
+        await one_worker.post("/api/pipelines/preview", dict(rembg_body(98), taskId="d"))
+    ).json()
+    stopped = (await one_worker.http.get(f"/api/jobs/{first['job_id']}")).json()
+    assert stopped["state"] == "cancelled" and "superseded" in stopped["detail"]
+    assert (await wait_terminal(one_worker, newer["job_id"]))["state"] == "completed"

@@ -326,7 +326,8 @@ async def test_cancel_a_queued_job(browser: Browser, tmp_path: Path) -> None:
         await expect(page.locator("#socket-state")).to_have_attribute("data-state", "open")
         await upload(page, tmp_path, sample_image(seed=31))
         await page.check("#run-on-server")  # the rembg pipeline could run in the page too
-        blockers = [await blocker(srv, seed) for seed in (101, 102)]
+        seeds = (101, 102)
+        blockers = [await blocker(srv, seed) for seed in seeds]
 
         await page.select_option("#pipeline", "rembg")
         queued = page.locator('.job[data-state="queued"]').first
@@ -338,8 +339,8 @@ async def test_cancel_a_queued_job(browser: Browser, tmp_path: Path) -> None:
         assert (await srv.http.get(f"/api/jobs/{job_id}")).json()["state"] == "cancelled"
 
         await page.close()
-        for job in blockers:  # a running job stops at its next step
-            await srv.http.delete(f"/api/jobs/{job}")
+        for job, seed in zip(blockers, seeds, strict=True):  # stops at its next step
+            await srv.http.delete(f"/api/jobs/{job}", params={"taskId": f"blocker-{seed}"})
 
 
 @pytest.mark.browser

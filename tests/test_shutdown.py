@@ -28,12 +28,15 @@ from .procserver import ProcServer, serve_process
 EXIT_BOUND_S = 15.0
 TERMINAL = (schemas.Completed, schemas.Failed, schemas.Cancelled)
 SLOW_PARAMS = {"strength": 1.0, "alpha_matting": True}  # about 1.5 s a job on 2 cores
+BIG = (1600, 1200)
 
 
-def slow_job(server: ProcServer, seed: int, task_id: str) -> dict[str, object]:
+def slow_job(
+    server: ProcServer, seed: int, task_id: str, size: tuple[int, int] = (1024, 768)
+) -> dict[str, object]:
     """A rembg job of about 1.5 s; by path, as its base64 would not fit in a 64 KiB frame."""
     name = f"slow-{seed}.png"
-    (server.data / name).write_bytes(encode(sample_image(1024, 768, seed=seed)))
+    (server.data / name).write_bytes(encode(sample_image(*size, seed=seed)))
     return {"pipeline_id": "rembg", "image_path": name, "params": SLOW_PARAMS, "taskId": task_id}
 
 
@@ -109,6 +112,32 @@ async def test_sigterm_mid_job_gives_every_job_a_terminal_frame(tmp_path: Path) 
     assert server.proc.returncode in (0, -15), server.proc.returncode  # uvicorn re-raises
     assert "Traceback" not in server.output(), server.output()[-3000:]
     assert_whole_results(server.outputs)
+
+
+async def test_sigterm_does_not_wait_for_an_op_that_cannot_be_interrupted(
+    tmp_path: Path,
+) -> None:
+    """Past the grace, a running job is cancelled and its waiters answered (JSON); the
+    process then exits without waiting for the op its thread is still inside."""
+    with serve_process(tmp_path, workers=1, shutdown_grace_s=0) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, trust_env=False) as http:
+            first = await http.post("/api/pipelines/fallback", json=slow_job(server, 41, "c", BIG))
+            view = (await http.get(f"/api/jobs/{first.json()['job_id']}")).json()
+            op_ms: float = view["durations"]["op.rembg"]  # what the same op takes here
+            job = slow_job(server, 42, "w", BIG)
+            waiting = asyncio.create_task(http.post("/api/pipelines/fallback", json=job))
+            async with client(server.ws_url) as ws:
+                await ws.ack({"type": "subscribe", "taskId": "w"})
+                await ws.wait(schemas.Progress, lambda f: f.stage == "infer", timeout=30)
+            started = time.monotonic()
+            server.terminate()
+            answer = await waiting
+            await asyncio.to_thread(server.wait, EXIT_BOUND_S)
+            took = time.monotonic() - started
+    assert answer.headers["content-type"] == "application/json", answer.text
+    assert answer.json()["status"] == "cancelled", answer.json()
+    assert took * 1000 < op_ms / 2, f"exit took {took:.2f} s; the op takes {op_ms:.0f} ms"
+    assert "Traceback" not in server.output(), server.output()[-3000:]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])

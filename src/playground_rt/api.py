@@ -5,7 +5,9 @@ Every error leaves through :func:`error_response` as ``{"detail": ..., "code": .
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import os
 from typing import Any, TypeVar
 
 import msgspec
@@ -14,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from . import errors, schemas
+from .cache import check_job_id
 from .datasets import SUFFIXES
 from .job import JobState
 from .jobs import QUEUED_NOTE
@@ -42,6 +45,8 @@ def error_response(exc: errors.PlaygroundError) -> MsgspecResponse:
     headers = {}
     if isinstance(exc, errors.QueueFull):
         headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, errors.RequestTimeout):
+        headers["Connection"] = "close"  # the rest of the body may still be on its way
     return MsgspecResponse(
         schemas.ErrorBody(exc.detail, exc.code), status_code=exc.status, headers=headers
     )
@@ -63,22 +68,42 @@ async def http_error(request: Request, exc: Exception) -> Response:
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The whole body, within ``limit`` bytes and ``timeout_s`` seconds (a body dripping in
+    byte by byte must not hold a connection forever)."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise errors.TooLarge(f"request body of {length} bytes exceeds max_body_bytes={limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise errors.TooLarge(f"request body exceeds max_body_bytes={limit}")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise errors.TooLarge(f"request body exceeds max_body_bytes={limit}")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise errors.RequestTimeout(
+            f"request body not received within http_body_timeout_s={timeout_s:g}"
+        ) from None
     return b"".join(chunks)
 
 
+def require_json(request: Request) -> None:
+    """Only ``application/json`` bodies: a cross-site form or ``text/plain`` POST, which a
+    browser sends without a CORS preflight, is refused before anything runs."""
+    given = request.headers.get("content-type", "")
+    if given.partition(";")[0].strip().lower() != "application/json":
+        shown = given[:100] or "none"
+        raise errors.UnsupportedMediaType(f"Content-Type must be application/json, got {shown!r}")
+
+
 async def decode_body(request: Request, kind: type[T]) -> T:
-    """The body as ``kind``: 400 for malformed JSON, 422 naming the ``$.path`` of a bad value."""
-    body = await read_body(request, state(request).settings.max_body_bytes)
+    """The body as ``kind``: 415 unless it is JSON, 400 for malformed JSON, 422 naming the
+    ``$.path`` of a bad value."""
+    require_json(request)
+    settings = state(request).settings
+    body = await read_body(request, settings.max_body_bytes, settings.http_body_timeout_s)
     decoder = _decoders.get(kind)
     if decoder is None:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
@@ -93,6 +118,11 @@ async def decode_body(request: Request, kind: type[T]) -> T:
         raise errors.BadRequest(f"malformed JSON body: invalid UTF-8 ({exc.reason})") from None
     except RecursionError:  # msgspec raises it (not DecodeError) past ~1000 nested levels
         raise errors.BadRequest("malformed JSON body: nested too deeply") from None
+
+
+def client_of(request: Request) -> str | None:
+    """Who is asking, for the per-client queue share: the peer's address."""
+    return request.client.host if request.client else None
 
 
 def authorize(request: Request) -> None:
@@ -113,7 +143,7 @@ async def preview(request: Request) -> Response:
     body = await decode_body(request, schemas.PipelineRequest)
     app = state(request)
     prepared = await app.jobs.prepare(body)
-    sub = await app.jobs.submit(prepared, "preview", body.taskId)
+    sub = await app.jobs.submit(prepared, "preview", body.taskId, client_of(request))
     app.telemetry.submitted(sub.joined)
     job = sub.job
     url = app.jobs.result_url(job.result_path) if job.result_path else None
@@ -135,7 +165,7 @@ async def fallback(request: Request) -> Response:
     body = await decode_body(request, schemas.PipelineRequest)
     app = state(request)
     prepared = await app.jobs.prepare(body)
-    sub = await app.jobs.submit(prepared, "fallback", body.taskId)
+    sub = await app.jobs.submit(prepared, "fallback", body.taskId, client_of(request))
     app.telemetry.submitted(sub.joined)
     job = sub.job
     if not job.terminal and app.settings.fallback_wait_s > 0:
@@ -165,14 +195,26 @@ async def fallback(request: Request) -> Response:
 async def job_status(request: Request) -> Response:
     authorize(request)
     app = state(request)
-    return MsgspecResponse(app.jobs.view_of(request.path_params["job_id"]))
+    return MsgspecResponse(app.jobs.view_of(check_job_id(request.path_params["job_id"])))
 
 
 async def job_cancel(request: Request) -> Response:
+    """``?taskId=`` withdraws that task's interest; without it the job is cancelled for
+    everyone, which needs the server's token (job ids are public: content hashes)."""
     authorize(request)
     app = state(request)
+    job_id = check_job_id(request.path_params["job_id"])
     task_id = request.query_params.get("taskId")
-    job = app.jobs.cancel(request.path_params["job_id"], task_id)
+    if task_id is not None:
+        job = app.jobs.withdraw(job_id, task_id)
+    elif app.settings.token is None:
+        app.jobs.get(job_id)  # 404 first for a job that does not exist
+        raise errors.Forbidden(
+            "pass ?taskId= to withdraw your own interest; cancelling a job for everyone "
+            "needs the server's token (PLAYGROUND_TOKEN)"
+        )
+    else:
+        job = app.jobs.cancel(job_id)
     return MsgspecResponse(app.jobs.view(job))
 
 
@@ -214,10 +256,17 @@ async def dataset_file(request: Request) -> Response:
     """The bytes of one image under the data root, so the page hashes what the server hashes."""
     authorize(request)
     app = state(request)
-    path = confine(app.settings.data_root, request.query_params.get("path", ""), field="path")
-    if path.suffix.lower() not in SUFFIXES or not path.is_file():
-        raise errors.NotFound(f"no image {request.query_params.get('path')!r} under the data root")
-    if path.stat().st_size > app.settings.max_image_bytes:
+    given = request.query_params.get("path", "")
+    path = confine(app.settings.data_root, given, field="path")
+    # os.path.isfile and the stat below: a name over NAME_MAX raises ENAMETOOLONG, which
+    # Path.is_file passes on (3.11); it is a missing file like any other.
+    try:
+        size = os.stat(path).st_size if os.path.isfile(path) else None
+    except OSError:
+        size = None
+    if path.suffix.lower() not in SUFFIXES or size is None:
+        raise errors.NotFound(f"no image {given[:300]!r} under the data root")
+    if size > app.settings.max_image_bytes:
         raise errors.TooLarge(
             f"image is larger than max_image_bytes={app.settings.max_image_bytes}"
         )

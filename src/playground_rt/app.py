@@ -10,6 +10,7 @@ from importlib.metadata import version
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -17,12 +18,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import api, errors, modelstore, openapi, schemas
 from .cache import ResultStore
 from .commands import Catalog
 from .config import Settings
+from .connection import Close
 from .datasets import Datasets
+from .hosts import HostPolicy
 from .hub import Hub
 from .jobs import JobManager
 from .models import ModelRegistry
@@ -125,6 +129,33 @@ def webassets_routes(settings: Settings) -> list[BaseRoute]:
     ]
 
 
+class TrustedHosts:
+    """ASGI middleware: requests and handshakes for another ``Host`` never reach the app
+    (``hosts``: the DNS-rebinding defence)."""
+
+    def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self.policy.any_host:
+            await self.app(scope, receive, send)
+            return
+        host = Headers(scope=scope).get("host")
+        if self.policy.allows_host(host):
+            await self.app(scope, receive, send)
+            return
+        log.debug("refused Host %r", host)
+        if scope["type"] == "websocket":  # before accept: uvicorn answers 403
+            await send({"type": "websocket.close", "code": Close.ORIGIN_DENIED, "reason": ""})
+            return
+        shown = "no Host header" if host is None else f"Host {host[:100]!r}"
+        refusal = errors.HostNotAllowed(
+            f"{shown} is not one of this server's allowed_hosts (PLAYGROUND_ALLOWED_HOSTS)"
+        )
+        await api.error_response(refusal)(scope, receive, send)
+
+
 def _routes(state: AppState) -> list[BaseRoute]:
     """The routes as data; the static app last, as the catch-all."""
     settings = state.settings
@@ -181,7 +212,10 @@ def create_app(settings: Settings) -> Starlette:
             await state.drain()
 
     routes = _routes(state)
-    middleware = [Middleware(IsolationMiddleware)]
+    middleware = [
+        Middleware(TrustedHosts, HostPolicy.from_settings(settings)),
+        Middleware(IsolationMiddleware),
+    ]
     if settings.allowed_origins:
         middleware.append(
             Middleware(

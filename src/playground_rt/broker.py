@@ -43,10 +43,12 @@ class FrameMessage(msgspec.Struct, tag_field="kind", tag="frame"):
     origin: str
     task_ids: list[str]
     frame: schemas.JobFrame
+    withdrawn: bool = False
 
 
 class CancelMessage(msgspec.Struct, tag_field="kind", tag="cancel"):
-    """A ``cancel`` frame received by one hub, for the hub that runs the job."""
+    """A withdrawal received by one hub, for the hub that runs the job (``job_id`` None:
+    every job the task follows)."""
 
     origin: str
     job_id: str | None

@@ -27,6 +27,8 @@ SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("max_body_bytes", int, "request body limit"),
     ("max_image_bytes", int, "image byte limit"),
     ("max_pixels", int, "decoded pixel limit"),
+    ("http_header_timeout_s", float, "seconds a request head may take to arrive"),
+    ("http_body_timeout_s", float, "seconds a request body may take after its head"),
     ("broker", str, "redis://host:port/db to fan the hub out through Redis"),
     ("token", str, "require this bearer token on the API and sockets"),
     ("commands_catalog", Path, "a TOML file of extra CLI commands"),
@@ -43,6 +45,13 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--allowed-origins",
         dest="allowed_origins",
         help="comma-separated origins allowed to connect",
+    )
+    serve.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        action="append",
+        help="a Host name the server answers (repeat, or comma-separate; '*' = any); "
+        "default: localhost, 127.0.0.1, ::1 and the bound host",
     )
     serve.add_argument(
         "--no-pull",
@@ -84,17 +93,26 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def serve_settings(args: argparse.Namespace) -> config.Settings:
+    """Settings from ``serve``'s flags over the environment (comma-separated lists)."""
+    overrides = {name: getattr(args, name) for name, _, _ in SERVE_FLAGS}
+    overrides["pull_models"] = args.pull_models
+    if args.allowed_origins is not None:
+        overrides["allowed_origins"] = _words(args.allowed_origins)
+    if args.allowed_hosts is not None:
+        overrides["allowed_hosts"] = [h for given in args.allowed_hosts for h in _words(given)]
+    return config.from_env(os.environ, **overrides)
+
+
+def _words(text: str) -> list[str]:
+    return [word.strip() for word in text.split(",") if word.strip()]
+
+
 def serve(args: argparse.Namespace) -> int:
     from . import serving
     from .app import create_app
 
-    overrides = {name: getattr(args, name) for name, _, _ in SERVE_FLAGS}
-    overrides["pull_models"] = args.pull_models
-    if args.allowed_origins is not None:
-        overrides["allowed_origins"] = [
-            o.strip() for o in args.allowed_origins.split(",") if o.strip()
-        ]
-    settings = config.from_env(os.environ, **overrides)
+    settings = serve_settings(args)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )

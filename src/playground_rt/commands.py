@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,7 @@ class Catalog:
                 f"{where}: {given!r} is outside the {root} root; the server cannot read it"
             )
             return given
-        if not under.exists():
+        if not os.path.exists(under):  # Path.exists raises on ENAMETOOLONG (3.11)
             warnings.append(f"{where}: {str(under)!r} does not exist under the {root} root")
         return str(under)
 

@@ -16,6 +16,9 @@ import msgspec
 
 MiB = 1024 * 1024
 
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
 WsImpl = Literal["wsproto", "websockets", "websockets-sansio"]
 
 
@@ -49,6 +52,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     results are bit-identical, a lone user just waits less."""
     queue_size: Annotated[int, msgspec.Meta(ge=1)] = 64
     """Jobs waiting beyond this get 429 + Retry-After."""
+    client_queue_share: Annotated[int, msgspec.Meta(ge=0)] = 16
+    """Queued jobs one client (remote address) may hold; past it 429 ``client_queue_full``
+    while others still get in. 0 turns the share off."""
     job_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
     """Budget of one job's ops; past it the job fails (the worker finishes the op in hand)."""
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0, le=300)] = 5.0
@@ -59,13 +65,25 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pull_models: bool = True
     """``serve`` pulls missing preload models at start-up (offline-capable, see README)."""
     allowed_origins: list[str] = msgspec.field(default_factory=list)
-    """Origins allowed to open sockets and make CORS requests; empty = same origin only."""
+    """Origins allowed to open sockets and make CORS requests; empty = same origin only
+    (an origin whose host is one of ``allowed_hosts`` and the request's own ``Host``)."""
+    allowed_hosts: list[str] = msgspec.field(default_factory=lambda: list(LOCAL_HOSTS))
+    """Host names a request's ``Host`` header may carry (any port); others get 421, and a
+    WebSocket handshake 403, which defeats DNS rebinding. The bound ``host`` is always
+    allowed unless it is a wildcard; ``*.example.org`` allows subdomains, ``*`` anything
+    (behind a proxy that checks ``Host`` itself)."""
     token: str | None = None
     """When set, the API and sockets require ``Authorization: Bearer <token>`` (or ``?token=``)."""
     broker: str | None = None
     """``redis://host:port/db`` fans the hub out through Redis; ``None`` keeps it in memory."""
     commands_catalog: Path | None = None
     """A TOML file of extra CLI commands for ``/api/commands/build``."""
+    http_header_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """A request's head (request line and headers) must arrive within this many seconds of
+    the connection opening (or of the previous answer); else the connection is closed."""
+    http_body_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """A request's body must arrive within this many seconds of its head (408 and close);
+    a 32 MiB body thus needs about 1.1 MB/s."""
     ws_max_connections: Annotated[int, msgspec.Meta(ge=1)] = 2000
     ws_max_frame_bytes: Annotated[int, msgspec.Meta(ge=256)] = 64 * 1024
     ws_send_queue: Annotated[int, msgspec.Meta(ge=4)] = 256
@@ -91,13 +109,21 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         total = self.worker_count * max(1, self.intra_op_threads)
         return total if self.adaptive_threads and total > max(1, self.intra_op_threads) else 0
 
+    @property
+    def trusted_hosts(self) -> list[str]:
+        """``allowed_hosts``, plus the bound ``host`` when it names one interface."""
+        hosts = list(self.allowed_hosts)
+        if self.host not in WILDCARD_HOSTS and self.host not in hosts:
+            hosts.append(self.host)
+        return hosts
+
     def resolved_static_dir(self) -> Path:
         if self.static_dir is not None:
             return self.static_dir
         return Path(__file__).resolve().parents[2] / "static"
 
 
-_LIST_FIELDS = {"preload_models", "allowed_origins"}
+_LIST_FIELDS = {"preload_models", "allowed_origins", "allowed_hosts"}
 
 
 def _path(kind: type, value: object) -> object:

@@ -6,6 +6,11 @@ Contract (what the hub relies on):
   full, a :class:`Droppable` frame (telemetry, heartbeat) is dropped; any other frame
   takes the place of the oldest droppable one queued, and when there is none the socket is
   closed with :attr:`Close.SLOW_CONSUMER` at once.
+* :meth:`Connection.page` queues a replay (``resume``) that is *not* bound by the outbox
+  limit: its frames are produced one at a time as the sender reaches them, in the place the
+  replay was queued, so a replay of any length is delivered in order as the client reads
+  it, and costs one iterator, not a queued copy of each frame. Frames offered after it wait
+  behind it, under the usual limit.
 * Exactly one task sends. It records when the send in hand started (``sending_since``), so
   the hub's sweep can evict a socket whose send is stuck: a client that stops reading makes
   ``send`` wait forever in every uvicorn implementation, ``close()`` included.
@@ -24,7 +29,7 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from starlette.types import Send
@@ -67,6 +72,9 @@ class _Mark(str):
 
 
 _MARK = _Mark()
+"""Where :meth:`Connection.release` puts a held reply."""
+_PAGE = _Mark("page")
+"""Where the next of :attr:`Connection.pages` is sent, frame by frame."""
 
 
 class TokenBucket:
@@ -98,6 +106,8 @@ class Connection:
         self.limit = limit
         self._dropped = dropped
         self.queue: deque[str] = deque()
+        self.pages: deque[Iterator[str]] = deque()
+        """Replays queued by :meth:`page`, one ``_PAGE`` mark in ``queue`` each."""
         self.keys: set[str] = set()
         """Subscriptions: ``t:<taskId>``, ``j:<job_id>``, ``c:<channel>``."""
         self.live_since: int | None = None
@@ -125,7 +135,8 @@ class Connection:
     def offer(self, text: str) -> bool:
         """Queue one encoded frame (a :class:`Droppable` may be dropped); False when it was
         dropped or the socket is closing."""
-        if self.closing or (len(self.queue) >= self.limit and not self._make_room(text)):
+        waiting = len(self.queue) - len(self.pages)  # a replay's mark is not a frame
+        if self.closing or (waiting >= self.limit and not self._make_room(text)):
             return False
         self.queue.append(text)
         self._wake.set()
@@ -142,6 +153,15 @@ class Connection:
                 return True
         self.close(Close.SLOW_CONSUMER, f"slow consumer: more than {self.limit} frames waiting")
         return False
+
+    def page(self, frames: Iterator[str]) -> None:
+        """Queue ``frames`` (encoded lazily, as the sender reaches them) after what is
+        queued now and before what is offered later, outside the outbox limit."""
+        if self.closing:
+            return
+        self.pages.append(frames)
+        self.queue.append(_PAGE)
+        self._wake.set()
 
     def hold(self) -> None:
         """Hold frames queued from now on; :meth:`release` puts ``text`` before them.
@@ -173,8 +193,9 @@ class Connection:
         self.closing = True
         self.close_code, self.close_reason = code, reason
         if code == Close.SLOW_CONSUMER and self.queue:
-            self._dropped("evicted", len(self.queue))
+            self._dropped("evicted", len(self.queue) - len(self.pages))
             self.queue.clear()
+            self.pages.clear()
         self._done.set()
 
     # --- tasks -----------------------------------------------------------------------------
@@ -218,7 +239,19 @@ class Connection:
                 await wake.wait()
                 continue
             self._idle.clear()
-            message["text"] = queue.popleft()
+            text = queue.popleft() if queue[0] is not _PAGE else self._next_paged()
+            if text is None:
+                continue
+            message["text"] = text
             self.sending_since = time.monotonic()
             await send(message)
             self.sending_since = None
+
+    def _next_paged(self) -> str | None:
+        """The next frame of the replay at the head of the queue; None when it is over
+        (its mark is then gone)."""
+        text = next(self.pages[0], None)
+        if text is None:
+            self.pages.popleft()
+            self.queue.popleft()
+        return text

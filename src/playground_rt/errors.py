@@ -3,6 +3,7 @@
     PlaygroundError                 every error the server answers with a 4xx/5xx body
     ├── BadRequest (400)            malformed JSON, base64 or frame
     ├── Unauthorized (401)          the bearer token is missing or wrong
+    ├── Forbidden (403)             allowed only with the server's token
     ├── NotFound (404)              unknown pipeline, job, image or model
     │   ├── UnknownPipeline
     │   └── UnknownJob
@@ -12,6 +13,7 @@
     ├── ModelUnavailable (422)      a model file is missing or cannot be loaded
     ├── TooLarge (413)              body, image bytes or pixels over the limits
     ├── QueueFull (429)             the executor's queue is full; carries Retry-After
+    │   └── ClientQueueFull         this client holds its whole share of the queue
     ├── NotReady (503)              the server is starting or stopping
     ├── JobCancelled                a job was cancelled (never rendered as HTTP)
     └── OpFailed (500 for HTTP)     an op raised or ran past its time budget
@@ -42,6 +44,11 @@ class BadRequest(PlaygroundError):
 class Unauthorized(PlaygroundError):
     status = 401
     code = "unauthorized"
+
+
+class Forbidden(PlaygroundError):
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(PlaygroundError):
@@ -91,6 +98,10 @@ class QueueFull(PlaygroundError):
         self.retry_after = retry_after
 
 
+class ClientQueueFull(QueueFull):
+    code = "client_queue_full"
+
+
 class NotReady(PlaygroundError):
     status = 503
     code = "not_ready"
@@ -104,3 +115,24 @@ class JobCancelled(PlaygroundError):
 class OpFailed(PlaygroundError):
     status = 500
     code = "op_failed"
+
+
+# --- the edge: requests refused before they reach an endpoint's logic ----------------------
+#   ├── RequestTimeout (408)        the body did not arrive within http_body_timeout_s
+#   ├── HostNotAllowed (421)        the Host header is not one of allowed_hosts
+#   └── UnsupportedMediaType (415)  a POST body that is not application/json
+
+
+class RequestTimeout(PlaygroundError):
+    status = 408
+    code = "request_timeout"
+
+
+class HostNotAllowed(PlaygroundError):
+    status = 421
+    code = "host_not_allowed"
+
+
+class UnsupportedMediaType(PlaygroundError):
+    status = 415
+    code = "unsupported_media_type"

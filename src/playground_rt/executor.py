@@ -3,9 +3,15 @@
 The queue lives on the loop (a deque: queued jobs can be removed from the middle on cancel
 or supersede, and their position is known for ``queued`` frames). Each of the N worker
 *slots* is an asyncio task that takes the next job and runs it on a one-thread pool of its
-own. A job past its time budget is failed at once and its slot gets a fresh thread, so a
-stuck op costs one abandoned thread, never a worker; the abandoned thread is told to stop
-at its next cancellation check.
+own. A job past its time budget is failed at once (its followers hear it then), and its thread
+is told to stop at its next cancellation check. The slot waits for that thread before it
+takes another job, so abandoned work still counts against the pool's capacity; only a
+thread that outlives a second budget is given up on (logged) and replaced, so a stuck op
+costs one thread, never a worker.
+
+Worker threads are daemon threads: when the process exits after the shutdown drain, an
+op still running cannot hold the exit (its job has been told it was cancelled, and results
+are written atomically, so nothing half-written is left behind).
 
 Sizing: N x onnxruntime intra-op threads should not exceed the cores; ``Settings``
 derives N from that.
@@ -16,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -42,6 +50,8 @@ class Stats:
     running: int = 0
     workers: int = 0
     completed: int = 0
+    abandoned: int = 0
+    """Threads given up on: they outlived their job's budget twice without stopping."""
     durations_s: dict[str, float] = field(default_factory=dict)
     """Moving average of run time per pipeline."""
 
@@ -50,10 +60,48 @@ class _Closed(Exception):
     pass
 
 
-def _discard(future: asyncio.Future[Any]) -> None:
-    """Consume an abandoned job's outcome so asyncio does not log it as never retrieved."""
+class _Settled:
+    """A timed-out job's outcome: it was settled when its budget ran out."""
+
+
+_SETTLED = _Settled()
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve an outcome nobody awaits any more (a timed-out job's, or one whose slot was
+    cancelled at shutdown), so asyncio does not log it as never retrieved."""
     if not future.cancelled():
         future.exception()
+
+
+class _Thread:
+    """One daemon thread running submitted calls in order (a slot's worker)."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
+
+    def submit(self, call: Callable[[], R]) -> Future[R]:
+        future: Future[R] = Future()
+        self._calls.put((call, future))
+        return future
+
+    def stop(self) -> None:
+        """Let the thread end once the call in hand (if any) returns."""
+        self._calls.put(None)
+
+    def _loop(self) -> None:
+        while (item := self._calls.get()) is not None:
+            call, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call())
+            except BaseException as exc:
+                future.set_exception(exc)
 
 
 class Executor(Generic[J, R]):
@@ -83,7 +131,7 @@ class Executor(Generic[J, R]):
         self._queue: deque[J] = deque()
         self._wake = asyncio.Event()
         self._slots: list[asyncio.Task[None]] = []
-        self._pools: list[ThreadPoolExecutor] = []
+        self._threads: list[_Thread] = []
         self._closing = False
         self.stats = Stats(workers=workers)
 
@@ -92,7 +140,7 @@ class Executor(Generic[J, R]):
     def start(self) -> None:
         assert not self._slots, "already started"
         for index in range(self.workers):
-            self._pools.append(self._new_pool(index))
+            self._threads.append(self._new_thread(index))
             self._slots.append(asyncio.create_task(self._slot(index), name=f"slot-{index}"))
 
     def close(self) -> list[J]:
@@ -112,8 +160,8 @@ class Executor(Generic[J, R]):
             for task in pending:
                 task.cancel()
             await asyncio.gather(*self._slots, return_exceptions=True)
-        for pool in self._pools:
-            pool.shutdown(wait=False, cancel_futures=True)
+        for thread in self._threads:
+            thread.stop()
 
     @property
     def accepting(self) -> bool:
@@ -169,14 +217,17 @@ class Executor(Generic[J, R]):
         )
         return int(1000 * ((ahead + busy) / self.workers + mine))
 
-    def retry_after(self) -> int:
-        backlog = sum(self.average_s(self._kind(j)) for j in self._queue)
+    def retry_after(self, jobs: list[J] | None = None) -> int:
+        """Seconds until ``jobs`` (default: the whole queue) are likely done."""
+        backlog = sum(
+            self.average_s(self._kind(j)) for j in (self._queue if jobs is None else jobs)
+        )
         return max(1, math.ceil(backlog / self.workers))
 
     # --- workers ---------------------------------------------------------------------------
 
-    def _new_pool(self, index: int) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(1, thread_name_prefix=f"playground-worker-{index}")
+    def _new_thread(self, index: int) -> _Thread:
+        return _Thread(f"playground-worker-{index}")
 
     async def _next(self) -> J:
         while True:
@@ -190,7 +241,6 @@ class Executor(Generic[J, R]):
             await self._wake.wait()
 
     async def _slot(self, index: int) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             try:
                 job = await self._next()
@@ -198,26 +248,42 @@ class Executor(Generic[J, R]):
                 return
             self.stats.running += 1
             started = time.perf_counter()
-            self._started(job)
-            future = loop.run_in_executor(self._pools[index], self._run, job)
-            outcome: R | BaseException
             try:
-                outcome = await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
-            except TimeoutError:
-                self._on_timeout(job)
-                future.add_done_callback(_discard)
-                self._pools[index].shutdown(wait=False)
-                self._pools[index] = self._new_pool(index)
-                outcome = errors.OpFailed(f"job exceeded its time budget of {self.timeout_s:g} s")
-            except Exception as exc:  # the job's own failure, settled below
-                outcome = exc
+                self._started(job)
+                outcome = await self._run_one(index, job)
             finally:
                 self.stats.running -= 1
             self._record(self._kind(job), time.perf_counter() - started)
-            try:
-                self._settle(job, outcome)
-            except Exception:
-                log.exception("settling a job failed")
+            if not isinstance(outcome, _Settled):
+                self._settle_safely(job, outcome)
+
+    async def _run_one(self, index: int, job: J) -> R | BaseException | _Settled:
+        """The job's outcome; past its budget the job is settled as failed at once, and
+        this returns (``_SETTLED``) only once its thread stopped or was given up on."""
+        future = asyncio.wrap_future(self._threads[index].submit(lambda: self._run(job)))
+        future.add_done_callback(_consume)  # also when this slot is cancelled at shutdown
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+        except TimeoutError:
+            pass
+        except Exception as exc:  # the job's own failure, settled by the caller
+            return exc
+        self._on_timeout(job)
+        budget = errors.OpFailed(f"job exceeded its time budget of {self.timeout_s:g} s")
+        self._settle_safely(job, budget)
+        done, _ = await asyncio.wait([future], timeout=self.timeout_s)
+        if not done:
+            log.warning("a worker thread ignored its stop for %g s; replacing it", self.timeout_s)
+            self._threads[index].stop()
+            self._threads[index] = self._new_thread(index)
+            self.stats.abandoned += 1
+        return _SETTLED
+
+    def _settle_safely(self, job: J, outcome: R | BaseException) -> None:
+        try:
+            self._settle(job, outcome)
+        except Exception:
+            log.exception("settling a job failed")
 
     def _record(self, kind: str, seconds: float) -> None:
         old = self.stats.durations_s.get(kind)

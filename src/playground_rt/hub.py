@@ -33,6 +33,7 @@ from . import errors, schemas, session
 from .broker import CancelMessage, FrameMessage, Message, RedisBroker
 from .config import Settings
 from .connection import CLOSE_TIMEOUT_S, Close, Connection, Droppable
+from .hosts import HostPolicy
 from .job import JobEvent
 from .jobs import JobManager
 from .replay import Entry, ReplayBuffer
@@ -80,7 +81,7 @@ class Hub:
         self.connections: set[Connection] = set()
         self.broker: RedisBroker | None = None
         self._subs: dict[str, set[Connection]] = {}
-        self._origins = {o.rstrip("/").lower() for o in settings.allowed_origins}
+        self.hosts = HostPolicy.from_settings(settings)
         self._frames: dict[str, Counter] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._broker_lost_at: int | None = None
@@ -133,14 +134,17 @@ class Hub:
 
     def publish_job(self, event: JobEvent) -> None:
         """Listener on the job manager: deliver here, and to other processes via Redis."""
-        self._deliver(event.frame, event.task_ids)
+        self._deliver(event.frame, event.task_ids, event.withdrawn)
         if self.broker is not None:
-            self.broker.publish(FrameMessage(self.epoch, sorted(event.task_ids), event.frame))
+            message = FrameMessage(self.epoch, sorted(event.task_ids), event.frame, event.withdrawn)
+            self.broker.publish(message)
 
-    def _deliver(self, frame: schemas.JobFrame, task_ids: frozenset[str]) -> None:
+    def _deliver(
+        self, frame: schemas.JobFrame, task_ids: frozenset[str], withdrawn: bool = False
+    ) -> None:
         seq = self.next_seq()
         base = msgspec.structs.replace(frame, seq=seq, epoch=self.epoch, taskId=None)
-        entry = Entry(seq, base, task_ids)
+        entry = Entry(seq, base, task_ids, withdrawn)
         self.replay.append(entry)
         recipients = self._recipients(entry)
         texts: dict[str | None, str] = {}
@@ -156,8 +160,9 @@ class Hub:
         for task_id in sorted(entry.task_ids):
             for conn in self._subs.get("t:" + task_id, ()):
                 found.setdefault(conn, task_id)
-        for conn in self._subs.get("j:" + entry.job_id, ()):
-            found.setdefault(conn, None)
+        if not entry.withdrawn:
+            for conn in self._subs.get("j:" + entry.job_id, ()):
+                found.setdefault(conn, None)
         return found
 
     def _broadcast(self, key: str, frame: schemas.ServerFrame, droppable: bool) -> None:
@@ -249,13 +254,8 @@ class Hub:
             self.telemetry.ws_connections.dec()
 
     def _origin_allowed(self, websocket: WebSocket) -> bool:
-        origin = websocket.headers.get("origin")
-        if origin is None:  # not a browser: Origin protects browsers' ambient credentials
-            return True
-        origin = origin.rstrip("/").lower()
-        if origin in self._origins or "*" in self._origins:
-            return True
-        return urlsplit(origin).netloc == websocket.headers.get("host", "").lower()
+        headers = websocket.headers
+        return self.hosts.allows_origin(headers.get("origin"), headers.get("host"))
 
     def _refusal(self, websocket: WebSocket) -> tuple[int, str] | None:
         token = self.settings.token
@@ -295,43 +295,64 @@ class Hub:
 
     # --- client frames ---------------------------------------------------------------------
 
-    def cancel(self, job_id: str | None, task_id: str | None, relay: bool) -> None:
-        """Withdraw ``task_id``'s interest (every interest without one) in the job(s).
+    def cancel(self, conn: Connection, job_id: str | None, task_id: str | None) -> None:
+        """A client's ``cancel``: withdraw its interest, never anyone else's.
 
-        Jobs run by another process get the cancel through the broker.
+        With a ``taskId`` (a capability: only its holder knows it), that task's interest in
+        ``job_id``, or in every job it follows. With only ``job_id``, the interests of the
+        taskIds this socket follows, and the socket stops following the job's id. Jobs run
+        by another process get the withdrawal through the broker.
         """
         if job_id is None and task_id is None:
             raise errors.BadRequest("cancel needs job_id or taskId")
-        active = self.jobs.active
-        if job_id is not None:
-            targets = [job_id] if job_id in active else []
+        if task_id is not None:
+            pairs = [(job_id, task_id)]
         else:
-            targets = [j.id for j in active.values() if task_id in j.interests]
-        for target in targets:
-            self.jobs.cancel(target, task_id)
-        if not relay or targets:
-            return
-        if self.broker is not None and self.broker.connected.is_set():
-            self.broker.publish(CancelMessage(self.epoch, job_id, task_id))
-        elif job_id is not None:
-            self.jobs.get(job_id)  # UnknownJob unless it already finished here
+            assert job_id is not None
+            own = {key[2:] for key in conn.keys if key.startswith("t:")}
+            mine = self.jobs.follows(job_id, own)
+            self.unsubscribe(conn, {"j:" + job_id})
+            if not mine and not (own and self._relaying()):
+                self.jobs.get(job_id)  # UnknownJob when it never was here
+                raise errors.BadRequest(
+                    f"this socket follows job {job_id!r} under no taskId of its own; "
+                    "cancel withdraws only your own interest (send your taskId)"
+                )
+            pairs = [(job_id, t) for t in sorted(mine or own)]
+        for pair in pairs:
+            if not self._withdraw(*pair) and self._relaying():
+                assert self.broker is not None
+                self.broker.publish(CancelMessage(self.epoch, *pair))
+
+    def _withdraw(self, job_id: str | None, task_id: str) -> bool:
+        """Withdraw here; False when no job of this process had that interest."""
+        if job_id is None:
+            return bool(self.jobs.withdraw_task(task_id))
+        if not self.jobs.follows(job_id, {task_id}):
+            if not self._relaying():
+                self.jobs.get(job_id)  # UnknownJob unless it already finished here
+            return False
+        self.jobs.withdraw(job_id, task_id)
+        return True
+
+    def _relaying(self) -> bool:
+        return self.broker is not None and self.broker.connected.is_set()
 
     def resume(self, conn: Connection, frame: schemas.Resume) -> None:
+        """Subscribe, then replay what the socket missed, in seq order, paged: the replay
+        is queued as one entry and encoded frame by frame as the client reads it, so any
+        number of frames (up to the buffer's) arrives, and the socket is never evicted
+        for its length. What follows (``gap``, the ``ack``, live frames) comes after it.
+        One replay at a time: a resume before the previous one's ack is refused."""
+        if conn.pages:
+            raise errors.BadRequest("the previous resume is still being replayed: await its ack")
         before = frozenset(conn.keys)
         self.subscribe(conn, {"t:" + t for t in frame.taskIds} | {"j:" + j for j in frame.job_ids})
         same = frame.epoch == self.epoch or (frame.epoch is None and frame.last_seq == 0)
         start = frame.last_seq if same else 0
-        for entry in self.replay.after(start):
-            wanted, task_id = entry.match(conn.keys)
-            if not wanted:
-                continue
-            if (
-                conn.live_since is not None
-                and entry.seq >= conn.live_since
-                and entry.match(before)[0]
-            ):
-                continue  # already delivered live to this socket
-            conn.offer(_encode(_with_task(entry.frame, task_id)))
+        missed = self.replay.missed(start, conn.keys, before, conn.live_since)
+        if missed:
+            conn.page(_encode(_with_task(entry.frame, task_id)) for entry, task_id in missed)
         if not same or frame.last_seq < self.replay.dropped_upto:
             detail = "another epoch (the server restarted)" if not same else "frames were discarded"
             self.reply(conn, self._gap(frame.last_seq, f"{detail}; refetch job state over REST"))
@@ -344,9 +365,15 @@ class Hub:
 
     def _on_broker(self, message: Message) -> None:
         if isinstance(message, FrameMessage):
-            self._deliver(message.frame, frozenset(message.task_ids))
-        else:
-            self.cancel(message.job_id, message.task_id, relay=False)
+            self._deliver(message.frame, frozenset(message.task_ids), message.withdrawn)
+        elif message.task_id is not None:
+            self._withdraw_relayed(message.job_id, message.task_id)
+
+    def _withdraw_relayed(self, job_id: str | None, task_id: str) -> None:
+        if job_id is None:
+            self.jobs.withdraw_task(task_id)
+        elif self.jobs.follows(job_id, {task_id}):
+            self.jobs.withdraw(job_id, task_id)
 
     def _on_broker_state(self, connected: bool) -> None:
         if not connected:

@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from . import errors, images, pipelines, schemas
 
 
@@ -21,7 +19,7 @@ class JobState(enum.Enum):
     RUNNING = "running"  # on a worker thread
     COMPLETED = "completed"  # result on disk (computed now or found in the cache)
     FAILED = "failed"  # an op raised, timed out or the image could not be processed
-    CANCELLED = "cancelled"  # every interest withdrew, or the server shut down
+    CANCELLED = "cancelled"  # every interest withdrew, an outright cancel, or shutdown
 
 
 _NEXT: dict[JobState, frozenset[JobState]] = {
@@ -43,6 +41,8 @@ class Prepared:
     job_id: str
     cache_key: str
     notes: tuple[str, ...]
+    size: tuple[int, int]
+    """The image's upright ``(width, height)`` from its header (``images.probe``)."""
 
     @property
     def pipeline_id(self) -> str:
@@ -55,7 +55,8 @@ class Job:
     routed_backend: str
     state: JobState = JobState.QUEUED
     interests: set[str] = field(default_factory=set)
-    image: Image.Image | None = None
+    client: str | None = None
+    """Who queued it (remote address), for the per-client share of the queue."""
     result_path: Path | None = None
     cache_hit: bool = False
     detail: str | None = None
@@ -96,10 +97,16 @@ class Job:
 
 @dataclass(frozen=True)
 class JobEvent:
-    """One frame about a job, for every subscriber of its id or of any of its taskIds."""
+    """One frame about a job, for every subscriber of its id or of any of its taskIds.
+
+    A ``withdrawn`` event is the terminal frame of followers who stopped following a job
+    that goes on for others: it goes to ``task_ids`` only, never to the job's id
+    subscribers, and it is not the job's outcome.
+    """
 
     frame: schemas.JobFrame
     task_ids: frozenset[str]
+    withdrawn: bool = False
 
 
 Listener = Callable[[JobEvent], None]

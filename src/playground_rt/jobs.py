@@ -6,9 +6,17 @@ bytes, cache key). Then, in order: an identical job already queued or running is
 client-capable preview is left to the browser's workers; anything else is queued on the
 executor.
 
+A queued job holds what it was sent (the image bytes), never pixels: the image is decoded
+on the worker thread that runs it, inside its time budget and after the queue admitted it,
+so a full queue refuses without decoding and a hostile file costs one worker slot.
+
 A job is wanted by *interests*: the taskIds that asked for it (or an anonymous token). A
-cancel or a supersede removes one interest; the job is cancelled when none is left, so one
-tab cancelling never kills the same work another tab is waiting for.
+withdrawal (a cancel with a taskId, or a supersede) removes one interest and tells that
+taskId's followers ``cancelled``; the job itself is cancelled when no interest is left, so
+one tab cancelling never kills the same work another tab is waiting for. Only an outright
+:meth:`JobManager.cancel` (the API requires the server token for it) stops a job for
+everyone. A cancelled job is terminal at once: its followers hear it then, and an
+identical request arriving while its thread winds down starts a new job.
 """
 
 from __future__ import annotations
@@ -21,8 +29,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-
-from PIL import Image
 
 from . import errors, images, pipelines, schemas
 from .cache import ResultStore
@@ -81,7 +87,8 @@ class JobManager:
 
     async def stop(self, grace_s: float) -> None:
         """Stop for shutdown: queued jobs are cancelled at once, running ones get ``grace_s``
-        to finish and are then told to stop; every job ends with a terminal frame."""
+        to finish and are then cancelled; every job ends with a terminal frame. Threads
+        still inside an op are not waited for (they are daemon threads)."""
         if self._stopped:
             return
         self._stopped = True
@@ -92,12 +99,9 @@ class JobManager:
             await asyncio.wait(
                 [asyncio.ensure_future(j.done.wait()) for j in running], timeout=grace_s
             )
-        for job in self.active.values():
-            job.stop.set()
-        await self.executor.join(timeout_s=1.0)
         for job in list(self.active.values()):
-            if not job.terminal:
-                self._finish(job, JobState.CANCELLED, detail="server shutting down")
+            self._cancel(job, "server shutting down")
+        await self.executor.join(timeout_s=0)
 
     # --- requests --------------------------------------------------------------------------
 
@@ -105,7 +109,15 @@ class JobManager:
         """Validate a request without running it (``PlaygroundError`` on bad input)."""
         return await self.intake.prepare(request)
 
-    async def submit(self, prepared: Prepared, mode: Mode, task_id: str | None) -> Submission:
+    async def submit(
+        self, prepared: Prepared, mode: Mode, task_id: str | None, client: str | None = None
+    ) -> Submission:
+        """Run ``prepared`` (or join, answer from the cache, leave it to the browser).
+
+        ``client`` names who queues it (the remote address): one client holds at most
+        ``client_queue_share`` places in the queue, so one busy tab or script cannot shut
+        everyone else out.
+        """
         interest = task_id or f"anon:{uuid.uuid4().hex}"
         notes = list(prepared.notes)
         route_client = mode == "preview" and prepared.plan.route == "client"
@@ -124,20 +136,13 @@ class JobManager:
             return Submission(
                 self._cache_hit(prepared, backend, interest, path), "completed", notes
             )
-        job = Job(prepared, backend, interests={interest})
+        job = Job(prepared, backend, interests={interest}, client=client)
         if route_client:
             notes.append("Client should use cache_key to reuse previously computed previews.")
             return Submission(job, "accepted", notes)
-        # Registered before the first await: an identical request arriving while this one
-        # decodes must join it, not start a second run.
+        self._check_share(client)
+        position = self.executor.submit(job)  # QueueFull before anything is decoded
         self.active[job.id] = job
-        try:
-            position = await self._enqueue(job)
-        except errors.PlaygroundError as exc:
-            self.active.pop(job.id, None)
-            if job.interests - {interest} and not job.terminal:  # others joined meanwhile
-                self._finish(job, JobState.FAILED, detail=exc.detail)
-            raise
         self._emit(
             job,
             schemas.Queued(job_id=job.id, position=position, eta_ms=self.executor.eta_ms(position)),
@@ -145,16 +150,18 @@ class JobManager:
         notes.append(QUEUED_NOTE)
         return Submission(job, "accepted", notes)
 
-    async def _enqueue(self, job: Job) -> int:
-        """Decode the image, check the result's size, queue the job; its queue position."""
-        job.image = await self._decode(job)
-        width, height = pipelines.output_size(job.prepared.plan, job.image.size)
-        if width * height > self.settings.max_pixels:
-            raise errors.TooLarge(
-                f"the result would be {width}x{height} = {width * height} pixels; "
-                f"max_pixels={self.settings.max_pixels}"
+    def _check_share(self, client: str | None) -> None:
+        share = self.settings.client_queue_share
+        if client is None or share == 0:
+            return
+        mine = [job for job in self.executor.queued() if job.client == client]
+        if len(mine) >= share:
+            seconds = self.executor.retry_after(mine)
+            raise errors.ClientQueueFull(
+                f"you have {len(mine)} jobs waiting (client_queue_share={share}); "
+                f"retry in {seconds} s",
+                retry_after=seconds,
             )
-        return self.executor.submit(job)
 
     async def wait(self, job: Job, timeout_s: float) -> bool:
         """Wait until ``job`` is terminal or ``timeout_s`` passed; True when terminal."""
@@ -164,18 +171,36 @@ class JobManager:
             return False
         return True
 
-    def cancel(self, job_id: str, task_id: str | None = None) -> Job:
-        """Withdraw ``task_id``'s interest (every interest when None); cancel if none is left."""
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job outright, for every follower (the API asks for the token first)."""
         job = self.active.get(job_id)
         if job is None:
             return self.get(job_id)
-        if task_id is None:
-            job.interests.clear()
-        else:
-            job.interests.discard(task_id)
-        if not job.interests:
-            self._cancel(job)
+        self._cancel(job, "cancelled outright")
         return job
+
+    def withdraw(self, job_id: str, task_id: str) -> Job:
+        """Withdraw ``task_id``'s interest in a job: its followers get ``cancelled``; the job
+        goes on while another interest is left. ``UnknownJob`` when the task does not follow
+        a job in flight (a finished job is returned as it is)."""
+        job = self.active.get(job_id)
+        if job is None:
+            return self.get(job_id)
+        if not self._withdraw(job, task_id, "cancelled by the client"):
+            raise errors.UnknownJob(f"task {task_id!r} does not follow job {job_id!r}")
+        return job
+
+    def withdraw_task(self, task_id: str) -> list[Job]:
+        """Withdraw ``task_id`` from every job in flight it follows; those jobs."""
+        jobs = [job for job in self.active.values() if task_id in job.interests]
+        for job in jobs:
+            self._withdraw(job, task_id, "cancelled by the client")
+        return jobs
+
+    def follows(self, job_id: str, task_ids: set[str]) -> set[str]:
+        """Which of ``task_ids`` follow the job in flight ``job_id``."""
+        job = self.active.get(job_id)
+        return task_ids & job.interests if job is not None else set()
 
     def get(self, job_id: str) -> Job:
         job = self.active.get(job_id) or self.finished.get(job_id)
@@ -237,17 +262,14 @@ class JobManager:
         relative = path.resolve().relative_to(self.settings.results_root.resolve())
         return "/results/" + relative.as_posix()
 
-    async def _decode(self, job: Job) -> Image.Image:
-        started = time.perf_counter()
-        image = await asyncio.to_thread(images.decode, job.prepared.source.data, self.limits)
-        job.durations["decode"] = _ms(time.perf_counter() - started)
-        return image
-
     # --- running (worker thread) -----------------------------------------------------------
 
     def _execute(self, job: Job) -> Path:
-        assert job.image is not None
-        image, steps = job.image, job.prepared.plan.steps
+        job.check()  # cancelled between being taken and reaching its thread
+        started = time.perf_counter()
+        image = images.decode(job.prepared.source.data, self.limits)
+        job.durations["decode"] = _ms(time.perf_counter() - started)
+        steps = job.prepared.plan.steps
         ctx = OpContext(
             models=self.models,
             report=lambda stage, step, total: self._report(job, stage, step, total),
@@ -278,13 +300,13 @@ class JobManager:
         job.move(JobState.RUNNING)
         alone = self.executor.stats.running == 1 and not self.executor.queued()
         job.wide = alone and self.settings.wide_threads > 0
-        job.durations["queue"] = _ms(time.perf_counter() - job.created) - job.durations.get(
-            "decode", 0
-        )
+        job.durations["queue"] = _ms(time.perf_counter() - job.created)
         for queued in self.executor.queued():
             self._announce_position(queued)
 
     def _settle(self, job: Job, outcome: Path | BaseException) -> None:
+        if job.terminal:  # cancelled while its thread ran: the outcome is nobody's now
+            return
         if isinstance(outcome, Path):
             job.result_path = outcome
             self._finish(job, JobState.COMPLETED)
@@ -318,17 +340,37 @@ class JobManager:
             self._emit(job, frame)
 
     def _supersede(self, task_id: str, keep: str) -> None:
+        """A task's newer request replaces its older ones, queued or running: while a
+        slider is dragged only the newest value matters (Gradio's ``always_last``). A job
+        another task still wants goes on for that task."""
         for job in list(self.active.values()):
-            if job.id != keep and task_id in job.interests and job.state is JobState.QUEUED:
-                job.interests.discard(task_id)
-                if not job.interests:
-                    self._cancel(job, detail=f"superseded by a newer request of task {task_id}")
+            if job.id != keep and task_id in job.interests:
+                self._withdraw(job, task_id, f"superseded by a newer request of task {task_id}")
 
-    def _cancel(self, job: Job, detail: str = "cancelled by the client") -> None:
-        if job.state is JobState.QUEUED and self.executor.remove(job):
-            self._finish(job, JobState.CANCELLED, detail=detail)
+    def _withdraw(self, job: Job, task_id: str, detail: str) -> bool:
+        """Take ``task_id``'s interest out of ``job``; False when it had none. The last
+        interest cancels the job itself, with ``task_id`` still among its followers."""
+        if task_id not in job.interests:
+            return False
+        if job.interests == {task_id}:
+            self._cancel(job, detail)
+        else:
+            job.interests.discard(task_id)
+            if not task_id.startswith("anon:"):
+                frame = schemas.Cancelled(job_id=job.id, detail=detail)
+                self._emit_event(JobEvent(frame, frozenset({task_id}), withdrawn=True))
+        return True
+
+    def _cancel(self, job: Job, detail: str) -> None:
+        """Terminal at once; a running job's thread stops at its next check, its slot
+        stays taken until then (the executor waits for it)."""
+        if job.state is JobState.QUEUED:
+            self.executor.remove(job)
         elif job.state is JobState.RUNNING:
-            job.stop.set()  # the worker stops at its next step; _settle finishes the job
+            job.stop.set()
+        else:
+            return
+        self._finish(job, JobState.CANCELLED, detail=detail)
 
     def _cache_hit(self, prepared: Prepared, backend: str, interest: str, path: Path) -> Job:
         job = Job(without_image(prepared), backend, interests={interest}, result_path=path)
@@ -342,19 +384,19 @@ class JobManager:
         job.move(state)
         job.detail = detail
         job.durations["total"] = _ms(time.perf_counter() - job.created)
-        job.image = None
         job.prepared = without_image(job.prepared)  # kept jobs must not keep request bytes
         if job.flush is not None:
             job.flush.cancel()
             job.flush = None
-        self.active.pop(job.id, None)
+        if self.active.get(job.id) is job:  # an identical newer job may have taken the id
+            del self.active[job.id]
         self._retire(job)
         if state is JobState.COMPLETED:
             self._emit(job, self._completed_frame(job))
         elif state is JobState.FAILED:
             self._emit(job, schemas.Failed(job_id=job.id, detail=detail or "failed"))
         else:
-            self._emit(job, schemas.Cancelled(job_id=job.id))
+            self._emit(job, schemas.Cancelled(job_id=job.id, detail=detail))
         job.done.set()
 
     def _completed_frame(self, job: Job) -> schemas.Completed:
@@ -383,7 +425,9 @@ class JobManager:
             )
 
     def _emit(self, job: Job, frame: schemas.JobFrame) -> None:
-        event = JobEvent(frame, job.task_ids)
+        self._emit_event(JobEvent(frame, job.task_ids))
+
+    def _emit_event(self, event: JobEvent) -> None:
         for listener in self.listeners:
             try:
                 listener(event)

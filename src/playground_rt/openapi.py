@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from . import schemas
+from .cache import JOB_ID_PATTERN
 from .pipelines import PIPELINES
 
 
@@ -21,7 +22,8 @@ class Operation:
     errors: tuple[int, ...] = (400, 404, 413, 422)
     ok: int = 200
     params: tuple[tuple[str, str], ...] = ()
-    """(name, location) pairs; path params are required, query params optional strings."""
+    """(name, location) pairs; path params are required, query params optional strings
+    (constrained by ``PATTERNS`` where the server checks a shape)."""
     media: tuple[str, ...] = ("application/json",)
     """Media types of the OK answer; a ``bytes`` response is a binary body in any of them."""
 
@@ -30,6 +32,9 @@ IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"
 
 
 JOB_ID = (("job_id", "path"),)
+PATTERNS = {"job_id": JOB_ID_PATTERN}
+BODY_ERRORS = (408, 415)
+"""What every operation with a JSON body may also answer: a body too slow, not JSON."""
 OPERATIONS = (
     Operation(
         "post",
@@ -127,7 +132,7 @@ def _operation(op: Operation, refs: dict[type[Any], dict[str, Any]]) -> dict[str
     )
     content = {media: {"schema": ok_schema} for media in op.media}
     responses: dict[str, Any] = {str(op.ok): {"description": "OK", "content": content}}
-    for status in op.errors:
+    for status in sorted({*op.errors, *(BODY_ERRORS if op.body is not None else ())}):
         responses[str(status)] = {
             "description": "Error",
             "content": _content(refs[schemas.ErrorBody]),
@@ -137,10 +142,15 @@ def _operation(op: Operation, refs: dict[type[Any], dict[str, Any]]) -> dict[str
         out["requestBody"] = {"required": True, "content": _content(refs[op.body])}
     if op.params:
         out["parameters"] = [
-            {"name": name, "in": where, "required": where == "path", "schema": {"type": "string"}}
+            {"name": name, "in": where, "required": where == "path", "schema": _param(name)}
             for name, where in op.params
         ]
     return out
+
+
+def _param(name: str) -> dict[str, Any]:
+    pattern = PATTERNS.get(name)
+    return {"type": "string"} if pattern is None else {"type": "string", "pattern": pattern}
 
 
 def document(version: str) -> dict[str, Any]:

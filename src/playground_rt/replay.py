@@ -25,6 +25,8 @@ class Entry:
     frame: schemas.JobFrame
     """Stamped with seq and epoch, ``taskId`` None (set per recipient)."""
     task_ids: frozenset[str]
+    withdrawn: bool = False
+    """For ``task_ids`` only (they stopped following), not for the job id's followers."""
 
     @property
     def job_id(self) -> str:
@@ -39,7 +41,7 @@ class Entry:
         for task_id in sorted(self.task_ids):
             if "t:" + task_id in keys:
                 return True, task_id
-        return "j:" + self.job_id in keys, None
+        return not self.withdrawn and "j:" + self.job_id in keys, None
 
 
 class ReplayBuffer:
@@ -59,6 +61,26 @@ class ReplayBuffer:
 
     def oldest_seq(self, default: int) -> int:
         return self._entries[0].seq if self._entries else default
+
+    def missed(
+        self,
+        seq: int,
+        keys: set[str] | frozenset[str],
+        before: frozenset[str],
+        live_since: int | None,
+    ) -> list[tuple[Entry, str | None]]:
+        """What a socket following ``keys`` missed after ``seq``, with the taskId each frame
+        carries for it: every match, less what it already got live (entries from
+        ``live_since`` on that matched the keys it followed ``before`` this resume)."""
+        found = []
+        for entry in self.after(seq):
+            wanted, task_id = entry.match(keys)
+            if not wanted:
+                continue
+            if live_since is not None and entry.seq >= live_since and entry.match(before)[0]:
+                continue
+            found.append((entry, task_id))
+        return found
 
     def after(self, seq: int) -> Iterator[Entry]:
         """Entries with a seq above ``seq``, oldest first."""

@@ -362,7 +362,9 @@ class Failed(_JobFrame, tag="failed", kw_only=True):
 
 
 class Cancelled(_JobFrame, tag="cancelled", kw_only=True):
-    pass
+    detail: str | None = None
+    """Why: cancelled by its followers, superseded by a newer request of the task, or this
+    follower withdrew while the job goes on for others."""
 
 
 class Telemetry(_ServerFrame, tag="telemetry", kw_only=True):

@@ -93,7 +93,7 @@ async def handle(hub: Hub, conn: Connection, frame: schemas.ClientFrame) -> None
         case schemas.Unsubscribe():
             hub.unsubscribe(conn, _keys(frame))
         case schemas.Cancel():
-            hub.cancel(frame.job_id, frame.taskId, relay=True)
+            hub.cancel(conn, frame.job_id, frame.taskId)
         case schemas.TelemetryIn():
             hub.telemetry.client_report(_report(frame))
         case schemas.Resume():
@@ -115,7 +115,8 @@ async def submit(hub: Hub, conn: Connection, frame: schemas.Submit) -> None:
     seq = hub.next_seq()
     conn.hold()
     try:
-        sub = await hub.jobs.submit(prepared, frame.mode, task_id)
+        client = conn.ws.client.host if conn.ws.client else None
+        sub = await hub.jobs.submit(prepared, frame.mode, task_id, client)
         reply = schemas.Ack(
             ref=frame.ref,
             job_id=sub.job.id,

@@ -85,6 +85,8 @@ class Telemetry:
     def job_event(self, event: JobEvent) -> None:
         """Listener on the job manager: counts outcomes and stage times."""
         frame = event.frame
+        if event.withdrawn:  # one follower's notice, not the job's outcome
+            return
         if isinstance(frame, schemas.Completed):
             pipeline, _ = split_job_id(frame.job_id)
             self.jobs_total.labels(pipeline, "cache_hit" if frame.cache_hit else "completed").inc()

@@ -84,6 +84,9 @@ export class Previewer {
   async run(pipeline, params, { server = false, auto = true } = {}) {
     const seq = ++this.seq;
     if (!this.image) return;
+    // A canvas cannot give the file's colours under alpha (imaging.js, decodeBlob): the
+    // server computes translucent images, so both sides agree under one cache_key.
+    const translucent = Boolean(this.image.pixels?.translucent);
     const started = performance.now();
     const key = await this.#clientKey(pipeline, params);
     if (seq !== this.seq) return;
@@ -91,7 +94,7 @@ export class Previewer {
     this.ui.keyCheck(null);
     if (key && this.#fromMemo(key)) return;
 
-    const plan = this.#plan(pipeline, params, { server, auto });
+    const plan = this.#plan(pipeline, params, { server, auto, translucent });
     this.ui.status("Sending the preview request…");
     const toServer = plan.where === "server";
     let answer = await this.#post(this.body(pipeline, params, { server: toServer }), seq);
@@ -163,7 +166,7 @@ export class Previewer {
    * Where this preview should run: {where, why, steps, rembg (its step), maskKey}. The
    * model step is placed by measurement (placement.js); light ops always fit the page.
    */
-  #plan(pipeline, params, { server, auto }) {
+  #plan(pipeline, params, { server, auto, translucent }) {
     const steps = enabledSteps(pipeline, params);
     const index = steps.findIndex((s) => s.name === "rembg");
     const rembg = index < 0 ? null : steps[index];
@@ -171,6 +174,10 @@ export class Previewer {
     const maskKey = rembg && `${rembg.params.model}|${this.image.sha256}|${canonicalJson(before)}`;
     const plan = { steps, index, rembg, maskKey, where: "client", why: "light ops" };
     if (server) return { ...plan, where: "server", why: "“Run on server” is ticked" };
+    if (translucent) {
+      const why = "a translucent image (the canvas loses its colours)";
+      return { ...plan, where: "server", why };
+    }
     if (!this.pool) return { ...plan, where: "server", why: "this browser cannot run workers" };
     if (!rembg) return plan;
     const upload = this.image.base64?.length ?? 0; // a dataset path uploads nothing
