@@ -42,9 +42,13 @@ lint:
     {{venv}}/bin/ruff format --check src tests bench
     {{venv}}/bin/mypy
 
-# benchmarks: pipeline (raw ORT ceiling, rembg s, playground-rt) and hub fan-out
+# benchmarks: pipeline (raw ORT ceiling, rembg s, playground-rt), hub fan-out, browser
 bench *ARGS:
     {{py}} -m playground_rt.cli bench {{ARGS}}
+
+# the page's u2netp (Chromium, onnxruntime-web) against the server's; server jobs per 100 previews
+bench-browser *ARGS:
+    {{py}} -m bench.browser {{ARGS}}
 
 # schemathesis against /openapi.json with many examples
 fuzz EXAMPLES="500":

@@ -6,8 +6,9 @@ Each client holds one socket subscribed to its own taskId (``load-<n>``), sends 
 in flight: ``POST /api/pipelines/preview`` with its taskId. A scheduler starts previews at
 ``--rate`` per second on idle clients, a mix of three kinds:
 
-* ``client``: client-capable ops with ``"rembg": "client"``: answered ``accepted`` for the
-  browser's workers (no server job, no frames) unless the result is already cached;
+* ``client``: client-capable ops with ``"background_removal": "client"``: answered
+  ``accepted`` for the browser's workers (no server job, no frames) unless the result is
+  already cached;
 * ``server``: ``equalize`` (no client worker), so the server runs it: cheap CPU work;
 * ``rembg``: background removal with u2netp at a random ``strength``: the heavy kind.
 
@@ -102,7 +103,8 @@ def image_pool(n: int, seed: int = 1) -> list[str]:
 
 def body(kind: str, image: str, rng: random.Random, task_id: str) -> bytes:
     if kind == "client":
-        params: dict[str, Any] = {"flip": True, "blur": {"kernelSize": 3}, "rembg": "client"}
+        params: dict[str, Any] = {"flip": True, "blur": {"kernelSize": 3}}
+        params["background_removal"] = "client"
         pipeline = "preprocessing"
     elif kind == "server":
         params, pipeline = {"equalize": True, "grayscale": rng.random() < 0.5}, "preprocessing"

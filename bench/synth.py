@@ -28,39 +28,40 @@ def png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def photo(seed: int) -> Image.Image:
+def photo(seed: int, size: tuple[int, int] = SIZE) -> Image.Image:
+    """One photo-like RGB image of ``size`` (the same scene, scaled, for every size)."""
     rng = np.random.default_rng(seed)
-    background = Image.fromarray(_background(rng), "RGB")
-    subject, mask = _subject(rng)
+    background = Image.fromarray(_background(rng, size), "RGB")
+    subject, mask = _subject(rng, size)
     background.paste(subject, (0, 0), mask)
     return background
 
 
-def _background(rng: np.random.Generator) -> npt.NDArray[np.uint8]:
-    width, height = SIZE
+def _background(rng: np.random.Generator, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    width, height = size
     coarse = rng.uniform(40, 215, size=(6, 8, 3)).astype(np.uint8)
     smooth = np.asarray(
-        Image.fromarray(coarse, "RGB").resize(SIZE, Image.Resampling.BICUBIC), dtype=np.float32
+        Image.fromarray(coarse, "RGB").resize(size, Image.Resampling.BICUBIC), dtype=np.float32
     )
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    angle, period = rng.uniform(0, np.pi), rng.uniform(8, 40)
+    angle, period = rng.uniform(0, np.pi), rng.uniform(8, 40) * width / SIZE[0]
     stripes = 12 * np.sin((xs * np.cos(angle) + ys * np.sin(angle)) * 2 * np.pi / period)
     grain = rng.normal(0, 7, size=(height, width, 3)).astype(np.float32)
     return _clip(smooth + stripes[..., None] + grain)
 
 
-def _subject(rng: np.random.Generator) -> tuple[Image.Image, Image.Image]:
+def _subject(rng: np.random.Generator, size: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
     """A head-and-shoulders figure with a vertical light gradient, and its soft mask."""
-    width, height = SIZE
+    width, height = size
     cx = int(rng.uniform(0.3, 0.7) * width)
     head = int(rng.uniform(0.09, 0.14) * height)
     top = int(rng.uniform(0.15, 0.3) * height)
-    mask = Image.new("L", SIZE, 0)
+    mask = Image.new("L", size, 0)
     draw = ImageDraw.Draw(mask)
     draw.ellipse((cx - head, top, cx + head, top + 2 * head), fill=255)
     shoulders = int(head * rng.uniform(2.2, 3.2))
     draw.ellipse((cx - shoulders, top + 2 * head, cx + shoulders, height + 2 * head), fill=255)
-    mask = mask.filter(ImageFilter.GaussianBlur(1.5))
+    mask = mask.filter(ImageFilter.GaussianBlur(1.5 * width / SIZE[0]))
     colour = rng.uniform(30, 230, size=3).astype(np.float32)
     light = np.linspace(1.25, 0.7, height, dtype=np.float32)[:, None, None]
     texture = rng.normal(0, 5, size=(height, width, 3)).astype(np.float32)

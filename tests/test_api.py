@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -45,6 +47,90 @@ async def test_seed_preview_verbatim_with_a_real_image(server: Server) -> None:
     assert answer["taskId"] == "seed-1"
     assert any("cache_key" in note for note in answer["notes"])
     assert any("checkpoint_path is not used" in note for note in answer["notes"])
+
+
+async def test_seed_preview_with_the_fallback_switch_is_a_server_cutout(server: Server) -> None:
+    seed = dict(SEED_PREVIEW, image_base64=b64(seed_image_bytes(server)))
+    client = (await server.post("/api/pipelines/preview", seed)).json()
+    forced = dict(seed, params={**SEED_PREVIEW["params"], "background_removal": "server"})
+    response = await server.post("/api/pipelines/fallback", forced)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["status"] == "completed", answer
+    assert answer["routed_backend"] == "server-preprocessing"
+    assert answer["cache_key"] == client["cache_key"]  # placement is not in the key
+    png = (await server.http.get(answer["result_url"])).content
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.mode == "RGBA"
+        alpha = np.asarray(image.getchannel("A"))
+        assert alpha.min() < 64 and alpha.max() > 192, "the background was not removed"
+    job = (await server.http.get(f"/api/jobs/{answer['job_id']}")).json()
+    stages = [s for s in job["durations"] if s.startswith("op.")]
+    assert stages == ["op.rembg", "op.autocontrast", "op.blur"]  # after geometry, before tone
+
+
+@pytest.mark.parametrize(
+    ("params", "backend", "note"),
+    [
+        pytest.param(
+            {"strength": 0.85, "background_removal": "client"}, "client-workers", "cache_key",
+            id="rembg-pipeline-to-the-page",
+        ),
+        pytest.param({"strength": 0.85}, "server-rembg", "queued on the server", id="default"),
+        pytest.param(
+            {"alpha_matting": True, "background_removal": "client"}, "server-rembg",
+            "alpha_matting runs on the server only", id="alpha-matting-server-only",
+        ),
+        pytest.param(
+            {"model": "u2net", "rembg": "client"}, None, "is not in the model home", id="no-model",
+        ),
+    ],
+)  # fmt: skip
+async def test_rembg_pipeline_routing(
+    server: Server, params: dict[str, Any], backend: str | None, note: str
+) -> None:
+    body = {"pipeline_id": "rembg", "image_path": SEED_IMAGE, "params": params}
+    response = await server.post("/api/pipelines/preview", body)
+    answer = response.json()
+    if backend is None:
+        assert response.status_code in (404, 422, 503) and note in answer["detail"], answer
+        return
+    assert answer["routed_backend"] == backend, answer
+    assert any(note in n for n in answer["notes"]), answer["notes"]
+    if backend.startswith("server-"):  # leave nothing running for the tests after this one
+        await server.http.delete(f"/api/jobs/{answer['job_id']}")
+        await server.state.jobs.wait(server.state.jobs.get(answer["job_id"]), 60)
+
+
+async def test_rembg_step_keys(server: Server) -> None:
+    async def key(params: dict[str, Any]) -> str:
+        body = {"pipeline_id": "preprocessing", "image_path": SEED_IMAGE, "params": params}
+        answer = (await server.post("/api/pipelines/preview", body)).json()
+        return str(answer["cache_key"])
+
+    # Every one routed to the page (background_removal wins), so nothing runs here.
+    page = {"background_removal": "client"}
+    on = {
+        await key({"rembg": "client"}),
+        await key({"rembg": "server", **page}),
+        await key({"rembg": True, **page}),
+        await key({"rembg": {"model": "u2netp", "strength": 1.0}, **page}),
+    }
+    off = {await key(page), await key({"rembg": False, **page})}
+    assert len(on) == 1 and len(off) == 1 and on != off
+    assert await key({"rembg": {"strength": 0.5}, **page}) not in on
+
+
+async def test_pipelines_describe_their_shape(server: Server) -> None:
+    listing = {p["id"]: p for p in (await server.http.get("/api/pipelines")).json()["pipelines"]}
+    pre, flat = listing["preprocessing"], listing["rembg"]
+    assert (pre["flat"], pre["routing_keys"]) == (False, ["background_removal"])
+    assert (flat["flat"], flat["routing_keys"]) == (True, ["rembg", "background_removal"])
+    names = [op["name"] for op in pre["ops"]]
+    assert names.index("flip") < names.index("rembg") < names.index("grayscale")
+    rembg = pre["ops"][names.index("rembg")]
+    assert rembg["placed"] and rembg["client"] and rembg["client_models"] == ["u2netp"]
+    assert not flat["ops"][0]["placed"]
 
 
 async def test_seed_fallback_verbatim_runs_rembg_for_real(server: Server) -> None:
@@ -186,6 +272,21 @@ async def test_client_telemetry_is_accepted_and_exported(server: Server) -> None
         'playground_rt_client_queue_depth{source="client-workers"} 3.0'
         in (await server.http.get("/metrics")).text
     )
+
+
+async def test_client_model_timings_reach_metrics(server: Server) -> None:
+    model = {"backend": "wasm", "threads": 2, "infer_ms": 690.0, "runs": 3}
+    report = {"source": "tele-model", "models": {"u2netp": model, "isnet-anime": model}}
+    assert (await server.post("/api/metrics", report)).status_code == 202
+    metrics = (await server.http.get("/metrics")).text
+    labels = 'backend="wasm",model="u2netp",source="tele-model"'
+    assert f"playground_rt_client_inference_seconds{{{labels}}} 0.69" in metrics
+    assert f"playground_rt_client_inference_runs{{{labels}}} 3.0" in metrics
+    assert "isnet-anime" not in metrics  # only models pages run: the labels stay bounded
+    snapshot = server.state.telemetry.snapshot().clients
+    assert any(r.models.get("u2netp") for r in snapshot.values())
+    bad = {"models": {"u2netp": {"backend": "cuda"}}}
+    assert (await server.post("/api/metrics", bad)).status_code == 422
 
 
 async def test_datasets_page_lists_images_under_the_data_root(server: Server) -> None:
@@ -402,7 +503,7 @@ def test_sha256_is_used_not_python_hash() -> None:
     assert plan.canonical == '{"blur":{"kernelSize":3}}'
     image_sha = hashlib.sha256(b"x").hexdigest()
     text = "\n".join(
-        ["playground-rt/cache-v1", "preprocessing", "1", plan.canonical, "", image_sha]
+        ["playground-rt/cache-v2", "preprocessing", "1", plan.canonical, "", image_sha]
     )
     assert pipelines.digest(plan, image_sha) == hashlib.sha256(text.encode()).hexdigest()[:32]
 

@@ -21,7 +21,10 @@ EXAMPLE_CATALOG = Path(__file__).resolve().parents[1] / "examples" / "train_cata
 SEED_PARAMS: dict[str, Any] = {"autocontrast": True, "rembg": "client", "blur": {"kernelSize": 5}}
 SEED_COMMAND = (
     "playground-rt run --pipeline preprocessing --image data/datasets/images/val/sample.jpg "
-    """--params '{"autocontrast":{"cutoff":0},"blur":{"kernelSize":5}}'"""
+    """--params '{"autocontrast":{"cutoff":0},"blur":{"kernelSize":5},"rembg":{"""
+    '"alpha_matting":false,"alpha_matting_background_threshold":10,'
+    '"alpha_matting_erode_size":10,"alpha_matting_foreground_threshold":240,"bgcolor":null,'
+    """"model":"u2netp","only_mask":false,"post_process_mask":false,"strength":1}}'"""
 )
 
 

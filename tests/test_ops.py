@@ -70,7 +70,7 @@ def test_registry_names_and_client_flags() -> None:
         "crop": False,
         "rotate": True,
         "flip": True,
-        "rembg": False,
+        "rembg": True,  # u2netp without alpha matting or post-processing: ort-worker.js
     }
     for name, spec in OPS.items():
         assert spec.name == name
@@ -595,8 +595,9 @@ def test_js_port_matches_pillow(
 def test_js_client_ops_are_the_client_flagged_ops(tmp_path: Path) -> None:
     script = tmp_path / "names.mjs"
     script.write_text(
-        f"import {{ CLIENT_OPS }} from {json.dumps((ROOT / 'static/js/ops.js').as_uri())};\n"
-        "process.stdout.write(JSON.stringify(CLIENT_OPS));\n"
+        "import { CLIENT_OPS, MODEL_OPS } from "
+        f"{json.dumps((ROOT / 'static/js/ops.js').as_uri())};\n"
+        "process.stdout.write(JSON.stringify([...CLIENT_OPS, ...MODEL_OPS]));\n"
     )
     done = subprocess.run([node(), str(script)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

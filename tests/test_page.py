@@ -62,7 +62,16 @@ KEY_CASES: list[tuple[str, dict[str, Any], bytes]] = [
     ("preprocessing", {"autocontrast": {"cutoff": 1 / 3}, "sharpen": {"radius": 2.5}}, b""),
     ("preprocessing", {"resize": {"width": 40}, "rotate": {"degrees": 270}}, b""),
     ("preprocessing", {"crop": {"left": 3}, "flip": True, "background_removal": "server"}, b""),
+    ("preprocessing", {"rembg": "server", "blur": True, "background_removal": "client"}, b""),
+    ("preprocessing", {"rembg": True, "autocontrast": True}, b""),
+    (
+        "preprocessing",
+        {"rembg": {"strength": 0.85, "bgcolor": [1, 2, 3, 4]}, "resize": {"width": 30}},
+        b"",
+    ),
+    ("preprocessing", {"rembg": {"strength": 1 / 3, "only_mask": True}}, b""),
     ("rembg", {}, encode(sample_image(40, 30, mode="RGBA"))),
+    ("rembg", {"rembg": "client", "strength": 0.5}, b""),
     ("rembg", {"strength": 0.85, "bgcolor": [12, 34, 56, 255], "model": "u2netp"}, b""),
 ]
 
@@ -167,10 +176,11 @@ async def test_client_preview_matches_the_server(
     server: Server, browser: Browser, tmp_path: Path
 ) -> None:
     page = await open_page(browser, server.url)
-    image = sample_image(120, 90, seed=5)
-    await upload(page, tmp_path, image)
+    await page.uncheck("#op-rembg")  # light ops only (tests/test_page_rembg.py: the model)
     for op in ("autocontrast", "blur", "grayscale"):
         await page.check(f"#op-{op}")
+    image = sample_image(120, 90, seed=5)
+    await upload(page, tmp_path, image)  # the form is set first: one preview, of all three
 
     result = await wait_for_result(page, "client-workers", "preprocessing:")
     params = {"autocontrast": True, "blur": {"kernelSize": 5}, "grayscale": True}
@@ -181,11 +191,11 @@ async def test_client_preview_matches_the_server(
 
     body = {"pipeline_id": "preprocessing", "image_base64": b64(encode(image)), "params": params}
     preview = await server.post(
-        "/api/pipelines/preview", {**body, "params": {**params, "rembg": "client"}}
+        "/api/pipelines/preview", {**body, "params": {**params, "background_removal": "client"}}
     )
     assert preview.json()["cache_key"] == client_key
     answer = await server.post(
-        "/api/pipelines/fallback", {**body, "params": {**params, "rembg": "server"}}
+        "/api/pipelines/fallback", {**body, "params": {**params, "background_removal": "server"}}
     )
     assert answer.json()["status"] == "completed", answer.text
     png = (await server.http.get(answer.json()["result_url"])).content
@@ -205,10 +215,11 @@ async def test_command_drawer_follows_the_form(
     page = await open_page(browser, server.url)
     await drop(page, sample_image(seed=9))
     command = page.locator("#command")
-    await page.focus("#op-blur")
-    await page.keyboard.press("Space")  # keyboard use: the op toggles without a mouse
-    await expect(command).to_contain_text('"kernelSize":5')
+    await expect(command).to_contain_text('"kernelSize":5')  # the seed's preview, as opened
     await expect(command).to_contain_text("playground-rt run --pipeline preprocessing")
+    await page.focus("#op-grayscale")
+    await page.keyboard.press("Space")  # keyboard use: the op toggles without a mouse
+    await expect(command).to_contain_text('"grayscale":{"keep_alpha":true}')
 
     await page.fill("#f-blur-kernelSize", "9")
     await expect(command).to_contain_text('"kernelSize":9')
@@ -314,6 +325,7 @@ async def test_cancel_a_queued_job(browser: Browser, tmp_path: Path) -> None:
         page = await open_page(browser, srv.url)
         await expect(page.locator("#socket-state")).to_have_attribute("data-state", "open")
         await upload(page, tmp_path, sample_image(seed=31))
+        await page.check("#run-on-server")  # the rembg pipeline could run in the page too
         seeds = (101, 102)
         blockers = [await blocker(srv, seed) for seed in seeds]
 

@@ -31,9 +31,11 @@ from .hub import Hub
 from .jobs import JobManager
 from .models import ModelRegistry
 from .ops import OPS
-from .pipelines import CANONICAL_FORM, PIPELINES
+from .ops.background import CLIENT_MODELS
+from .pipelines import CANONICAL_FORM, PIPELINES, PLACED_OPS
 from .state import AppState
 from .telemetry import Telemetry
+from .webassets import IsolationMiddleware, ModelFiles, RuntimeFiles
 
 log = logging.getLogger("playground_rt")
 VERSION = version("playground-rt")
@@ -51,10 +53,14 @@ def pipeline_list() -> schemas.PipelineList:
                     summary=OPS[name].summary,
                     client=OPS[name].client,
                     params_schema=msgspec.json.schema(OPS[name].params),
+                    placed=not p.flat and name in PLACED_OPS,
+                    client_models=list(CLIENT_MODELS) if name == "rembg" else [],
                 )
                 for name in p.ops
             ],
             params_schema=p.schema(),
+            flat=p.flat,
+            routing_keys=list(p.routing),
         )
         for p in PIPELINES.values()
     ]
@@ -113,6 +119,16 @@ async def _warm_task(state: AppState) -> None:
         log.info("models ready: %s", ", ".join(m.model for m in state.models.info()))
 
 
+def webassets_routes(settings: Settings) -> list[BaseRoute]:
+    """The model files and onnxruntime-web's runtime, for the page's own model worker."""
+    models = ModelFiles(settings.model_home)
+    runtime = RuntimeFiles(settings.resolved_static_dir())
+    return [
+        Route("/models/{model}.onnx", models.endpoint, methods=["GET", "HEAD"]),
+        Route("/vendor/onnxruntime-web/{file}", runtime.endpoint, methods=["GET", "HEAD"]),
+    ]
+
+
 class TrustedHosts:
     """ASGI middleware: requests and handshakes for another ``Host`` never reach the app
     (``hosts``: the DNS-rebinding defence)."""
@@ -162,6 +178,7 @@ def _routes(state: AppState) -> list[BaseRoute]:
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
+        *webassets_routes(settings),
         WebSocketRoute("/ws", state.hub.endpoint),
         Mount(
             "/results",
@@ -195,7 +212,10 @@ def create_app(settings: Settings) -> Starlette:
             await state.drain()
 
     routes = _routes(state)
-    middleware = [Middleware(TrustedHosts, HostPolicy.from_settings(settings))]
+    middleware = [
+        Middleware(TrustedHosts, HostPolicy.from_settings(settings)),
+        Middleware(IsolationMiddleware),
+    ]
     if settings.allowed_origins:
         middleware.append(
             Middleware(

@@ -219,7 +219,7 @@ class Catalog:
     ) -> str | None:
         if given is None:
             return None
-        if not plan.uses_model:
+        if not plan.uses_checkpoint:
             warnings.append(
                 f"preview.checkpoint_path is not used by pipeline {plan.pipeline.id!r}; left out"
             )

@@ -70,7 +70,7 @@ class Intake:
         if given is None:
             return None
         path = confine(self.settings.outputs_root, given, field="checkpoint_path")
-        if not plan.uses_model:
+        if not plan.uses_checkpoint:
             notes.append(f"checkpoint_path is not used by pipeline {plan.pipeline.id!r}")
             return None
         if path.suffix.lower() in PYTORCH_SUFFIXES:

@@ -121,9 +121,8 @@ class JobManager:
         interest = task_id or f"anon:{uuid.uuid4().hex}"
         notes = list(prepared.notes)
         route_client = mode == "preview" and prepared.plan.route == "client"
-        if route_client and not prepared.plan.client_capable:
-            server_ops = [s.op.name for s in prepared.plan.steps if not s.op.client]
-            notes.append(f"ops {server_ops} have no client worker; running on the server")
+        if route_client and (why := prepared.plan.server_reasons(prepared.checkpoint is not None)):
+            notes.append("; ".join(why) + ": running on the server")
             route_client = False
         backend = "client-workers" if route_client else f"server-{prepared.pipeline_id}"
         if task_id is not None:

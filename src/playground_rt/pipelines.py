@@ -4,10 +4,16 @@ A pipeline's ``params`` object has two kinds of keys:
 
 * op keys: in ``preprocessing`` each op is a key, ``true`` (its defaults), ``false``/absent
   (off) or an object of that op's params; in ``rembg`` the ``rembg`` op's params sit at the
-  top level (``{"strength": 0.85}``).
+  top level (``{"strength": 0.85}``). The ``rembg`` key of ``preprocessing`` also takes
+  ``"client"`` or ``"server"``: background removal on, with its defaults, placement given.
 * routing keys, which say *where* the work runs and never change the result (so they are
-  not part of the cache key): ``rembg`` (in ``preprocessing``) and ``background_removal``,
-  each ``"client"`` or ``"server"``.
+  not part of the cache key): ``background_removal`` (both pipelines) and, in ``rembg``,
+  ``rembg``; each ``"client"`` or ``"server"``.
+
+Where a request runs (:attr:`Plan.route`): ``background_removal`` when given (the page's
+switch: ``"server"`` is the contract's fallback), else the placement a ``rembg`` string
+names, else the server. A client route still runs on the server when a step cannot run in
+the page (:meth:`Plan.server_reasons`).
 
 The canonical form (README, "Cache keys") is what the browser reproduces with Web Crypto.
 """
@@ -30,14 +36,18 @@ from .ops.base import OpContext, OpSpec
 
 Route = Literal["client", "server"]
 ROUTING_KEYS = ("rembg", "background_removal")
-CACHE_FORMAT = "playground-rt/cache-v1"
+"""Every key that only says where work runs (``rembg`` is one in the flat pipeline only)."""
+PLACED_OPS = frozenset({"rembg"})
+"""Op keys of ``preprocessing`` that also take ``"client"``/``"server"`` (on, placement given)."""
+CACHE_FORMAT = "playground-rt/cache-v2"
 
 CANONICAL_FORM = (
     "sha256 over the UTF-8 text: "
-    '"playground-rt/cache-v1\\n" + pipeline_id + "\\n" + pipeline version + "\\n" + '
+    '"playground-rt/cache-v2\\n" + pipeline_id + "\\n" + pipeline version + "\\n" + '
     'canonical params + "\\n" + checkpoint sha256 (or "") + "\\n" + sha256 hex of the image bytes; '
     "cache_key = pipeline_id + ':' + the first 32 hex digits. Canonical params: the enabled ops "
-    "with every default filled in (routing keys left out), as JSON with keys sorted, no spaces, "
+    "with every default filled in (routing keys left out; a placed op such as "
+    '"rembg": "client" counts as its defaults), as JSON with keys sorted, no spaces, '
     "non-ASCII kept, integral numbers as integers and other numbers as toFixed(6) with trailing "
     "zeros removed."
 )
@@ -60,11 +70,29 @@ class Plan:
 
     @property
     def client_capable(self) -> bool:
-        return all(step.op.client for step in self.steps)
+        return not self.server_reasons()
 
     @property
     def uses_model(self) -> bool:
         return any(step.op.name == "rembg" for step in self.steps)
+
+    @property
+    def uses_checkpoint(self) -> bool:
+        """The request's ``checkpoint_path`` replaces the model (the ``rembg`` pipeline only:
+        in ``preprocessing`` the seed's ``checkpoint_path`` is a training checkpoint)."""
+        return self.pipeline.takes_checkpoint and self.uses_model
+
+    def server_reasons(self, checkpoint: bool = False) -> list[str]:
+        """Why this plan cannot run in the page's workers (empty when it can)."""
+        reasons = []
+        for step in self.steps:
+            if not step.op.client:
+                reasons.append(f"op {step.op.name!r} has no client worker")
+            elif step.op.client_check is not None and (why := step.op.client_check(step.params)):
+                reasons.append(why)
+        if checkpoint and self.uses_checkpoint:
+            reasons.append("a custom checkpoint runs on the server only")
+        return reasons
 
 
 @dataclass(frozen=True)
@@ -76,6 +104,9 @@ class Pipeline:
     flat: bool
     """True when the single op's params sit at the top level of ``params``."""
     params_type: type[msgspec.Struct]
+    routing: tuple[str, ...]
+    """This pipeline's routing keys (never hashed)."""
+    takes_checkpoint: bool
 
     def plan(self, params: dict[str, Any]) -> Plan:
         """Validate ``params`` (``InvalidParams`` names the ``$.params...`` path)."""
@@ -84,12 +115,9 @@ class Pipeline:
         except msgspec.ValidationError as exc:
             raise errors.InvalidParams(_params_path(str(exc))) from None
         steps = tuple(self._steps(decoded))
-        route: Route = "client" if getattr(decoded, "rembg", None) == "client" else "server"
-        if getattr(decoded, "background_removal", None) == "server":
-            route = "server"
-        elif getattr(decoded, "background_removal", None) == "client":
-            route = "client"
-        return Plan(self, steps, canonical_json(canonical_params(steps, self.flat)), route)
+        return Plan(
+            self, steps, canonical_json(canonical_params(steps, self.flat)), _route(decoded)
+        )
 
     def _steps(self, decoded: msgspec.Struct) -> list[Step]:
         if self.flat:
@@ -102,11 +130,20 @@ class Pipeline:
             if value is False:
                 continue
             op = OPS[name]
-            steps.append(Step(op, op.params() if value is True else value))
+            # true, or a placement ("client"/"server"): the op with its defaults
+            steps.append(Step(op, value if isinstance(value, op.params) else op.params()))
         return steps
 
     def schema(self) -> dict[str, Any]:
         return msgspec.json.schema(self.params_type)
+
+
+def _route(decoded: msgspec.Struct) -> Route:
+    switch: Route | None = getattr(decoded, "background_removal", None)
+    if switch is not None:
+        return switch
+    placement = getattr(decoded, "rembg", None)
+    return placement if placement in ("client", "server") else "server"
 
 
 def _params_path(message: str) -> str:
@@ -217,19 +254,23 @@ def _params_struct(
 ) -> type[msgspec.Struct]:
     fields: list[tuple[str, Any, Any]] = []
     if flat:
-        op = OPS[ops[0]]
-        for field in msgspec.structs.fields(op.params):
+        for field in msgspec.structs.fields(OPS[ops[0]].params):
             fields.append((field.name, field.type, field.default))
     else:
-        fields = [(op, bool | OPS[op].params, False) for op in ops]
+        for name in ops:
+            params = OPS[name].params
+            fields.append(
+                (name, bool | Route | params if name in PLACED_OPS else bool | params, False)
+            )
     fields += [(key, Route | None, None) for key in routing]
     return msgspec.defstruct(name, fields, kw_only=True, forbid_unknown_fields=True)
 
 
 def _pipeline(pid: str, version: str, summary: str, ops: tuple[str, ...], flat: bool) -> Pipeline:
-    params = _params_struct(f"{pid.title()}Params", ops, flat, ROUTING_KEYS)
+    routing = tuple(key for key in ROUTING_KEYS if flat or key not in ops)
+    params = _params_struct(f"{pid.title()}Params", ops, flat, routing)
     params.__doc__ = summary
-    return Pipeline(pid, version, summary, ops, flat, params)
+    return Pipeline(pid, version, summary, ops, flat, params, routing, takes_checkpoint=flat)
 
 
 PREPROCESSING_OPS = (
@@ -237,23 +278,30 @@ PREPROCESSING_OPS = (
     "resize",
     "rotate",
     "flip",
+    # Background removal after the geometry (the model sees the framing the user chose, and
+    # costs less on a cropped or shrunk image) and before tone and filters: u2netp was trained
+    # on natural colours, so it must see the real ones, not a grayscale, stretched or blurred
+    # copy; the tone ops then work on the colour bands and keep the cut-out's alpha.
+    "rembg",
     "grayscale",
     "autocontrast",
     "equalize",
     "blur",
     "sharpen",
 )
+PREPROCESSING_SUMMARY = (
+    "Classic preprocessing. Ops run in this order: "
+    + ", ".join(PREPROCESSING_OPS)
+    + ". Background removal (rembg) runs after the geometry ops and before tone and filters, "
+    'so the model sees the picture\'s real colours. Its key takes true or "client"/"server" '
+    "(rembg's defaults; the string also says where it should run), or an object of the rembg "
+    "pipeline's params."
+)
 
 PIPELINES: dict[str, Pipeline] = {
     p.id: p
     for p in (
-        _pipeline(
-            "preprocessing",
-            "1",
-            "Classic preprocessing. Ops run in this order: " + ", ".join(PREPROCESSING_OPS) + ".",
-            PREPROCESSING_OPS,
-            flat=False,
-        ),
+        _pipeline("preprocessing", "1", PREPROCESSING_SUMMARY, PREPROCESSING_OPS, flat=False),
         _pipeline(
             "rembg",
             "1",

@@ -131,7 +131,7 @@ def _read(source: Path, limits: images.Limits) -> bytes:
 def prepare(args: argparse.Namespace, settings: config.Settings) -> Recipe:
     """Validate the arguments and load the model (``PlaygroundError`` when unusable)."""
     plan = pipelines.get_pipeline(args.pipeline).plan(_params(args.params))
-    checkpoint: Path | None = args.checkpoint if plan.uses_model else None
+    checkpoint: Path | None = args.checkpoint if plan.uses_checkpoint else None
     custom_root = checkpoint.resolve().parent if checkpoint else settings.outputs_root
     models = ModelRegistry(settings.model_home, custom_root, settings.intra_op_threads)
     digest = ""

@@ -101,20 +101,32 @@ class JobView(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class OpInfo(msgspec.Struct, kw_only=True):
+    """An op of a pipeline. ``client``: the page can run it (``client_models``: the models
+    the page runs itself, for an op that needs one); ``placed``: its key in ``params`` also
+    takes ``"client"``/``"server"`` (on with its defaults, placement given)."""
+
     name: str
     summary: str
     client: bool
     params_schema: dict[str, Any]
+    placed: bool = False
+    client_models: list[str] = msgspec.field(default_factory=list)
 
 
 class PipelineInfo(msgspec.Struct, kw_only=True):
-    """A pipeline, its ops in order and the JSON Schema of its ``params``."""
+    """A pipeline, its ops in order and the JSON Schema of its ``params``.
+
+    ``flat``: the single op's params sit at the top level of ``params`` (``rembg``); else
+    each op is a key. ``routing_keys``: the keys that only say where work runs (never part
+    of the cache key)."""
 
     id: str
     version: str
     summary: str
     ops: list[OpInfo]
     params_schema: dict[str, Any]
+    flat: bool = False
+    routing_keys: list[str] = msgspec.field(default_factory=list)
 
 
 class PipelineList(msgspec.Struct):
@@ -172,6 +184,19 @@ class CommandList(msgspec.Struct):
 NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 
 
+ModelName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_\-]{1,64}$")]
+
+
+class ClientModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A model the page runs itself (onnxruntime-web) and how fast it runs there."""
+
+    backend: Literal["wasm", "webgpu"]
+    threads: Annotated[int, msgspec.Meta(ge=0, le=256)] = 0
+    infer_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    """Mean of the recent runs (the model's ``run`` alone), None before the first."""
+    runs: NonNegInt = 0
+
+
 class MetricsReport(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Telemetry from the page's Web Workers (``POST /api/metrics`` or a ``telemetry`` frame)."""
 
@@ -183,6 +208,9 @@ class MetricsReport(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     durations_ms: Annotated[
         dict[Annotated[str, msgspec.Meta(max_length=64)], float], msgspec.Meta(max_length=32)
     ] = msgspec.field(default_factory=dict)
+    models: Annotated[dict[ModelName, ClientModel], msgspec.Meta(max_length=4)] = msgspec.field(
+        default_factory=dict
+    )
 
 
 class MetricsAccepted(msgspec.Struct):

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from . import schemas
 from .executor import Stats
 from .job import JobEvent
+from .ops.background import CLIENT_MODELS
 from .pipelines import split_job_id
 
 CLIENT_TTL_S = 30.0
@@ -61,6 +62,18 @@ class Telemetry:
             ["source"],
             registry=r,
         )
+        self.client_inference = Gauge(
+            "playground_rt_client_inference_seconds",
+            "Mean model run time measured in the page (onnxruntime-web), by model and backend.",
+            ["source", "model", "backend"],
+            registry=r,
+        )
+        self.client_inference_runs = Gauge(
+            "playground_rt_client_inference_runs",
+            "Model runs the page reported (its own count since it loaded).",
+            ["source", "model", "backend"],
+            registry=r,
+        )
         self.session_info = Gauge(
             "playground_rt_onnx_session_info",
             "Loaded ONNX sessions.",
@@ -94,6 +107,13 @@ class Telemetry:
             self._expire(force=True)
         self._clients[key] = (time.monotonic(), report)
         self.client_queue_depth.labels(report.source).set(report.queue_depth)
+        for model, figures in report.models.items():
+            if model not in CLIENT_MODELS:  # labels stay bounded: only models pages can run
+                continue
+            labels = (report.source, model, figures.backend)
+            self.client_inference_runs.labels(*labels).set(figures.runs)
+            if figures.infer_ms is not None:
+                self.client_inference.labels(*labels).set(figures.infer_ms / 1000)
 
     def _expire(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -110,6 +130,10 @@ class Telemetry:
         if all(r.source != report.source for _, r in self._clients.values()):
             with contextlib.suppress(KeyError):
                 self.client_queue_depth.remove(report.source)
+            for model, figures in report.models.items():
+                for gauge in (self.client_inference, self.client_inference_runs):
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(report.source, model, figures.backend)
 
     def snapshot(self) -> schemas.Telemetry:
         """The current figures as a ``telemetry`` frame (seq/epoch filled by the hub).

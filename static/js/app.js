@@ -10,7 +10,9 @@ import { buildForm } from "./form.js";
 import { blobToBase64, bytesToBase64, decodeBlob } from "./imaging.js";
 import { JobList } from "./jobs.js";
 import { DatasetBrowser, setupUpload } from "./picker.js";
+import { deviceDowngrade, Placement } from "./placement.js";
 import { Previewer } from "./preview.js";
+import { RembgWorker } from "./rembg.js";
 import { LiveSocket } from "./socket.js";
 import { sha256Hex } from "./cachekey.js";
 import { startReporter, TelemetryPanel } from "./telemetry.js";
@@ -19,6 +21,8 @@ import { WorkerPool } from "./workers.js";
 
 const DEBOUNCE_MS = 250;
 const FRAME_LOG = 50;
+/** What the page opens on: the contract's own preview (autocontrast, rembg "client", blur 5). */
+const SEED_PRESET = Object.freeze({ autocontrast: true, rembg: true, blur: { kernelSize: 5 } });
 
 const $ = (id) => document.getElementById(id);
 
@@ -72,7 +76,28 @@ function statusView() {
         ...list.map((text) => Object.assign(document.createElement("li"), { textContent: text })),
       );
     },
+    /** Where the shown preview ran and why ("browser · WASM × 2 threads · 690 ms"). */
+    placement(text) {
+      $("placement").textContent = text;
+      $("placement").hidden = !text;
+    },
   };
+}
+
+/** The page's own model worker, unless this device should leave the model to the server. */
+function startModel(pool) {
+  const why = pool ? deviceDowngrade() : "no Web Workers for the model";
+  const rembg = why ? null : new RembgWorker();
+  const note = (text) => {
+    $("model-note").hidden = false;
+    $("model-note").textContent = text;
+  };
+  if (why) note(`Background removal runs on the server: ${why}.`);
+  rembg?.ready.then((worker) => {
+    if (worker.available) return;
+    note(`Background removal runs on the server: ${worker.detail}.`);
+  });
+  return { rembg, why };
 }
 
 async function main() {
@@ -82,6 +107,9 @@ async function main() {
   const frames = [];
   const view = statusView();
   const { pipelines } = await api.getPipelines();
+  const model = startModel(pool);
+  const rembg = model.rembg;
+  const placement = new Placement({ rembg, pool });
 
   const viewer = new Viewer({
     before: $("before"),
@@ -121,17 +149,20 @@ async function main() {
       onFrame: (frame) => {
         frames.push(frame);
         if (frames.length > FRAME_LOG) frames.shift();
-        if (frame.type === "telemetry") telemetry.renderServer(frame);
-        else if (frame.type === "gap") previewer.refetch();
+        if (frame.type === "telemetry") {
+          telemetry.renderServer(frame);
+          placement.observeTelemetry(frame);
+        } else if (frame.type === "gap") previewer.refetch();
         else if (frame.type === "error") view.status(`Live socket: ${frame.detail}`, true);
         else if (frame.job_id) {
+          if (frame.type === "queued") placement.observeQueued(frame.eta_ms);
           const job = jobs.update(frame);
           if (job) previewer.jobChanged(job);
         }
       },
     },
   );
-  previewer = new Previewer({ pool, jobs, viewer, ui: view, taskId, socket });
+  previewer = new Previewer({ pool, rembg, placement, jobs, viewer, ui: view, taskId, socket });
   socket.followTask(taskId);
   socket.watch("telemetry");
   socket.start();
@@ -143,8 +174,9 @@ async function main() {
     $("device-note").textContent = `This browser has ${downgraded}: previews run on the server.`;
   }
   if (pool) {
-    const onStats = (stats) => telemetry.renderLocal(stats, downgraded);
-    startReporter({ pool, socket, taskId, post: api.reportMetrics, onStats });
+    const modelNote = () => model.why ?? (rembg?.state === "unavailable" ? rembg.detail : null);
+    const onStats = (stats) => telemetry.renderLocal(stats, downgraded, modelNote());
+    startReporter({ pool, rembg, socket, taskId, post: api.reportMetrics, onStats });
   } else {
     telemetry.renderLocal({ queue_depth: 0, running: 0, workers: 0 }, downgraded);
   }
@@ -157,10 +189,9 @@ async function main() {
   let pipeline = pipelines[0];
   let form = null;
 
-  const currentBody = () =>
-    previewer.body(pipeline, form.params(), { server: $("run-on-server").checked });
-  const runPreview = () =>
-    previewer.run(pipeline, form.params(), { server: $("run-on-server").checked });
+  const options = () => ({ server: $("run-on-server").checked, auto: $("placement-auto").checked });
+  const currentBody = () => previewer.body(pipeline, form.params(), options());
+  const runPreview = () => previewer.run(pipeline, form.params(), options());
   const changed = debounce(() => {
     if (!previewer.image) return;
     drawer.update(currentBody());
@@ -169,11 +200,13 @@ async function main() {
 
   const showForm = () => {
     pipeline = pipelines.find((p) => p.id === select.value) ?? pipelines[0];
-    form = buildForm($("params-form"), pipeline, changed);
+    const preset = pipeline.id === "preprocessing" ? SEED_PRESET : {};
+    form = buildForm($("params-form"), pipeline, changed, preset);
     changed();
   };
   select.addEventListener("change", showForm);
   $("run-on-server").addEventListener("change", changed);
+  $("placement-auto").addEventListener("change", changed);
   $("preview-button").addEventListener("click", () => {
     if (!previewer.image) return view.status("Pick an image first", true);
     drawer.update(currentBody());
@@ -211,7 +244,7 @@ async function main() {
     },
   );
 
-  exposeDebugHook({ previewer, pool, socket, jobs, frames, taskId, telemetry });
+  exposeDebugHook({ previewer, pool, rembg, placement, socket, jobs, frames, taskId });
 }
 
 /** An uploaded file: its exact bytes are what the server hashes, so hash those. */
@@ -222,7 +255,7 @@ async function uploaded(file, pool, taskId) {
     blobToBase64(file),
     pool ? pool.decode(file, taskId) : decodeBlob(file),
   ]);
-  return { name: file.name, sha256, base64, pixels };
+  return { name: file.name, sha256, base64, pixels, bytes: bytes.length };
 }
 
 /**
@@ -236,17 +269,30 @@ async function fromDataset(path, pool, taskId) {
     sha256Hex(bytes),
     pool ? pool.decode(blob, taskId) : decodeBlob(blob),
   ]);
-  return { name: path, path, sha256, pixels };
+  return { name: path, path, sha256, pixels, bytes: bytes.length };
 }
 
 /**
  * `window.playground`: read-only figures for tests and for poking around in devtools.
  * resultRGBA() returns the shown result's pixels as base64 RGBA.
  */
-function exposeDebugHook({ previewer, pool, socket, jobs, frames, taskId }) {
+function exposeDebugHook({ previewer, pool, rembg, placement, socket, jobs, frames, taskId }) {
   const state = previewer.state;
   window.playground = Object.freeze({
     taskId,
+    /** The model worker: {state, detail, backend, threads, runs, blends, last: {timings}, ...}. */
+    get rembg() {
+      if (!rembg) return null;
+      const { state: status, detail, backend, threads, runs, blends, queued } = rembg;
+      const { loadMs, modelCached, last } = rembg;
+      const figures = { backend, threads, runs, blends, queued, loadMs, modelCached, last };
+      return { state: status, detail, ...figures, measured: rembg.measured() };
+    },
+    /** The last placement decision: {where, why, client?, server?}, and the line shown. */
+    get placement() {
+      const shown = document.getElementById("placement").textContent;
+      return { ...(placement.last ?? {}), shown, device: placement.device };
+    },
     get clientKey() {
       return state.clientKey;
     },
@@ -266,6 +312,7 @@ function exposeDebugHook({ previewer, pool, socket, jobs, frames, taskId }) {
           source: r.source,
           key: r.key,
           memo: r.memo,
+          ms: r.ms,
           width: r.width,
           height: r.height,
           mean: r.mean,

@@ -2,16 +2,24 @@
 // tests/js/cachekey_check.mjs). It must match src/playground_rt/pipelines.py bit for bit:
 //
 //   sha256 hex of the UTF-8 text
-//     "playground-rt/cache-v1\n" + pipeline_id + "\n" + version + "\n" +
+//     "playground-rt/cache-v2\n" + pipeline_id + "\n" + version + "\n" +
 //     canonical_params + "\n" + checkpoint_sha256_or_"" + "\n" + sha256hex(image bytes)
 //   cache_key = pipeline_id + ":" + the first 32 hex digits
 //
 // No DOM here: only Web Crypto (`crypto.subtle`, global in browsers and node 20).
 
-export const CACHE_FORMAT = "playground-rt/cache-v1";
+export const CACHE_FORMAT = "playground-rt/cache-v2";
 
-/** Keys that say where work runs and never change the result: not hashed. */
+/**
+ * Keys that say where work runs and never change the result: not hashed. A pipeline lists
+ * its own (`routing_keys` in GET /api/pipelines: `rembg` is one in the flat rembg pipeline
+ * only; in preprocessing it is the background-removal op, whose "client"/"server" turns it
+ * on with its defaults).
+ */
 export const ROUTING_KEYS = Object.freeze(["rembg", "background_removal"]);
+
+/** Where a preview runs, as a params value ("client" | "server"). */
+const PLACEMENTS = Object.freeze(["client", "server"]);
 
 const encoder = new TextEncoder();
 
@@ -109,33 +117,41 @@ function withDefaults(properties, given, skip = []) {
 
 /** True when the pipeline's single op's params sit at the top level of `params`. */
 export function isFlat(pipeline) {
-  // An op key of a non-flat pipeline accepts `true`/`false` or the op's object; the
-  // routing key "rembg" of the rembg pipeline shares the op's name but takes a string.
+  if (typeof pipeline.flat === "boolean") return pipeline.flat; // the server says so
+  // An older server: an op key of a non-flat pipeline accepts `true`/`false` or the op's
+  // object; the routing key "rembg" of the rembg pipeline shares the op's name.
   const props = pipelineProperties(pipeline);
   const isOpKey = (op) => props[op.name]?.anyOf?.some((s) => s.type === "boolean") ?? false;
   return !pipeline.ops.every(isOpKey);
 }
 
+/** The server's `_quantise`: non-integral numbers rounded to 6 decimals, as keyed and run. */
+export function quantise(value) {
+  if (typeof value === "number") return Number(canonicalNumber(value));
+  if (Array.isArray(value)) return value.map(quantise);
+  if (value && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, quantise(v)]));
+  }
+  return value;
+}
+
 /**
- * The enabled ops in pipeline order, each with every default filled in:
- * [{name, params}]. Routing keys are left out; they never change the result.
+ * The enabled ops in pipeline order, each with every default filled in and its numbers
+ * quantised: [{name, params}], the very params the server runs. Routing keys are left
+ * out; they never change the result. A placed op's "client"/"server" means its defaults.
  */
 export function enabledSteps(pipeline, params) {
   if (isFlat(pipeline)) {
-    const skip = ROUTING_KEYS;
-    return [
-      {
-        name: pipeline.ops[0].name,
-        params: withDefaults(pipelineProperties(pipeline), params, skip),
-      },
-    ];
+    const skip = pipeline.routing_keys ?? ROUTING_KEYS;
+    const own = withDefaults(pipelineProperties(pipeline), params, skip);
+    return [{ name: pipeline.ops[0].name, params: quantise(own) }];
   }
   const steps = [];
   for (const op of pipeline.ops) {
     const value = params[op.name];
-    if (value === undefined || value === false) continue;
-    const given = value === true ? {} : value;
-    steps.push({ name: op.name, params: withDefaults(opProperties(op), given) });
+    if (value === undefined || value === null || value === false) continue;
+    const given = value === true || PLACEMENTS.includes(value) ? {} : value;
+    steps.push({ name: op.name, params: quantise(withDefaults(opProperties(op), given)) });
   }
   return steps;
 }

@@ -178,11 +178,11 @@ const BUILDERS = {
   string: stringField,
 };
 
-function field(idPrefix, name, prop, root) {
+function field(idPrefix, name, prop, root, given) {
   const { schema, nullable } = unwrap(prop, root);
   const id = `${idPrefix}-${name}`;
   const description = prop.description ?? schema.description;
-  const value = prop.default ?? schema.default ?? null;
+  const value = given !== undefined ? given : (prop.default ?? schema.default ?? null);
   const made = BUILDERS[kindOf(schema)](id, name, schema, value, nullable, description);
   if (description) {
     const help = helpText(description, `${id}-help`);
@@ -194,10 +194,10 @@ function field(idPrefix, name, prop, root) {
   return made;
 }
 
-function fields(idPrefix, properties, root, skip = []) {
+function fields(idPrefix, properties, root, skip = [], values = {}) {
   const made = {};
   for (const [name, prop] of Object.entries(properties)) {
-    if (!skip.includes(name)) made[name] = field(idPrefix, name, prop, root);
+    if (!skip.includes(name)) made[name] = field(idPrefix, name, prop, root, values[name]);
   }
   return made;
 }
@@ -208,10 +208,11 @@ function readAll(made) {
 
 // --- the two layouts -------------------------------------------------------------------
 
-function opFieldset(op) {
+function opFieldset(op, preset) {
   const root = op.params_schema;
-  const made = fields(`f-${op.name}`, opProperties(op), root);
-  const toggle = el("input", { type: "checkbox", id: `op-${op.name}` });
+  const values = preset && typeof preset === "object" ? preset : {};
+  const made = fields(`f-${op.name}`, opProperties(op), root, [], values);
+  const toggle = el("input", { type: "checkbox", id: `op-${op.name}`, checked: Boolean(preset) });
   const badge = el(
     "span",
     { class: op.client ? "badge badge-client" : "badge badge-server" },
@@ -219,12 +220,12 @@ function opFieldset(op) {
   );
   const body = el(
     "div",
-    { class: "op-fields", hidden: true },
+    { class: "op-fields", hidden: !preset },
     ...Object.values(made).map((f) => f.node),
   );
   const fieldset = el(
     "fieldset",
-    { class: "op", "data-op": op.name },
+    { class: preset ? "op enabled" : "op", "data-op": op.name },
     el("legend", {}, toggle, el("label", { for: toggle.id }, op.name), badge),
     helpText(op.summary, `op-${op.name}-help`),
     body,
@@ -242,21 +243,23 @@ function opFieldset(op) {
 }
 
 /**
- * Build the form of `pipeline` into `container`; `onChange()` runs on every edit.
- * Returns {params(), enabledOps()}: the params object of a request (without routing keys).
+ * Build the form of `pipeline` into `container`; `onChange()` runs on every edit. `preset`
+ * is a params object to start from (op keys: true or values; flat pipelines: values).
+ * Returns {params()}: the params object of a request (without routing keys).
  */
-export function buildForm(container, pipeline, onChange) {
+export function buildForm(container, pipeline, onChange, preset = {}) {
   container.replaceChildren();
   container.append(helpText(pipeline.summary, "pipeline-help"));
   let params;
   if (isFlat(pipeline)) {
-    const made = fields("f", pipelineProperties(pipeline), pipeline.params_schema, ROUTING_KEYS);
+    const skip = pipeline.routing_keys ?? ROUTING_KEYS;
+    const made = fields("f", pipelineProperties(pipeline), pipeline.params_schema, skip, preset);
     container.append(
       el("div", { class: "flat-fields" }, ...Object.values(made).map((f) => f.node)),
     );
     params = () => readAll(made);
   } else {
-    const ops = pipeline.ops.map((op) => [op.name, opFieldset(op)]);
+    const ops = pipeline.ops.map((op) => [op.name, opFieldset(op, preset[op.name])]);
     for (const [, fs] of ops) container.append(fs.node);
     params = () => {
       const out = {};

@@ -7,7 +7,14 @@
 // modify their input; they return a new object of the same shape. No DOM, no deps: this
 // module runs inside a Web Worker.
 
-/** Names of the ops this module implements (the server's `client=True` ops). */
+import { resample } from "./resample.js";
+
+/**
+ * Names of the ops this module implements: the server's `client=True` ops but those in
+ * MODEL_OPS, which need a model and run in the model worker (ort-worker.js, rembg-ops.js).
+ */
+export const MODEL_OPS = Object.freeze(["rembg"]);
+
 export const CLIENT_OPS = Object.freeze([
   "autocontrast",
   "blur",
@@ -181,100 +188,7 @@ function blur(img, { kernelSize = 5 } = {}) {
   return { width, height, data: transpose(blurred, height, width) };
 }
 
-// --- resize: Image.resize((w, h), BILINEAR), Pillow's Resample.c ----------------------
-
-const PRECISION_BITS = 32 - 8 - 2;
-
-function bilinearFilter(x) {
-  const ax = Math.abs(x);
-  return ax < 1.0 ? 1.0 - ax : 0.0;
-}
-
-// precompute_coeffs + normalize_coeffs_8bpc for the bilinear filter (support 1) over the
-// whole source: per output pixel, the first source index and the fixed-point weights.
-function resampleCoeffs(inSize, outSize) {
-  const scale = inSize / outSize;
-  const filterscale = Math.max(scale, 1.0);
-  const support = 1.0 * filterscale;
-  const ss = 1.0 / filterscale;
-  const bounds = new Int32Array(outSize * 2);
-  const weights = [];
-  for (let xx = 0; xx < outSize; xx++) {
-    const center = (xx + 0.5) * scale;
-    // C's (int) cast truncates toward zero, then clamps.
-    const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
-    const xmax = Math.min(Math.trunc(center + support + 0.5), inSize) - xmin;
-    const k = new Float64Array(xmax);
-    let total = 0.0;
-    for (let x = 0; x < xmax; x++) {
-      k[x] = bilinearFilter((x + xmin - center + 0.5) * ss);
-      total += k[x];
-    }
-    const fixed = new Int32Array(xmax);
-    for (let x = 0; x < xmax; x++) {
-      const w = total !== 0.0 ? k[x] / total : k[x];
-      const scaled = w * (1 << PRECISION_BITS);
-      fixed[x] = Math.trunc(w < 0 ? scaled - 0.5 : scaled + 0.5);
-    }
-    bounds[xx * 2] = xmin;
-    bounds[xx * 2 + 1] = xmax;
-    weights.push(fixed);
-  }
-  return { bounds, weights };
-}
-
-function clip8(ss) {
-  const v = ss >> PRECISION_BITS;
-  return v < 0 ? 0 : v > 255 ? 255 : v;
-}
-
-function resampleHorizontal(src, width, height, outWidth) {
-  const { bounds, weights } = resampleCoeffs(width, outWidth);
-  const out = newImage(outWidth, height);
-  const half = 1 << (PRECISION_BITS - 1);
-  for (let y = 0; y < height; y++) {
-    const row = y * width * 4;
-    for (let xx = 0; xx < outWidth; xx++) {
-      const k = weights[xx];
-      let p = row + bounds[xx * 2] * 4;
-      let s0 = half;
-      let s1 = half;
-      let s2 = half;
-      let s3 = half;
-      for (let x = 0; x < k.length; x++, p += 4) {
-        s0 += src[p] * k[x];
-        s1 += src[p + 1] * k[x];
-        s2 += src[p + 2] * k[x];
-        s3 += src[p + 3] * k[x];
-      }
-      const o = (y * outWidth + xx) * 4;
-      out.data[o] = clip8(s0);
-      out.data[o + 1] = clip8(s1);
-      out.data[o + 2] = clip8(s2);
-      out.data[o + 3] = clip8(s3);
-    }
-  }
-  return out;
-}
-
-function resampleVertical(src, width, height, outHeight) {
-  const { bounds, weights } = resampleCoeffs(height, outHeight);
-  const out = newImage(width, outHeight);
-  const stride = width * 4;
-  // Integer sums do not depend on their order: accumulate whole rows for locality.
-  const sums = new Int32Array(stride);
-  for (let yy = 0; yy < outHeight; yy++) {
-    const k = weights[yy];
-    sums.fill(1 << (PRECISION_BITS - 1));
-    for (let y = 0; y < k.length; y++) {
-      const row = (y + bounds[yy * 2]) * stride;
-      const weight = k[y];
-      for (let i = 0; i < stride; i++) sums[i] += src[row + i] * weight;
-    }
-    for (let i = 0; i < stride; i++) out.data[yy * stride + i] = clip8(sums[i]);
-  }
-  return out;
-}
+// --- resize: Image.resize((w, h), BILINEAR), Pillow's Resample.c (resample.js) --------
 
 // RGBA -> RGBa (Convert.c rgbA2rgba, MULDIV255) and back (rgba2rgbA): Image.resize
 // premultiplies around the resample so transparent colours do not bleed.
@@ -323,21 +237,8 @@ function resize(img, { width = null, height = null } = {}) {
   if (w === img.width && h === img.height) {
     return { width: w, height: h, data: img.data.slice() };
   }
-  const horizontal = (im) =>
-    w !== im.width ? resampleHorizontal(im.data, im.width, im.height, w) : im;
-  const vertical = (im) =>
-    h !== im.height ? resampleVertical(im.data, im.width, im.height, h) : im;
-  let cur = { width: img.width, height: img.height, data: premultiply(img.data) };
-  // Pillow 13 (python-pillow/Pillow#9549) runs the vertical pass first when the height
-  // shrinks by more than twice as many pixels as the width; the rounding of the
-  // intermediate image makes the order visible in the result.
-  const shrinkY = img.height - h;
-  if (shrinkY > 0 && shrinkY > 2 * (img.width - w)) {
-    cur = horizontal(vertical(cur));
-  } else {
-    cur = vertical(horizontal(cur));
-  }
-  return { width: w, height: h, data: unpremultiply(cur.data) };
+  const data = resample(premultiply(img.data), img.width, img.height, 4, w, h, "bilinear");
+  return { width: w, height: h, data: unpremultiply(data) };
 }
 
 // --- rotate / flip: Image.transpose, exact ---------------------------------------------

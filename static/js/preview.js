@@ -5,17 +5,20 @@
 //  2. POST /api/pipelines/preview with the form session's taskId. The server answers with
 //     its own cache_key (compared with ours: a mismatch is shown as a warning), and either
 //     `completed` (a cached result), `client-workers` (run it here) or a queued server job.
-//  3. Client work goes to the worker pool, unless the pool is saturated: then the same
-//     payload is sent again with params.background_removal = "server" (the fallback).
-//     The page asks for the server from the start when the user ticks "Run on server", when
-//     the device is downgraded, or when the pipeline has no client ops (rembg).
+//  3. Client work goes to the worker pool, and the rembg step to the model worker (rembg.js:
+//     the steps before it run in the pool, then the model, then the steps after it), unless
+//     the page's queues are saturated: then the same payload is sent again with
+//     params.background_removal = "server" (the fallback). The page asks for the server from
+//     the start when the user ticks "Run on server", when the device is downgraded, or when
+//     placement.js finds the server faster (measured) or the device unfit for the model.
 //  4. Server jobs are followed over the WebSocket (progress rows in jobs.js); while the
 //     socket is down they are polled with GET /api/jobs/{id}. Their result PNG is fetched,
 //     decoded, memoized under the cache key, and shown if it is still the latest request.
 
 import * as api from "./api.js";
-import { cacheKey, enabledSteps } from "./cachekey.js";
+import { cacheKey, canonicalJson, enabledSteps, isFlat, opProperties } from "./cachekey.js";
 import { decodeBlob, imageStats } from "./imaging.js";
+import { formatMs } from "./placement.js";
 import { Superseded } from "./workers.js";
 
 const MEMO_SIZE = 24;
@@ -24,14 +27,28 @@ const STALL_MS = 3000;
 
 /** The routing key that asks for the server: what the fallback adds to the same payload. */
 export const SERVER_ROUTE = { background_removal: "server" };
+const CLIENT_ROUTE = { background_removal: "client" };
+
+/** The server's reason for running a job the page asked for (jobs.submit's note). */
+function serverReason(notes) {
+  return notes.find((n) => n.includes("running on the server")) ?? "the server chose it";
+}
+
+/** True when `value` (the form's object for op `op`) is all of its defaults. */
+function isDefaults(op, value) {
+  if (value === true) return true;
+  return Object.entries(opProperties(op)).every(
+    ([name, prop]) => canonicalJson(value?.[name] ?? null) === canonicalJson(prop.default ?? null),
+  );
+}
 
 export class Previewer {
-  constructor({ pool, jobs, viewer, ui, taskId, socket }) {
-    Object.assign(this, { pool, jobs, viewer, ui, taskId, socket });
+  constructor({ pool, rembg, placement, jobs, viewer, ui, taskId, socket }) {
+    Object.assign(this, { pool, rembg, placement, jobs, viewer, ui, taskId, socket });
     this.image = null; // {name, sha256?, base64?, path?, pixels?}
     this.seq = 0; // bumps on every run: only the newest run may paint
     this.memo = new Map(); // cache_key -> {image, source, serverKey}
-    this.waiting = new Map(); // job_id -> {seq, key, started}
+    this.waiting = new Map(); // job_id -> {seq, key, started, model, plan}
     this.state = { clientKey: null, serverKey: null, routedBackend: null, result: null };
     this.pollTimer = null;
   }
@@ -43,23 +60,33 @@ export class Previewer {
     this.viewer.clearResult("No preview yet");
   }
 
-  /** The request body for `params` (routing keys added here, never by the form). */
+  /**
+   * The request body for `params` (routing keys added here, never by the form). A placed
+   * op (preprocessing's rembg) with its defaults is sent as the contract writes it,
+   * `"rembg": "client"`; the fallback is the same payload plus background_removal "server".
+   */
   body(pipeline, params, { server }) {
     const routed = { ...params };
-    if (pipeline.ops.some((op) => op.client)) routed.rembg = "client";
+    if (!isFlat(pipeline)) {
+      for (const op of pipeline.ops.filter((o) => o.placed && routed[o.name])) {
+        if (isDefaults(op, routed[op.name])) routed[op.name] = "client";
+      }
+    }
+    const placedClient = pipeline.ops.some((o) => o.placed && routed[o.name] === "client");
     if (server || !pipeline.ops.some((op) => op.client)) Object.assign(routed, SERVER_ROUTE);
+    else if (!placedClient) Object.assign(routed, CLIENT_ROUTE);
     const body = { pipeline_id: pipeline.id, params: routed, taskId: this.taskId };
     if (this.image?.base64 != null) body.image_base64 = this.image.base64;
     else if (this.image?.path != null) body.image_path = this.image.path;
     return body;
   }
 
-  async run(pipeline, params, { server = false } = {}) {
+  async run(pipeline, params, { server = false, auto = true } = {}) {
     const seq = ++this.seq;
     if (!this.image) return;
     // A canvas cannot give the file's colours under alpha (imaging.js, decodeBlob): the
     // server computes translucent images, so both sides agree under one cache_key.
-    server ||= Boolean(this.image.pixels?.translucent);
+    const translucent = Boolean(this.image.pixels?.translucent);
     const started = performance.now();
     const key = await this.#clientKey(pipeline, params);
     if (seq !== this.seq) return;
@@ -67,26 +94,32 @@ export class Previewer {
     this.ui.keyCheck(null);
     if (key && this.#fromMemo(key)) return;
 
+    const plan = this.#plan(pipeline, params, { server, auto, translucent });
     this.ui.status("Sending the preview request…");
-    const body = this.body(pipeline, params, { server });
-    let answer = await this.#send(api.preview, body, seq);
+    const toServer = plan.where === "server";
+    let answer = await this.#post(this.body(pipeline, params, { server: toServer }), seq);
     if (!answer) return;
     this.#checkKey(answer.cache_key);
     if (!key && this.#fromMemo(answer.cache_key)) return;
-    if (answer.routed_backend === "client-workers" && this.pool?.saturated()) {
-      const queued = this.pool.queued;
-      this.ui.status(`Browser workers saturated (${queued} waiting): falling back to the server`);
-      answer = await this.#send(api.preview, this.body(pipeline, params, { server: true }), seq);
+    const waiting = (this.pool?.queued ?? 0) + (plan.rembg ? (this.rembg?.queued ?? 0) : 0);
+    if (answer.routed_backend === "client-workers" && this.#saturated(plan)) {
+      Object.assign(plan, { where: "server", why: `the page's queue is saturated (${waiting})` });
+      this.ui.status(`Browser workers saturated (${waiting} waiting): falling back to the server`);
+      answer = await this.#post(this.body(pipeline, params, { server: true }), seq);
       if (!answer) return;
     }
     this.state.routedBackend = answer.routed_backend;
     this.ui.notes(answer.notes ?? []);
     if (answer.status === "completed") {
+      const why = plan.where === "server" ? ` · ${plan.why}` : "";
+      this.ui.placement(`server${why} · cached result`);
       await this.#showServer(answer.result_url, answer.cache_key, seq, { cacheHit: true, started });
     } else if (answer.routed_backend === "client-workers") {
-      await this.#runClient(pipeline, params, answer.cache_key, seq, started);
+      await this.#runClient(pipeline, params, plan, answer.cache_key, seq, started);
     } else {
-      this.#follow(pipeline, answer, seq, started);
+      if (plan.where !== "server") plan.why = serverReason(answer.notes ?? []);
+      this.ui.placement(`server · ${plan.why}`);
+      this.#follow(pipeline, answer, seq, started, plan);
     }
   }
 
@@ -95,10 +128,12 @@ export class Previewer {
     const wait = this.waiting.get(job.id);
     if (!wait || !["completed", "failed", "cancelled"].includes(job.state)) return;
     this.waiting.delete(job.id);
+    if (wait.model && !job.cacheHit) this.placement?.observeServerJob(wait.model, job.durations);
     if (job.state === "completed") {
       await this.#showServer(job.resultUrl, wait.key, wait.seq, {
         cacheHit: job.cacheHit,
         started: wait.started,
+        plan: wait.plan,
       });
     } else if (wait.seq === this.seq) {
       const why = job.detail ? `: ${job.detail}` : "";
@@ -125,6 +160,43 @@ export class Previewer {
     if (!this.image.sha256) return null;
     const { key } = await cacheKey({ pipeline, params, imageSha256: this.image.sha256 });
     return key;
+  }
+
+  /**
+   * Where this preview should run: {where, why, steps, rembg (its step), maskKey}. The
+   * model step is placed by measurement (placement.js); light ops always fit the page.
+   */
+  #plan(pipeline, params, { server, auto, translucent }) {
+    const steps = enabledSteps(pipeline, params);
+    const index = steps.findIndex((s) => s.name === "rembg");
+    const rembg = index < 0 ? null : steps[index];
+    const before = index < 0 ? steps : steps.slice(0, index);
+    const maskKey = rembg && `${rembg.params.model}|${this.image.sha256}|${canonicalJson(before)}`;
+    const plan = { steps, index, rembg, maskKey, where: "client", why: "light ops" };
+    if (server) return { ...plan, where: "server", why: "“Run on server” is ticked" };
+    if (translucent) {
+      const why = "a translucent image (the canvas loses its colours)";
+      return { ...plan, where: "server", why };
+    }
+    if (!this.pool) return { ...plan, where: "server", why: "this browser cannot run workers" };
+    if (!rembg) return plan;
+    const upload = this.image.base64?.length ?? 0; // a dataset path uploads nothing
+    const transfer = { upload, download: this.image.bytes ?? 0 };
+    const decided = this.placement.decide({ model: rembg.params.model, maskKey, transfer, auto });
+    return { ...plan, ...decided };
+  }
+
+  #saturated(plan) {
+    return this.pool?.saturated() || (plan.rembg && this.placement.saturated());
+  }
+
+  /** POST the preview; its time and size feed the page's bandwidth estimate. */
+  async #post(body, seq) {
+    const started = performance.now();
+    const answer = await this.#send(api.preview, body, seq);
+    const bytes = body.image_base64?.length ?? 0;
+    if (answer) this.placement?.observeUpload(bytes, performance.now() - started);
+    return answer;
   }
 
   async #send(call, body, seq) {
@@ -157,28 +229,67 @@ export class Previewer {
     return true;
   }
 
-  async #runClient(pipeline, params, serverKey, seq, started) {
+  async #runClient(pipeline, params, plan, serverKey, seq, started) {
     this.ui.status("Running in the browser's workers…");
-    const steps = enabledSteps(pipeline, params);
     try {
-      const { image } = await this.pool.run(this.taskId, steps, this.image.pixels);
+      const { image, model } = await this.#computeHere(plan, seq);
+      if (!image) return;
       this.#remember(this.state.clientKey ?? serverKey, image, "client-workers", serverKey);
       if (seq !== this.seq) return;
-      this.#paint(image, {
-        source: "client-workers",
-        key: serverKey,
-        ms: performance.now() - started,
-      });
+      const ms = performance.now() - started;
+      this.#paint(image, { source: "client-workers", key: serverKey, ms });
+      this.ui.placement(this.#clientLine(plan, model, ms));
       this.ui.status("Preview computed in the browser");
     } catch (error) {
       if (error instanceof Superseded || seq !== this.seq) return;
-      this.ui.status(`Browser workers failed: ${error.message}`, true);
+      if (!plan.rembg) return this.ui.status(`Browser workers failed: ${error.message}`, true);
+      // The model worker failed (or never loaded): the server runs it, as a fallback.
+      plan.why = `the browser's model failed: ${error.message}`;
+      const answer = await this.#post(this.body(pipeline, params, { server: true }), seq);
+      if (!answer) return;
+      this.ui.placement(`server · ${plan.why}`);
+      if (answer.status === "completed") {
+        const shown = { cacheHit: true, started };
+        await this.#showServer(answer.result_url, answer.cache_key, seq, shown);
+      } else {
+        this.#follow(pipeline, answer, seq, started, plan);
+      }
     }
   }
 
-  #follow(pipeline, answer, seq, started) {
+  /** The steps before rembg in the pool, rembg in the model worker, the rest in the pool. */
+  async #computeHere(plan, seq) {
+    const { steps, index } = plan;
+    const before = index < 0 ? steps : steps.slice(0, index);
+    const after = index < 0 ? [] : steps.slice(index + 1);
+    let image = this.image.pixels;
+    if (before.length) image = (await this.pool.run(this.taskId, before, image)).image;
+    if (seq !== this.seq) return {};
+    let model = null;
+    if (plan.rembg) {
+      const job = { image, maskKey: plan.maskKey, params: plan.rembg.params };
+      model = await this.rembg.remove(this.taskId, job);
+      image = model.image;
+    }
+    if (seq !== this.seq) return {};
+    if (after.length) image = (await this.pool.run(this.taskId, after, image)).image;
+    return { image, model };
+  }
+
+  /** "browser · WASM × 2 threads · 690 ms": where it ran, how, and how long. */
+  #clientLine(plan, model, ms) {
+    if (!model) return `browser · workers × ${this.pool.size} · ${formatMs(ms)}`;
+    const { backend, threads } = this.rembg;
+    const plural = threads === 1 ? "" : "s";
+    const how = backend === "webgpu" ? "WebGPU" : `WASM × ${threads} thread${plural}`;
+    const work = model.inferred ? formatMs(model.timings.infer) + " model" : "mask kept, re-blend";
+    return `browser · ${how} · ${formatMs(ms)} (${work}; ${plan.why})`;
+  }
+
+  #follow(pipeline, answer, seq, started, plan = null) {
     const backend = answer.routed_backend;
-    this.waiting.set(answer.job_id, { seq, key: answer.cache_key, started });
+    const model = plan?.rembg?.params.model ?? null;
+    this.waiting.set(answer.job_id, { seq, key: answer.cache_key, started, model, plan });
     const job = this.jobs.track(answer.job_id, {
       pipelineId: pipeline.id,
       taskId: this.taskId,
@@ -209,13 +320,15 @@ export class Previewer {
     }, POLL_MS);
   }
 
-  async #showServer(url, key, seq, { cacheHit, started }) {
+  async #showServer(url, key, seq, { cacheHit, started, plan = null }) {
     try {
       const image = await decodeBlob(await api.fetchBlob(url));
       const source = `server${cacheHit ? " (cached)" : ""}`;
       this.#remember(key, image, source, key);
       if (seq !== this.seq) return;
-      this.#paint(image, { source, key, ms: performance.now() - started });
+      const ms = performance.now() - started;
+      this.#paint(image, { source, key, ms });
+      if (plan) this.ui.placement(`server · ${plan.why} · ${formatMs(ms)}`);
       this.ui.status("Preview computed on the server");
     } catch (error) {
       if (seq === this.seq) this.ui.status(`Could not load the result: ${error.message}`, true);
@@ -229,7 +342,7 @@ export class Previewer {
   }
 
   #paint(image, { source, key, ms = null, memo = false }) {
-    this.state.result = { image, source, key, memo, ...imageStats(image) };
+    this.state.result = { image, source, key, memo, ms, ...imageStats(image) };
     this.viewer.showResult(image, { source: memo ? `${source}, memo` : source, ms });
   }
 }

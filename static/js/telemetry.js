@@ -1,5 +1,6 @@
 // The telemetry panel (server figures from the `telemetry` channel, the page's own
-// workers beside them) and the reporter that sends the workers' figures to the server.
+// workers and model beside them) and the reporter that sends the workers' figures, the
+// model's measured times included, to the server (`models` in POST /api/metrics).
 
 const REPORT_MS = 3000;
 const SHOWN_DURATIONS = 6;
@@ -38,8 +39,17 @@ export class TelemetryPanel {
     );
   }
 
-  /** WorkerPool.stats(): {queue_depth, running, workers, durations_ms}. */
-  renderLocal(stats, downgraded) {
+  /**
+   * WorkerPool.stats(): {queue_depth, running, workers, durations_ms}, plus `models` from
+   * RembgWorker.report(): {model: {backend, threads, infer_ms, runs}}; `modelNote` says why
+   * the page has no model of its own, if so.
+   */
+  renderLocal(stats, downgraded, modelNote = null) {
+    const models = Object.entries(stats.models ?? {}).flatMap(([model, m]) => {
+      const how = m.backend === "webgpu" ? "WebGPU" : `WASM × ${m.threads}`;
+      const time = m.infer_ms != null ? `${m.infer_ms.toFixed(0)} ms` : "not run yet";
+      return row(`${model} (${how})`, `${time} · ${m.runs} runs`);
+    });
     this.local.replaceChildren(
       ...row(
         "workers",
@@ -47,6 +57,8 @@ export class TelemetryPanel {
       ),
       ...row("queued", String(stats.queue_depth)),
       ...row("running", String(stats.running)),
+      ...models,
+      ...(modelNote ? row("model", `on the server: ${modelNote}`) : []),
       ...durationRows(stats.durations_ms),
     );
   }
@@ -56,9 +68,14 @@ export class TelemetryPanel {
  * Every REPORT_MS, tell the server how the page's workers are doing: as a `telemetry`
  * frame while the socket is open, else POST /api/metrics. Returns a stop function.
  */
-export function startReporter({ pool, socket, taskId, post, onStats }) {
+export function startReporter({ pool, rembg, socket, taskId, post, onStats }) {
   const tick = () => {
     const stats = pool.stats();
+    if (rembg?.available) {
+      stats.models = rembg.report();
+      stats.queue_depth += rembg.queued;
+      stats.running += rembg.running;
+    }
     onStats(stats);
     const report = { source: "client-workers", taskId, ...stats };
     if (!socket.send({ type: "telemetry", ...report })) {

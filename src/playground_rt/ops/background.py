@@ -187,12 +187,28 @@ def remove_background(image: Image.Image, params: RembgParams, ctx: OpContext) -
     return result
 
 
+CLIENT_MODELS = ("u2netp",)
+"""Models the page runs itself (onnxruntime-web, ``GET /models/{model}.onnx``)."""
+
+
+def client_blocker(params: RembgParams) -> str | None:
+    """Why the page's model worker cannot run ``params`` (None when it can)."""
+    if params.model not in CLIENT_MODELS:
+        return f"rembg model {params.model!r} runs on the server only"
+    if params.alpha_matting:
+        return "rembg alpha_matting runs on the server only"
+    if params.post_process_mask:
+        return "rembg post_process_mask runs on the server only"
+    return None
+
+
 SPECS: tuple[OpSpec[Any], ...] = (
     OpSpec(
         "rembg",
         RembgParams,
         remove_background,
-        client=False,
+        client=True,
         summary="Remove the background with a rembg ONNX model.",
+        client_check=client_blocker,
     ),
 )

@@ -67,8 +67,9 @@ class OpSpec(Generic[P]):
     """A registered op.
 
     ``client`` says whether the page's Web Workers implement it bit-compatibly (see
-    ``static/js/ops.js``); a pipeline whose enabled ops are all ``client`` may be routed
-    to the browser.
+    ``static/js/ops.js``; ``rembg`` runs in ``static/js/ort-worker.js``); a pipeline whose
+    enabled ops are all ``client`` may be routed to the browser. ``client_check``, when
+    given, says why particular params cannot run there (None when they can).
     """
 
     name: str
@@ -79,6 +80,7 @@ class OpSpec(Generic[P]):
     size: Callable[[tuple[int, int], P], tuple[int, int]] | None = None
     """The output ``(width, height)`` for an input size, for ops that change it; checked
     against ``max_pixels`` before a job is queued."""
+    client_check: Callable[[P], str | None] | None = None
 
     def output_size(self, size: tuple[int, int], params: Any) -> tuple[int, int]:
         return size if self.size is None else self.size(size, params)
