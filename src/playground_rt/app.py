@@ -34,6 +34,7 @@ from .ops import OPS
 from .pipelines import CANONICAL_FORM, PIPELINES
 from .state import AppState
 from .telemetry import Telemetry
+from .thumbnails import Thumbnails
 
 log = logging.getLogger("playground_rt")
 VERSION = version("playground-rt")
@@ -85,6 +86,12 @@ def build_state(settings: Settings) -> AppState:
             outputs_root=settings.outputs_root,
         ),
         datasets=Datasets(settings.data_root),
+        thumbnails=Thumbnails(
+            settings.outputs_root / "thumbnails",
+            settings.data_root,
+            jobs.limits,
+            settings.thumbnail_cache_bytes,
+        ),
         pipeline_list=pipeline_list(),
         openapi=openapi.render(VERSION),
     )
@@ -158,6 +165,8 @@ def _routes(state: AppState) -> list[BaseRoute]:
         Route("/api/metrics", api.metrics_report, methods=["POST"]),
         Route("/api/datasets", api.datasets, methods=["GET"]),
         Route("/api/datasets/file", api.dataset_file, methods=["GET"]),
+        Route("/api/datasets/thumbnail", api.dataset_thumbnail, methods=["GET"]),
+        Route("/api/datasets/uploads", api.save_upload, methods=["POST"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
