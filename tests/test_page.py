@@ -14,14 +14,13 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from playground_rt.connection import Close
 
@@ -29,8 +28,6 @@ from .conftest import SEED_IMAGE, Server, b64, encode, make_settings, running, s
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHEKEY_CHECK = ROOT / "tests" / "js" / "cachekey_check.mjs"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TIMEOUT_MS = 30_000
 
 
@@ -91,18 +88,6 @@ async def test_js_cache_key_matches_the_server(server: Server, tmp_path: Path) -
 # --- the browser ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: run `bash .ci/system-deps` (or `.ci/run`)")
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        await launched.close()
-
-
 BLANK = "/?pipeline=preprocessing"
 """A page without an image: the URL names a place, so the example is not loaded."""
 
@@ -129,17 +114,19 @@ async def upload(page: Page, tmp_path: Path, image: Image.Image, name: str = "up
     await expect(page.locator("#image-name")).to_contain_text(name)
 
 
-async def drop(page: Page, image: Image.Image, name: str = "dropped.png") -> None:
-    """Drop a PNG file on the drop zone, as a drag from the file manager would."""
+async def drop(
+    page: Page, image: Image.Image, name: str = "dropped.png", target: str = "#drop-zone"
+) -> None:
+    """Drop a PNG file on ``target``, as a drag from the file manager would."""
     await page.evaluate(
-        """([data, name]) => {
+        """([data, name, target]) => {
             const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
             const transfer = new DataTransfer();
             transfer.items.add(new File([bytes], name, { type: "image/png" }));
             const init = { dataTransfer: transfer, bubbles: true, cancelable: true };
-            document.getElementById("drop-zone").dispatchEvent(new DragEvent("drop", init));
+            document.querySelector(target).dispatchEvent(new DragEvent("drop", init));
         }""",
-        [b64(encode(image)), name],
+        [b64(encode(image)), name, target],
     )
     await expect(page.locator("#image-name")).to_contain_text(name)
 
@@ -175,7 +162,9 @@ async def test_client_preview_matches_the_server(
     for op in ("autocontrast", "blur", "grayscale"):
         await page.check(f"#op-{op}")
 
-    result = await wait_for_result(page, "client-workers", "preprocessing:")
+    await wait_for_result(page, "client-workers", "preprocessing:")
+    await page.wait_for_function("window.playground.freshness.state === 'current'")
+    result = await hook(page, "result")  # the result of all three ops (not of a first click)
     params = {"autocontrast": True, "blur": {"kernelSize": 5}, "grayscale": True}
     assert await hook(page, "routedBackend") == "client-workers"
     client_key, server_key = await hook(page, "clientKey"), await hook(page, "serverKey")
@@ -253,7 +242,9 @@ async def test_fallback_runs_on_the_server_with_live_progress(
     frames = await hook(page, "frames()")
     seen = {f["type"] for f in frames if f["job_id"] == job_id}
     assert {"queued", "progress", "completed"} <= seen, frames
-    await expect(page.locator("#stage-canvas")).to_have_attribute("data-source", re.compile("server"))
+    await expect(page.locator("#stage-canvas")).to_have_attribute(
+        "data-source", re.compile("server")
+    )
 
     stages = [j["stage"] for j in await hook(page, "jobs()") if j["id"] == job_id]
     assert stages and stages[0], "no progress stage was shown"

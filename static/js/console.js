@@ -19,39 +19,37 @@ function folderOf(path) {
 export class CommandDrawer {
   constructor({ code, copy, warnings, status, pending, pendingCode, folder, folderCode, copyFolder }) {
     Object.assign(this, { code, copy, warnings, status, pending, pendingCode, folder, folderCode, copyFolder });
-    this.built = new Map(); // identity -> Promise<{command, warnings} | {error}>
-    this.shownId = null;
-    this.pendingId = null;
+    this.built = new Map(); // request -> Promise<{command, warnings} | {error}>
+    this.shownBody = null;
+    this.pendingBody = null;
     this.generation = 0;
     copy.addEventListener("click", () => this.#copy(this.code));
     copyFolder.addEventListener("click", () => this.#copy(this.folderCode));
   }
 
-  /** The result on the stage now came from `body` (its identity `id`). */
-  async shown(id, body) {
-    this.shownId = id;
+  /** The result on the stage now came from the request `body`. */
+  async shown(body) {
     this.shownBody = body;
     await this.#render();
   }
 
-  /** What the form asks for (null while it has errors: the last valid command stays). */
-  async want(id, body) {
-    if (id === null) return;
-    this.pendingId = id;
+  /** What the form asks for (not called while it has errors: the last valid command stays). */
+  async want(body) {
     this.pendingBody = body;
     await this.#render();
   }
 
-  /** The command text of identity `id` (built once). */
-  build(id, body) {
-    let entry = this.built.get(id);
+  /** The command of a request body (built once per distinct request). */
+  build(body) {
+    const preview = { ...body, taskId: undefined };
+    if (preview.image_base64 != null) preview.image_base64 = UPLOAD_STUB;
+    const key = JSON.stringify(preview);
+    let entry = this.built.get(key);
     if (!entry) {
-      const preview = { ...body };
-      if (preview.image_base64 != null) preview.image_base64 = UPLOAD_STUB;
       entry = buildCommand({ command: "playground-rt run", preview }).catch((error) => ({
         error: error.message,
       }));
-      this.built.set(id, entry);
+      this.built.set(key, entry);
       while (this.built.size > CACHE) this.built.delete(this.built.keys().next().value);
     }
     return entry;
@@ -59,18 +57,17 @@ export class CommandDrawer {
 
   async #render() {
     const generation = ++this.generation;
-    const showing = this.shownId ?? this.pendingId;
-    const body = this.shownId ? this.shownBody : this.pendingBody;
-    if (!showing) return;
-    const main = await this.build(showing, body);
-    const other =
-      this.pendingId && this.pendingId !== showing ? await this.build(this.pendingId, this.pendingBody) : null;
+    const body = this.shownBody ?? this.pendingBody;
+    if (!body) return;
+    const main = await this.build(body);
+    const other = this.pendingBody ? await this.build(this.pendingBody) : null;
+    const differs = other && (other.command ?? other.error) !== (main.command ?? main.error);
     const folder = body.image_path ? await this.#folderCommand(body) : null;
     if (generation !== this.generation) return;
     this.#put(this.code, main);
     this.copy.disabled = Boolean(main.error);
-    this.pending.hidden = !other;
-    if (other) this.#put(this.pendingCode, other);
+    this.pending.hidden = !differs;
+    if (differs) this.#put(this.pendingCode, other);
     this.folder.hidden = !folder || Boolean(folder.error);
     this.copyFolder.hidden = this.folder.hidden;
     if (folder && !folder.error) this.folderCode.textContent = folder.command;

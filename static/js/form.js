@@ -10,7 +10,7 @@
 // page's decision (app.js).
 
 import { deref, isFlat, opProperties, pipelineProperties, ROUTING_KEYS } from "./cachekey.js";
-import { el, humanize } from "./ui/dom.js";
+import { el, formatPixels as megapixels, humanize } from "./ui/dom.js";
 import { helpText, makeField } from "./ui/fields.js";
 
 export { tidy } from "./ui/dom.js";
@@ -116,7 +116,6 @@ function afterResize([w, h], p) {
   return [w, h];
 }
 
-const megapixels = (n) => `${(n / 1e6).toFixed(1)} MP`;
 
 /**
  * Build the form of `pipeline` into `container`; `onChange(event)` runs on every edit.

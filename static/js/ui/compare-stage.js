@@ -495,7 +495,11 @@ export class CompareStage {
   #down(event) {
     if (!this.before) return;
     this.els.stage.focus({ preventScroll: true });
-    this.els.stage.setPointerCapture?.(event.pointerId);
+    try {
+      this.els.stage.setPointerCapture(event.pointerId);
+    } catch {
+      // a synthetic pointer (tests, some assistive tech) cannot be captured
+    }
     const point = this.#point(event);
     this.pointers.set(event.pointerId, point);
     if (this.pointers.size === 2) {

@@ -18,8 +18,12 @@ export function tidy(text) {
   return (text ?? "").replace(/\s+/g, " ").trim();
 }
 
+/** Names that splitting alone does not make readable. */
+const WORDS = { bgcolor: "Background colour", autocontrast: "Auto contrast" };
+
 /** "kernelSize" / "alpha_matting" -> "Kernel size" / "Alpha matting". */
 export function humanize(name) {
+  if (Object.hasOwn(WORDS, name)) return WORDS[name];
   const words = String(name)
     .replace(/([a-z0-9])([A-Z])/g, "$1 $2")
     .replace(/[_-]+/g, " ")
@@ -36,4 +40,8 @@ export function formatBytes(n) {
 export function formatMs(ms) {
   if (ms >= 60_000) return `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`;
   return ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
+}
+
+export function formatPixels(n) {
+  return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MP` : `${n.toLocaleString("en")} pixels`;
 }

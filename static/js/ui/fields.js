@@ -181,12 +181,13 @@ function colourField(id, label, schema, value, { nullable }) {
   };
   set.addEventListener("change", sync);
   const head = nullable
-    ? el("div", { class: "field-bool" }, set, el("label", { for: set.id }, `Put a colour behind: ${label}`))
-    : el("label", { for: id }, label);
+    ? el("div", { class: "field-bool" }, set, el("label", { for: set.id }, `Use a ${label.toLowerCase()}`))
+    : null;
   const node = el(
     "div",
     { class: "field field-colour" },
     head,
+    el("label", { for: id, class: "field-label" }, label),
     el("div", { class: "colour-row" }, colour, alpha, shown),
   );
   const field = {

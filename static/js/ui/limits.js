@@ -6,9 +6,8 @@
 // The pixel count comes from the file's header (PNG, JPEG, GIF, BMP, WebP): a 24 MP photo
 // is refused without being decoded.
 
-import { formatBytes } from "./dom.js";
+import { formatBytes, formatPixels as megapixels } from "./dom.js";
 
-const megapixels = (n) => `${(n / 1e6).toFixed(1)} MP`;
 
 function u16be(b, i) {
   return (b[i] << 8) | b[i + 1];

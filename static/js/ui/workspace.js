@@ -49,7 +49,7 @@ export class Workspace {
     this.lastRun = null; // {id, body}
     this.runLater = later(() => this.run(), DEBOUNCE_MS);
     this.urlLater = later(() => this.#writeUrl(), URL_MS);
-    this.commandLater = later((id, body) => this.drawer.want(id, body), COMMAND_MS);
+    this.commandLater = later((body) => this.drawer.want(body), COMMAND_MS);
     for (const p of this.pipelines) this.els.pipeline.append(new Option(`${p.id} (v${p.version})`, p.id));
     this.els.pipeline.addEventListener("change", () => this.showForm({}));
     this.els.server.addEventListener("change", () => this.changed());
@@ -71,7 +71,7 @@ export class Workspace {
         this.stage.showResult(img, meta);
         const run = this.lastRun;
         this.freshness.painted();
-        if (run) this.drawer.shown(run.id, run.body);
+        if (run) this.drawer.shown(run.body);
         const result = this.previewer.state.result;
         this.takeaway.setShown({ image: img, key: result?.key, source: meta.source });
       },
@@ -125,7 +125,7 @@ export class Workspace {
     this.urlLater();
     if (errors.length || !this.image) return;
     const body = this.previewer.body(this.pipeline, params, this.#options());
-    this.commandLater(id, body);
+    this.commandLater(body);
     if (!auto) return;
     if (isRange(event) && event.type === "input") {
       this.runLater.cancel(); // server work waits for the release
@@ -165,7 +165,7 @@ export class Workspace {
     this.lastRun = { id, body, summary: summarize(this.pipeline, params) };
     this.live.stop();
     this.freshness.started(id, "Sending the preview request…");
-    this.drawer.want(id, body);
+    this.drawer.want(body);
     this.previewer.run(this.pipeline, params, options);
   }
 
