@@ -118,10 +118,21 @@ async function main() {
   const drawer = makeDrawer();
   const telemetry = new TelemetryPanel($("telemetry-server"), $("telemetry-local"));
   let workspace = null;
-  const freshness = new Freshness({ root: $("freshness"), badge: $("freshness-badge"), detail: $("status") });
+  const freshness = new Freshness({
+    root: $("freshness"),
+    badge: $("freshness-badge"),
+    detail: $("status"),
+  });
   const view = statusView(freshness, () => workspace?.form);
 
-  const previewer = new Previewer({ pool, jobs: null, viewer: null, ui: view, taskId, socket: null });
+  const previewer = new Previewer({
+    pool,
+    jobs: null,
+    viewer: null,
+    ui: view,
+    taskId,
+    socket: null,
+  });
   const isLatest = (jobId) => previewer.waiting.get(jobId)?.seq === previewer.seq;
   // A job row changed: the previewer finishes the preview waiting on it; the stage's
   // marker follows the latest one (its stage, or how it ended).
@@ -172,14 +183,30 @@ async function main() {
   );
   const live = new LivePreview({ pool, stage, taskId, onPaint: (id) => freshness.live(id) });
   const takeaway = new TakeAway(
-    { result: $("download-result"), mask: $("download-mask"), saveUpload: $("save-upload"), status: $("takeaway-status") },
+    {
+      result: $("download-result"),
+      mask: $("download-mask"),
+      saveUpload: $("save-upload"),
+      status: $("takeaway-status"),
+    },
     { onSaved: (path) => workspace.adoptPath(path) },
   );
   const datasets = new DatasetBrowser(
-    { list: $("dataset-list"), prev: $("dataset-prev"), next: $("dataset-next"), status: $("dataset-status"), search: $("dataset-q") },
+    {
+      list: $("dataset-list"),
+      prev: $("dataset-prev"),
+      next: $("dataset-next"),
+      status: $("dataset-status"),
+      search: $("dataset-q"),
+    },
     (pick) => workspace.pick(pick),
   );
-  const crop = new CropHandles({ overlay: $("crop-overlay"), canvas: $("stage-canvas"), stage, getForm: () => workspace?.form });
+  const crop = new CropHandles({
+    overlay: $("crop-overlay"),
+    canvas: $("stage-canvas"),
+    stage,
+    getForm: () => workspace?.form,
+  });
   workspace = new Workspace({
     els: {
       form: $("params-form"),
@@ -227,13 +254,17 @@ async function main() {
     telemetry.renderLocal({ queue_depth: 0, running: 0, workers: 0 }, downgraded);
   }
 
-  setupUpload({ input: $("file-input"), zone: $("drop-zone"), overlay: $("drop-overlay") }, (pick) =>
-    workspace.pick(pick),
+  setupUpload(
+    { input: $("file-input"), zone: $("drop-zone"), overlay: $("drop-overlay") },
+    (pick) => workspace.pick(pick),
   );
   const browse = $("datasets");
   if (window.matchMedia("(min-width: 961px)").matches) browse.open = true;
   if (browse.open) datasets.load(0);
-  else browse.addEventListener("toggle", () => browse.open && datasets.load(datasets.offset), { once: true });
+  else
+    browse.addEventListener("toggle", () => browse.open && datasets.load(datasets.offset), {
+      once: true,
+    });
 
   exposeDebugHook({ previewer, pool, socket, jobs, frames, taskId, stage, freshness, workspace });
   await workspace.start(listing.example);
@@ -243,7 +274,17 @@ async function main() {
  * `window.playground`: read-only figures for tests and for poking around in devtools.
  * resultRGBA() returns the shown result's pixels as base64 RGBA.
  */
-function exposeDebugHook({ previewer, pool, socket, jobs, frames, taskId, stage, freshness, workspace }) {
+function exposeDebugHook({
+  previewer,
+  pool,
+  socket,
+  jobs,
+  frames,
+  taskId,
+  stage,
+  freshness,
+  workspace,
+}) {
   const state = previewer.state;
   window.playground = Object.freeze({
     taskId,
@@ -299,7 +340,8 @@ function exposeDebugHook({ previewer, pool, socket, jobs, frames, taskId, stage,
         detail: j.detail,
         restored: Boolean(j.restored),
       })),
-    frames: () => frames.map((f) => ({ type: f.type, job_id: f.job_id, seq: f.seq, stage: f.stage })),
+    frames: () =>
+      frames.map((f) => ({ type: f.type, job_id: f.job_id, seq: f.seq, stage: f.stage })),
     resultRGBA: () => state.result && bytesToBase64(state.result.image.data),
   });
 }

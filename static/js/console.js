@@ -17,8 +17,28 @@ function folderOf(path) {
 }
 
 export class CommandDrawer {
-  constructor({ code, copy, warnings, status, pending, pendingCode, folder, folderCode, copyFolder }) {
-    Object.assign(this, { code, copy, warnings, status, pending, pendingCode, folder, folderCode, copyFolder });
+  constructor({
+    code,
+    copy,
+    warnings,
+    status,
+    pending,
+    pendingCode,
+    folder,
+    folderCode,
+    copyFolder,
+  }) {
+    Object.assign(this, {
+      code,
+      copy,
+      warnings,
+      status,
+      pending,
+      pendingCode,
+      folder,
+      folderCode,
+      copyFolder,
+    });
     this.built = new Map(); // request -> Promise<{command, warnings} | {error}>
     this.shownBody = null;
     this.pendingBody = null;

@@ -62,7 +62,8 @@ function applyDependencies(made, values) {
   for (const [name, field] of Object.entries(made)) {
     let why = null;
     const prefix = Object.keys(made).find(
-      (other) => other !== name && name.startsWith(`${other}_`) && typeof values[other] === "boolean",
+      (other) =>
+        other !== name && name.startsWith(`${other}_`) && typeof values[other] === "boolean",
     );
     if (prefix && values[prefix] !== true) why = `Turn on “${made[prefix].label}” first`;
     for (const [target, other, value, reason] of INAPPLICABLE) {
@@ -86,7 +87,12 @@ function opFieldset(op, preset, models) {
   );
   const extra = el("p", { class: "crop-size", id: `op-${op.name}-size`, hidden: true });
   const error = el("p", { class: "field-error", id: `op-${op.name}-error`, hidden: true });
-  const body = el("div", { class: "op-fields", hidden: !preset }, ...Object.values(made).map((f) => f.node), extra);
+  const body = el(
+    "div",
+    { class: "op-fields", hidden: !preset },
+    ...Object.values(made).map((f) => f.node),
+    extra,
+  );
   const fieldset = el(
     "fieldset",
     { class: preset ? "op enabled" : "op", "data-op": op.name },
@@ -116,7 +122,6 @@ function afterResize([w, h], p) {
   return [w, h];
 }
 
-
 /**
  * Build the form of `pipeline` into `container`; `onChange(event)` runs on every edit.
  * `preset` is a params object to start from (op keys: true or values; flat pipelines:
@@ -135,7 +140,9 @@ export function buildForm(container, pipeline, onChange, preset = {}, options = 
       values: preset,
       models,
     });
-    container.append(el("div", { class: "flat-fields" }, ...Object.values(made).map((f) => f.node)));
+    container.append(
+      el("div", { class: "flat-fields" }, ...Object.values(made).map((f) => f.node)),
+    );
     groups[""] = { made };
   } else {
     for (const op of pipeline.ops) {
@@ -193,7 +200,11 @@ export function buildForm(container, pipeline, onChange, preset = {}, options = 
       size = afterCrop(size, params.crop);
       if (size[0] <= 0 || size[1] <= 0) {
         const field = size[0] <= 0 ? crop.made.right : crop.made.bottom;
-        errors.push({ id: field.id, label: field.label, message: "Nothing is left: the margins cover the whole image" });
+        errors.push({
+          id: field.id,
+          label: field.label,
+          message: "Nothing is left: the margins cover the whole image",
+        });
         return errors;
       }
     }
@@ -202,9 +213,17 @@ export function buildForm(container, pipeline, onChange, preset = {}, options = 
       const field = groups.resize.made[params.resize.width != null ? "width" : "height"];
       const [w, h] = size;
       if (params.resize.width == null && params.resize.height == null) {
-        errors.push({ id: field.id, label: field.label, message: "Give a width, a height or both" });
+        errors.push({
+          id: field.id,
+          label: field.label,
+          message: "Give a width, a height or both",
+        });
       } else if (w > limits.max_side || h > limits.max_side) {
-        errors.push({ id: field.id, label: field.label, message: `The result would be ${w}×${h}; each side may be at most ${limits.max_side}` });
+        errors.push({
+          id: field.id,
+          label: field.label,
+          message: `The result would be ${w}×${h}; each side may be at most ${limits.max_side}`,
+        });
       } else if (w * h > limits.max_pixels) {
         errors.push({
           id: field.id,
@@ -218,7 +237,10 @@ export function buildForm(container, pipeline, onChange, preset = {}, options = 
 
   /** Show a server's 422 detail at its field: true when a field took it. */
   function showServerError(detail) {
-    const match = /^(.*?) - at `\$\.(?:preview\.)?params(?:\.([A-Za-z0-9_]+))?(?:\.([A-Za-z0-9_]+))?/.exec(detail ?? "");
+    const match =
+      /^(.*?) - at `\$\.(?:preview\.)?params(?:\.([A-Za-z0-9_]+))?(?:\.([A-Za-z0-9_]+))?/.exec(
+        detail ?? "",
+      );
     if (!match) return false;
     const [, message, first, second] = match;
     const group = flat ? groups[""] : groups[first];
@@ -277,7 +299,12 @@ export function plainWords(message, name) {
   const bound = /^Expected `(int|float|number)` (>=|<=|>|<) (-?[\d.]+)$/.exec(text);
   if (bound) {
     const [, , op, n] = bound;
-    return { ">=": `Must be at least ${n}`, "<=": `Must be at most ${n}`, ">": `Must be more than ${n}`, "<": `Must be less than ${n}` }[op];
+    return {
+      ">=": `Must be at least ${n}`,
+      "<=": `Must be at most ${n}`,
+      ">": `Must be more than ${n}`,
+      "<": `Must be less than ${n}`,
+    }[op];
   }
   if (/^Expected `int`/.test(text)) return "Enter a whole number";
   if (/^Expected `(float|number)`/.test(text)) return "Enter a number";

@@ -176,7 +176,8 @@ export class JobList {
     }
     if (job.state === "running") {
       const stage = job.stage ? stageName(job.stage) : "Running";
-      const step = job.total > 0 ? ` · step ${Math.min(job.step + 1, job.total)} of ${job.total}` : "";
+      const step =
+        job.total > 0 ? ` · step ${Math.min(job.step + 1, job.total)} of ${job.total}` : "";
       return `On the server: ${stage}${step}${this.#left(job)}`;
     }
     return job.state;
@@ -186,7 +187,21 @@ export class JobList {
   record(job) {
     const { id, pipelineId, taskId, backend, image, summary, state, detail, created } = job;
     const { cacheHit, durations, resultUrl, ended } = job;
-    return { id, pipelineId, taskId, backend, image, summary, state, detail, created, cacheHit, durations, resultUrl, ended };
+    return {
+      id,
+      pipelineId,
+      taskId,
+      backend,
+      image,
+      summary,
+      state,
+      detail,
+      created,
+      cacheHit,
+      durations,
+      resultUrl,
+      ended,
+    };
   }
 
   #historyKey(job) {
@@ -237,7 +252,17 @@ export class JobList {
       meta,
       detail,
     );
-    const job = { id: jobId, node, title, stateEl: state, cancel, bar, stageEl: stage, times, meta };
+    const job = {
+      id: jobId,
+      node,
+      title,
+      stateEl: state,
+      cancel,
+      bar,
+      stageEl: stage,
+      times,
+      meta,
+    };
     Object.assign(job, { detailEl: detail, state: "queued", stage: null, step: 0, total: 0 });
     Object.assign(job, { frames: 0, created: Date.now() });
     cancel.addEventListener("click", () => this.onCancel(job));
@@ -268,7 +293,8 @@ export class JobList {
     job.title.textContent = name;
     job.title.title = `${job.id} on ${job.backend ?? "the server"}`;
     job.node.dataset.state = job.state;
-    job.stateEl.textContent = job.state === "completed" && job.cacheHit ? "completed (cached)" : job.state;
+    job.stateEl.textContent =
+      job.state === "completed" && job.cacheHit ? "completed (cached)" : job.state;
     job.cancel.hidden = TERMINAL.has(job.state);
     job.cancel.setAttribute("aria-label", `Cancel ${name}`);
     job.bar.setAttribute("aria-label", `Progress of ${name}`);
@@ -297,7 +323,8 @@ export class JobList {
       return job.position != null ? `#${job.position + 1} in the server's queue` : "Queued";
     }
     if (job.state === "running" && job.stage) {
-      const step = job.total > 0 ? ` · step ${Math.min(job.step + 1, job.total)} of ${job.total}` : "";
+      const step =
+        job.total > 0 ? ` · step ${Math.min(job.step + 1, job.total)} of ${job.total}` : "";
       return `${stageName(job.stage)}${step}`;
     }
     return "";

@@ -504,7 +504,11 @@ export class CompareStage {
     this.pointers.set(event.pointerId, point);
     if (this.pointers.size === 2) {
       this.drag = { kind: "pinch", ...this.#pinch() };
-    } else if (this.mode === "wipe" && this.after && Math.abs(point.x - this.#wipeX()) < WIPE_GRAB) {
+    } else if (
+      this.mode === "wipe" &&
+      this.after &&
+      Math.abs(point.x - this.#wipeX()) < WIPE_GRAB
+    ) {
       this.drag = { kind: "wipe" };
     } else {
       this.drag = { kind: "pan", last: point };
@@ -516,7 +520,8 @@ export class CompareStage {
   #move(event) {
     const point = this.#point(event);
     if (!this.drag) {
-      const near = this.mode === "wipe" && this.after && Math.abs(point.x - this.#wipeX()) < WIPE_GRAB;
+      const near =
+        this.mode === "wipe" && this.after && Math.abs(point.x - this.#wipeX()) < WIPE_GRAB;
       this.els.stage.classList.toggle("near-wipe", Boolean(near));
       return;
     }

@@ -53,10 +53,23 @@ export class CropHandles {
     const top = offset.y + a.y;
     const width = Math.max(0, b.x - a.x);
     const height = Math.max(0, b.y - a.y);
-    Object.assign(this.box.style, { left: `${left}px`, top: `${top}px`, width: `${width}px`, height: `${height}px` });
+    Object.assign(this.box.style, {
+      left: `${left}px`,
+      top: `${top}px`,
+      width: `${width}px`,
+      height: `${height}px`,
+    });
     for (const { handle, edges } of this.handles) {
-      const x = edges.includes("left") ? left : edges.includes("right") ? left + width : left + width / 2;
-      const y = edges.includes("top") ? top : edges.includes("bottom") ? top + height : top + height / 2;
+      const x = edges.includes("left")
+        ? left
+        : edges.includes("right")
+          ? left + width
+          : left + width / 2;
+      const y = edges.includes("top")
+        ? top
+        : edges.includes("bottom")
+          ? top + height
+          : top + height / 2;
       Object.assign(handle.style, { left: `${x}px`, top: `${y}px` });
     }
   }
@@ -66,7 +79,12 @@ export class CropHandles {
       const v = form.value("crop", name);
       return Number.isFinite(v) ? v : 0;
     };
-    return { left: value("left"), top: value("top"), right: value("right"), bottom: value("bottom") };
+    return {
+      left: value("left"),
+      top: value("top"),
+      right: value("right"),
+      bottom: value("bottom"),
+    };
   }
 
   #offset() {
@@ -125,7 +143,12 @@ export class CropHandles {
 
   #key(event, edges) {
     const step = event.shiftKey ? 10 : 1;
-    const delta = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] }[event.key];
+    const delta = {
+      ArrowLeft: [-step, 0],
+      ArrowRight: [step, 0],
+      ArrowUp: [0, -step],
+      ArrowDown: [0, step],
+    }[event.key];
     if (!delta) return;
     event.preventDefault();
     const form = this.getForm();

@@ -69,7 +69,13 @@ export class DatasetBrowser {
             "aria-current": String(item.path === this.current),
             "data-path": item.path,
           },
-          el("img", { src: thumbnailUrl(item.path), alt: "", loading: "lazy", width: 84, height: 84 }),
+          el("img", {
+            src: thumbnailUrl(item.path),
+            alt: "",
+            loading: "lazy",
+            width: 84,
+            height: 84,
+          }),
           el("span", { "aria-hidden": "true" }, name),
         );
         button.addEventListener("click", () => this.onPick({ path: item.path }));

@@ -42,7 +42,8 @@ function shell(field, id, help) {
       if (why === reason) return;
       reason = why;
       field.node.classList.toggle("disabled", Boolean(why));
-      for (const input of field.inputs) input.disabled = Boolean(why) || input.dataset.locked === "1";
+      for (const input of field.inputs)
+        input.disabled = Boolean(why) || input.dataset.locked === "1";
       field.node.title = why ?? "";
     },
     get disabled() {
@@ -55,7 +56,11 @@ function shell(field, id, help) {
 
 function booleanField(id, label, schema, value) {
   const input = el("input", { type: "checkbox", id, checked: value === true });
-  const node = el("div", { class: "field" }, el("div", { class: "field-bool" }, input, el("label", { for: id }, label)));
+  const node = el(
+    "div",
+    { class: "field" },
+    el("div", { class: "field-bool" }, input, el("label", { for: id }, label)),
+  );
   return {
     node,
     inputs: [input],
@@ -181,7 +186,12 @@ function colourField(id, label, schema, value, { nullable }) {
   };
   set.addEventListener("change", sync);
   const head = nullable
-    ? el("div", { class: "field-bool" }, set, el("label", { for: set.id }, `Use a ${label.toLowerCase()}`))
+    ? el(
+        "div",
+        { class: "field-bool" },
+        set,
+        el("label", { for: set.id }, `Use a ${label.toLowerCase()}`),
+      )
     : null;
   const node = el(
     "div",
@@ -218,9 +228,20 @@ function tupleField(id, label, schema, value, { nullable }) {
   const rgba = items.length === 4 && items.every((s) => s.minimum === 0 && s.maximum === 255);
   if (rgba) return colourField(id, label, schema, value, { nullable });
   const boxes = items.map((s, i) =>
-    el("input", { type: "text", inputmode: "numeric", id: `${id}-${i}`, value: value?.[i] ?? "", "aria-label": `${label} ${i + 1}` }),
+    el("input", {
+      type: "text",
+      inputmode: "numeric",
+      id: `${id}-${i}`,
+      value: value?.[i] ?? "",
+      "aria-label": `${label} ${i + 1}`,
+    }),
   );
-  const node = el("div", { class: "field" }, el("span", { class: "field-label" }, label), el("div", { class: "tuple-row" }, ...boxes));
+  const node = el(
+    "div",
+    { class: "field" },
+    el("span", { class: "field-label" }, label),
+    el("div", { class: "tuple-row" }, ...boxes),
+  );
   return {
     node,
     inputs: boxes,
@@ -251,7 +272,11 @@ function modelField(id, label, schema, value, { models }) {
   for (const model of models) {
     const text = model.present ? model.name : `${model.name} (not downloaded)`;
     select.append(
-      el("option", { value: model.name, selected: model.name === value, disabled: !model.present }, text),
+      el(
+        "option",
+        { value: model.name, selected: model.name === value, disabled: !model.present },
+        text,
+      ),
     );
   }
   const node = el("div", { class: "field" }, el("label", { for: id }, label), select);

@@ -8,7 +8,6 @@
 
 import { formatBytes, formatPixels as megapixels } from "./dom.js";
 
-
 function u16be(b, i) {
   return (b[i] << 8) | b[i + 1];
 }
@@ -63,9 +62,14 @@ export function headerSize(bytes) {
     return { width: u32be(b, 16), height: u32be(b, 20) };
   }
   if (b[0] === 0xff && b[1] === 0xd8) return jpegSize(b);
-  if (b[0] === 0x47 && b[1] === 0x49 && b[2] === 0x46) return { width: u16le(b, 6), height: u16le(b, 8) };
-  if (b[0] === 0x42 && b[1] === 0x4d) return { width: Math.abs(i32le(b, 18)), height: Math.abs(i32le(b, 22)) };
-  if (String.fromCharCode(...b.subarray(0, 4)) === "RIFF" && String.fromCharCode(...b.subarray(8, 12)) === "WEBP") {
+  if (b[0] === 0x47 && b[1] === 0x49 && b[2] === 0x46)
+    return { width: u16le(b, 6), height: u16le(b, 8) };
+  if (b[0] === 0x42 && b[1] === 0x4d)
+    return { width: Math.abs(i32le(b, 18)), height: Math.abs(i32le(b, 22)) };
+  if (
+    String.fromCharCode(...b.subarray(0, 4)) === "RIFF" &&
+    String.fromCharCode(...b.subarray(8, 12)) === "WEBP"
+  ) {
     return webpSize(b);
   }
   return null;

@@ -38,7 +38,11 @@ export function scaledSteps(steps, factor) {
   if (factor === 1) return steps;
   const side = (n) => (n == null ? n : Math.max(1, Math.round(n * factor)));
   return steps.map(({ name, params }) => {
-    if (name === "resize") return { name, params: { ...params, width: side(params.width), height: side(params.height) } };
+    if (name === "resize")
+      return {
+        name,
+        params: { ...params, width: side(params.width), height: side(params.height) },
+      };
     if (name === "blur") {
       const k = Math.max(1, Math.round(params.kernelSize * factor));
       return { name, params: { ...params, kernelSize: k % 2 ? k : k + 1 } };

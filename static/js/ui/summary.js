@@ -2,7 +2,14 @@
 // the values that differ from their defaults ("autocontrast · blur 9 · resize width 640",
 // "strength 0.85, alpha matting").
 
-import { canonicalJson, deref, enabledSteps, isFlat, opProperties, pipelineProperties } from "../cachekey.js";
+import {
+  canonicalJson,
+  deref,
+  enabledSteps,
+  isFlat,
+  opProperties,
+  pipelineProperties,
+} from "../cachekey.js";
 import { humanize } from "./dom.js";
 
 const MAX = 80;

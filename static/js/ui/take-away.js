@@ -43,7 +43,13 @@ function stem(name) {
 
 export class TakeAway {
   constructor({ result, mask, saveUpload, status }, { onSaved }) {
-    Object.assign(this, { resultButton: result, maskButton: mask, saveButton: saveUpload, status, onSaved });
+    Object.assign(this, {
+      resultButton: result,
+      maskButton: mask,
+      saveButton: saveUpload,
+      status,
+      onSaved,
+    });
     this.shown = null; // {image, key, source, name}
     this.image = null;
     this.allowed = true;
@@ -98,7 +104,10 @@ export class TakeAway {
     this.saveButton.disabled = true;
     this.#say("Saving under the data root…");
     try {
-      const saved = await api.saveUpload({ image_base64: this.image.base64, name: this.image.name });
+      const saved = await api.saveUpload({
+        image_base64: this.image.base64,
+        name: this.image.name,
+      });
       this.#say(
         saved.created
           ? `Saved as ${saved.path}: its command runs as it is`

@@ -41,7 +41,9 @@ function isDefault(props, root, name, value) {
 export function compactParams(pipeline, params) {
   const trim = (props, root, values) =>
     Object.fromEntries(
-      Object.entries(values).filter(([name, v]) => !props[name] || !isDefault(props, root, name, v)),
+      Object.entries(values).filter(
+        ([name, v]) => !props[name] || !isDefault(props, root, name, v),
+      ),
     );
   if (isFlat(pipeline)) return trim(pipelineProperties(pipeline), pipeline.params_schema, params);
   const out = {};

@@ -34,7 +34,8 @@ function later(fn, ms) {
   return call;
 }
 
-const isRange = (event) => event?.target instanceof HTMLInputElement && event.target.type === "range";
+const isRange = (event) =>
+  event?.target instanceof HTMLInputElement && event.target.type === "range";
 
 export class Workspace {
   constructor(deps) {
@@ -50,7 +51,8 @@ export class Workspace {
     this.runLater = later(() => this.run(), DEBOUNCE_MS);
     this.urlLater = later(() => this.#writeUrl(), URL_MS);
     this.commandLater = later((body) => this.drawer.want(body), COMMAND_MS);
-    for (const p of this.pipelines) this.els.pipeline.append(new Option(`${p.id} (v${p.version})`, p.id));
+    for (const p of this.pipelines)
+      this.els.pipeline.append(new Option(`${p.id} (v${p.version})`, p.id));
     this.els.pipeline.addEventListener("change", () => this.showForm({}));
     this.els.server.addEventListener("change", () => this.changed());
     this.els.auto.addEventListener("change", () => this.changed());
@@ -84,7 +86,11 @@ export class Workspace {
   async start(example) {
     const url = readUrl();
     const hasPlace = url.pipeline || url.image || url.upload;
-    const place = hasPlace ? url : example ? { ...example, pipeline: example.pipeline_id, image: example.image_path } : {};
+    const place = hasPlace
+      ? url
+      : example
+        ? { ...example, pipeline: example.pipeline_id, image: example.image_path }
+        : {};
     this.els.server.checked ||= Boolean(place.server);
     const pipeline = this.pipelines.find((p) => p.id === place.pipeline) ?? this.pipelines[0];
     this.els.pipeline.value = pipeline.id;
@@ -97,7 +103,9 @@ export class Workspace {
   async #restoreUpload(sha256) {
     const kept = await loadUpload(sha256);
     if (!kept) {
-      this.#imageError("The uploaded image of this link is not kept in this browser: open the file again.");
+      this.#imageError(
+        "The uploaded image of this link is not kept in this browser: open the file again.",
+      );
       this.changed();
       return;
     }
@@ -107,9 +115,16 @@ export class Workspace {
   // --- the form --------------------------------------------------------------------------
 
   showForm(preset, { quiet = false } = {}) {
-    this.pipeline = this.pipelines.find((p) => p.id === this.els.pipeline.value) ?? this.pipelines[0];
+    this.pipeline =
+      this.pipelines.find((p) => p.id === this.els.pipeline.value) ?? this.pipelines[0];
     const options = { models: this.models, limits: this.limits };
-    this.form = buildForm(this.els.form, this.pipeline, (event) => this.changed(event), preset, options);
+    this.form = buildForm(
+      this.els.form,
+      this.pipeline,
+      (event) => this.changed(event),
+      preset,
+      options,
+    );
     const pixels = this.image?.pixels;
     if (pixels) this.form.setImage(pixels);
     if (!quiet) this.changed();
@@ -182,7 +197,12 @@ export class Workspace {
   #writeUrl() {
     if (!this.form) return;
     const params = this.form.read().params;
-    writeUrl({ pipeline: this.pipeline, params, image: this.image, server: this.els.server.checked });
+    writeUrl({
+      pipeline: this.pipeline,
+      params,
+      image: this.image,
+      server: this.els.server.checked,
+    });
   }
 
   // --- the image -------------------------------------------------------------------------
