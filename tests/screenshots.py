@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 from playwright.async_api import Page, async_playwright
@@ -55,8 +56,11 @@ async def main() -> None:
             browser = await pw.chromium.launch(
                 executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
             )
-            shots = (("playground.png", 1280, "light"), ("playground-narrow.png", 400, "light"))
-            shots += (("playground-dark.png", 1280, "dark"),)
+            shots: list[tuple[str, int, Literal["light", "dark"]]] = [
+                ("playground.png", 1280, "light"),
+                ("playground-narrow.png", 400, "light"),
+                ("playground-dark.png", 1280, "dark"),
+            ]
             for name, width, scheme in shots:
                 page = await browser.new_page(
                     viewport={"width": width, "height": 860}, color_scheme=scheme

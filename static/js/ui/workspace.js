@@ -144,7 +144,8 @@ export class Workspace {
     if (!auto) return;
     if (isRange(event) && event.type === "input") {
       this.runLater.cancel(); // server work waits for the release
-      const server = this.#options().server;
+      // translucent pixels are computed by the server only (imaging.js): no live copy
+      const server = this.#options().server || Boolean(this.image.pixels?.translucent);
       if (this.live.possible(this.pipeline, params, { server })) {
         this.live.update(this.pipeline, params, id);
       }
