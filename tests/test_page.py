@@ -111,7 +111,7 @@ async def upload(page: Page, tmp_path: Path, image: Image.Image, name: str = "up
     path = tmp_path / name
     path.write_bytes(encode(image))
     await page.set_input_files("#file-input", str(path))
-    await expect(page.locator("#image-name")).to_contain_text(name)
+    await expect(page.locator("#image-name")).to_contain_text(f"{name} (uploaded)")
 
 
 async def drop(
@@ -128,7 +128,7 @@ async def drop(
         }""",
         [b64(encode(image)), name, target],
     )
-    await expect(page.locator("#image-name")).to_contain_text(name)
+    await expect(page.locator("#image-name")).to_contain_text(f"{name} (uploaded)")
 
 
 async def hook(page: Page, expression: str) -> Any:

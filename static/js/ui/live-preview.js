@@ -56,7 +56,9 @@ export class LivePreview {
     Object.assign(this, { pool, stage, onPaint });
     this.taskId = `${taskId}-live`;
     this.copy = null; // {image, factor} of the current image
-    this.latest = 0;
+    this.latest = 0; // the newest value asked for
+    this.painted = 0; // the newest value painted
+    this.stopped = 0; // values up to this one must not paint (the drag ended)
   }
 
   /** A new image: make its display copy (a live preview waits for it). */
@@ -82,7 +84,10 @@ export class LivePreview {
     const steps = scaledSteps(enabledSteps(pipeline, params), copy.factor);
     try {
       const { image } = await this.pool.run(this.taskId, steps, copy.image);
-      if (n !== this.latest) return;
+      // Paint anything newer than what is shown, not only the newest value: while the
+      // slider moves faster than a run, the picture must still follow it.
+      if (n <= this.painted || this.stopped >= n) return;
+      this.painted = n;
       this.stage.showLive(image, 1 / copy.factor);
       this.onPaint(id);
     } catch (error) {
@@ -92,6 +97,6 @@ export class LivePreview {
 
   /** The drag ended: late live answers must not paint over the full preview. */
   stop() {
-    this.latest += 1;
+    this.stopped = this.latest;
   }
 }

@@ -213,9 +213,10 @@ export class Workspace {
     const name = file ? file.name : path;
     this.#imageError(null);
     this.els.imageName.textContent = `Loading ${name}…`;
+    this.freshness.started("loading", `Loading ${name}…`);
     try {
       const image = file ? await this.#uploaded(file) : await this.#fromDataset(path);
-      if (!image) return;
+      if (!image) return this.freshness.failed("the image was refused");
       this.previewer.setImage(image);
       this.freshness.cleared();
       this.takeaway.setImage(image, this.limits?.save_uploads ?? true);
@@ -228,6 +229,7 @@ export class Workspace {
     } catch (error) {
       this.els.imageName.textContent = this.image ? this.image.name : "No image yet";
       this.#imageError(`Could not use ${name}: ${error.message}`);
+      this.freshness.failed(`could not use ${name}`);
     }
   }
 
