@@ -78,7 +78,7 @@ function statusView(freshness, getForm) {
     status(text, error = false) {
       if (error) {
         getForm()?.showServerError(text);
-        freshness.failed(text);
+        freshness.failed(text.replace(/ - at `\$[^`]*`$/, "")); // the field shows where
       } else {
         freshness.progress(text);
       }
@@ -238,8 +238,7 @@ async function main() {
   socket.followTask(taskId);
   socket.watch("telemetry");
   socket.start();
-  const unsettled = jobs.active().map((j) => j.id);
-  if (unsettled.length) previewer.refetch(unsettled);
+  settle(jobs, jobs.active());
 
   if (downgraded) {
     $("run-on-server").checked = true;
@@ -268,6 +267,23 @@ async function main() {
 
   exposeDebugHook({ previewer, pool, socket, jobs, frames, taskId, stage, freshness, workspace });
   await workspace.start(listing.example);
+}
+
+/**
+ * Ask the server how rows restored from before a reload stand now. A job the server no
+ * longer knows (restarted, or finished long ago) must not tick forever as "running".
+ */
+function settle(jobs, restored) {
+  for (const job of restored) {
+    api.getJob(job.id).then(
+      (view) => jobs.update(view),
+      (error) => {
+        if (error.status !== 404) return;
+        const detail = "the server no longer knows this job (restarted, or finished long ago)";
+        jobs.update({ job_id: job.id, state: "cancelled", detail });
+      },
+    );
+  }
 }
 
 /**

@@ -158,26 +158,21 @@ export function buildForm(container, pipeline, onChange, preset = {}, options = 
     const errors = [];
     for (const [name, group] of Object.entries(groups)) {
       if (group.toggle && !group.toggle.checked) continue;
+      // dependencies first: a disabled field's error is not the user's to fix
+      applyDependencies(group.made, readGroup(group.made, name).values);
       const got = readGroup(group.made, name);
-      applyDependencies(group.made, got.values);
-      errors.push(...readGroup(group.made, name).errors);
+      errors.push(...got.errors);
       if (!name) Object.assign(params, got.values);
       else params[name] = Object.keys(group.made).length ? got.values : true;
     }
     errors.push(...checkSizes(params));
-    const failed = new Set(errors.map((e) => e.id));
     for (const group of Object.values(groups)) {
       for (const field of Object.values(group.made)) {
-        const mine = errors.find((e) => e.id === field.id);
-        field.showError(mine ? mine.message : null);
+        field.showError(errors.find((e) => e.id === field.id)?.message ?? null);
       }
-      if (group.error) {
-        const mine = errors.find((e) => e.id === group.error.id);
-        group.error.hidden = !mine;
-        group.error.textContent = mine?.message ?? "";
-      }
+      if (group.error) group.error.hidden = true; // a server's word holds until the next edit
     }
-    return { params, errors: errors.filter((e) => failed.has(e.id)) };
+    return { params, errors };
   }
 
   /** The result's size through crop and resize; errors where a limit is passed. */

@@ -47,7 +47,8 @@ export class Workspace {
     this.models = deps.listing.models ?? [];
     this.pipeline = this.pipelines[0];
     this.form = null;
-    this.lastRun = null; // {id, body}
+    this.lastRun = null; // {id, body, summary}
+    this.placed = false; // start() has read the URL (until then the URL is not written)
     this.runLater = later(() => this.run(), DEBOUNCE_MS);
     this.urlLater = later(() => this.#writeUrl(), URL_MS);
     this.commandLater = later((body) => this.drawer.want(body), COMMAND_MS);
@@ -97,7 +98,8 @@ export class Workspace {
     this.showForm(place.params ?? {}, { quiet: true });
     if (place.image) await this.pick({ path: place.image });
     else if (place.upload) await this.#restoreUpload(place.upload);
-    else this.changed();
+    this.placed = true;
+    this.changed();
   }
 
   async #restoreUpload(sha256) {
@@ -106,7 +108,6 @@ export class Workspace {
       this.#imageError(
         "The uploaded image of this link is not kept in this browser: open the file again.",
       );
-      this.changed();
       return;
     }
     await this.pick({ file: new File([kept.blob], kept.name, { type: kept.type }) });
@@ -196,7 +197,7 @@ export class Workspace {
   }
 
   #writeUrl() {
-    if (!this.form) return;
+    if (!this.form || !this.placed) return; // the URL is the place until start() has taken it
     const params = this.form.read().params;
     writeUrl({
       pipeline: this.pipeline,
