@@ -66,6 +66,13 @@ async def test_a_hundred_thousand_files_are_scanned_once(tmp_path: Path) -> None
     assert scans == 1
     assert datasets._interval >= 5.0  # the next rescan waits longer than one scan takes
 
+    datasets._scanned -= 3600  # stale: answered from the listing it has, rescanned behind
+    stale = await datasets.page(0, 1)
+    assert stale.total == 100_000 and scans == 1
+    assert datasets._scanning is not None
+    await datasets._scanning
+    assert scans == 2
+
 
 # --- thumbnails ------------------------------------------------------------------------------
 

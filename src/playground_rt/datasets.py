@@ -20,8 +20,9 @@ log = logging.getLogger("playground_rt.datasets")
 class Datasets:
     """A sorted listing of image files under ``root``, rescanned at most every few seconds
     so paging through it stays cheap. A scan runs once however many requests wait for it,
-    and the interval grows with the scan's cost (``RESCAN_FACTOR`` times its duration), so
-    a data root of 100k files is walked now and then, not on every page. Searching filters
+    in the background once there is a listing to answer with, and the interval grows with
+    the scan's cost (``RESCAN_FACTOR`` times its duration), so a data root of 100k files is
+    walked now and then, never while a page waits. Searching filters
     the cached listing (case-insensitive substring of the path); the last query's matches
     are kept, so paging through them costs a slice.
 
@@ -38,6 +39,7 @@ class Datasets:
         self._scanning: asyncio.Task[list[schemas.DatasetEntry]] | None = None
         self._found: tuple[str, list[schemas.DatasetEntry]] = ("", self._entries)
         self._warned: set[str] = set()
+        self._dirty = True  # nothing scanned yet: the first request waits for the scan
 
     def _scan(self) -> list[schemas.DatasetEntry]:
         base = self.root.resolve()
@@ -97,17 +99,21 @@ class Datasets:
         )
 
     async def entries(self) -> list[schemas.DatasetEntry]:
-        """The listing, rescanned when it is older than the current interval."""
+        """The listing. Older than the interval, it is rescanned in the background and the
+        old one answers meanwhile (a 100k-file walk never holds a page); only the first
+        request, and the first after :meth:`invalidate`, wait for the scan."""
         if time.monotonic() - self._scanned > self._interval:
             if self._scanning is None:
                 self._scanning = asyncio.create_task(self._rescan())
-            scanning = self._scanning
-            await asyncio.shield(scanning)
+                self._scanning.add_done_callback(_retrieve)
+            if self._dirty:
+                await asyncio.shield(self._scanning)
         return self._entries
 
     def invalidate(self) -> None:
-        """The next request rescans (a file was added through the API)."""
+        """The next request waits for a rescan (a file was added through the API)."""
         self._scanned = -self._interval
+        self._dirty = True
 
     async def _rescan(self) -> list[schemas.DatasetEntry]:
         started = time.monotonic()
@@ -117,6 +123,7 @@ class Datasets:
             self._scanning = None
         self._entries = entries
         self._found = ("", entries)
+        self._dirty = False
         self._scanned = time.monotonic()
         self._interval = max(RESCAN_S, RESCAN_FACTOR * (self._scanned - started))
         return entries
@@ -130,6 +137,12 @@ class Datasets:
             found = [e for e in entries if needle in e.path.casefold()]
             self._found = (needle, found)
         return found
+
+
+def _retrieve(task: asyncio.Task[list[schemas.DatasetEntry]]) -> None:
+    """A background rescan nobody awaited: its failure is logged, not left unretrieved."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("scanning the data root failed", exc_info=exc)
 
 
 def _is_utf8(name: str) -> bool:

@@ -33,10 +33,9 @@ function shell(field, id, help) {
     showError(message) {
       error.hidden = !message;
       error.textContent = message ?? "";
-      for (const input of field.inputs) {
-        if (message) input.setAttribute("aria-invalid", "true");
-        else input.removeAttribute("aria-invalid");
-      }
+      const [typed] = field.inputs; // the box one types in (a slider cannot be wrong)
+      if (message) typed.setAttribute("aria-invalid", "true");
+      else typed.removeAttribute("aria-invalid");
     },
     setDisabled(why) {
       if (why === reason) return;
