@@ -10,18 +10,15 @@
 // its original. A layer may stand for a bigger picture (`scale`): a live preview computed on
 // a display-sized copy is drawn at the full result's size.
 //
-// Mouse: drag pans (or moves the wipe handle near it), wheel zooms at the pointer, double
-// click toggles fit and 1:1. Touch: one finger pans, two pinch. Keyboard (the stage is
-// focusable): + and − zoom, 0 fits, 1 is 1:1, arrows pan, W wipe, S side by side, M mask.
-// Implements the Viewer interface the previewer paints through (showOriginal, showResult,
+// Mouse, touch and keyboard: ui/stage-input.js. Implements the Viewer interface the previewer paints through (showOriginal, showResult,
 // clearResult).
+
+import { bindStageInput } from "./stage-input.js";
 
 const GAP = 8; // between the two panes, CSS px
 const MAX_ZOOM = 64;
 const MIN_ZOOM = 0.1;
 const WIPE_GRAB = 14; // CSS px around the handle that grab it instead of panning
-const PAN_STEP = 40;
-const ZOOM_STEP = 1.25;
 
 function layerOf(img, scale = 1) {
   const surface = document.createElement("canvas");
@@ -70,11 +67,9 @@ export class CompareStage {
     this.paints = 0; // results painted (full or live), for tests
     this.livePaints = 0;
     this.listeners = new Set(); // view changes (overlays follow)
-    this.pointers = new Map();
-    this.drag = null;
     this.frame = 0;
     this.size = { width: 0, height: 0, dpr: 1 };
-    this.#bind();
+    bindStageInput(this, els);
     new ResizeObserver(() => this.#resize()).observe(els.stage);
     this.#resize();
   }
@@ -291,8 +286,18 @@ export class CompareStage {
     return panes.find((p) => x >= p.x && x <= p.x + p.w) ?? panes[0];
   }
 
-  #wipeX() {
+  /** Where the wipe handle is, in CSS px from the canvas's left edge. */
+  wipeX() {
     return this.size.width * this.wipe;
+  }
+
+  /** Whether (x, y) grabs the wipe handle rather than the picture. */
+  nearHandle(x) {
+    return this.mode === "wipe" && Boolean(this.after) && Math.abs(x - this.wipeX()) < WIPE_GRAB;
+  }
+
+  get zoom() {
+    return this.view.zoom;
   }
 
   // --- drawing -----------------------------------------------------------------------------
@@ -346,7 +351,7 @@ export class CompareStage {
   }
 
   #paintWipe(pane) {
-    const split = this.#wipeX();
+    const split = this.wipeX();
     const { ctx } = this;
     ctx.save();
     ctx.beginPath();
@@ -410,7 +415,7 @@ export class CompareStage {
 
   #paintHandle() {
     const { ctx } = this;
-    const x = this.#wipeX();
+    const x = this.wipeX();
     const h = this.size.height;
     ctx.save();
     ctx.fillStyle = "rgb(0 0 0 / 35%)";
@@ -461,137 +466,5 @@ export class CompareStage {
     els.zoomLevel.value =
       state.pixelRatio == null ? "fit" : `${Math.round(state.pixelRatio * 100)}%`;
     els.mask.checked = this.showMask && Boolean(this.tint);
-  }
-
-  // --- input -------------------------------------------------------------------------------
-
-  #bind() {
-    const { els } = this;
-    els.modeWipe.addEventListener("click", () => this.setMode("wipe"));
-    els.modeSide.addEventListener("click", () => this.setMode("side"));
-    els.zoomIn.addEventListener("click", () => this.zoomBy(ZOOM_STEP));
-    els.zoomOut.addEventListener("click", () => this.zoomBy(1 / ZOOM_STEP));
-    els.fit.addEventListener("click", () => this.fit());
-    els.oneToOne.addEventListener("click", () => this.oneToOne());
-    els.backdrop.addEventListener("change", () => this.setBackdrop(els.backdrop.value));
-    els.mask.addEventListener("change", () => this.setMask(els.mask.checked));
-    els.wipe.addEventListener("input", () => this.setWipe(Number(els.wipe.value) / 1000));
-    const surface = els.stage;
-    surface.addEventListener("pointerdown", (e) => this.#down(e));
-    surface.addEventListener("pointermove", (e) => this.#move(e));
-    for (const type of ["pointerup", "pointercancel"]) {
-      surface.addEventListener(type, (e) => this.#up(e));
-    }
-    surface.addEventListener("wheel", (e) => this.#wheel(e), { passive: false });
-    surface.addEventListener("dblclick", (e) => this.#doubleClick(e));
-    surface.addEventListener("keydown", (e) => this.#key(e));
-  }
-
-  #point(event) {
-    const box = this.els.canvas.getBoundingClientRect();
-    return { x: event.clientX - box.left, y: event.clientY - box.top };
-  }
-
-  #down(event) {
-    if (!this.before) return;
-    this.els.stage.focus({ preventScroll: true });
-    try {
-      this.els.stage.setPointerCapture(event.pointerId);
-    } catch {
-      // a synthetic pointer (tests, some assistive tech) cannot be captured
-    }
-    const point = this.#point(event);
-    this.pointers.set(event.pointerId, point);
-    if (this.pointers.size === 2) {
-      this.drag = { kind: "pinch", ...this.#pinch() };
-    } else if (
-      this.mode === "wipe" &&
-      this.after &&
-      Math.abs(point.x - this.#wipeX()) < WIPE_GRAB
-    ) {
-      this.drag = { kind: "wipe" };
-    } else {
-      this.drag = { kind: "pan", last: point };
-      this.els.stage.classList.add("panning");
-    }
-    event.preventDefault();
-  }
-
-  #move(event) {
-    const point = this.#point(event);
-    if (!this.drag) {
-      const near =
-        this.mode === "wipe" && this.after && Math.abs(point.x - this.#wipeX()) < WIPE_GRAB;
-      this.els.stage.classList.toggle("near-wipe", Boolean(near));
-      return;
-    }
-    if (!this.pointers.has(event.pointerId)) return;
-    this.pointers.set(event.pointerId, point);
-    if (this.drag.kind === "wipe") {
-      this.setWipe(point.x / this.size.width);
-    } else if (this.drag.kind === "pan") {
-      this.panBy(point.x - this.drag.last.x, point.y - this.drag.last.y);
-      this.drag.last = point;
-    } else if (this.drag.kind === "pinch" && this.pointers.size === 2) {
-      const now = this.#pinch();
-      this.panBy(now.mid.x - this.drag.mid.x, now.mid.y - this.drag.mid.y);
-      if (this.drag.distance > 0) this.zoomBy(now.distance / this.drag.distance, now.mid);
-      Object.assign(this.drag, now);
-    }
-  }
-
-  #up(event) {
-    this.pointers.delete(event.pointerId);
-    if (this.pointers.size === 1 && this.drag?.kind === "pinch") {
-      this.drag = { kind: "pan", last: [...this.pointers.values()][0] };
-      return;
-    }
-    if (this.pointers.size === 0) {
-      this.drag = null;
-      this.els.stage.classList.remove("panning");
-    }
-  }
-
-  #pinch() {
-    const [a, b] = [...this.pointers.values()];
-    return {
-      mid: { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 },
-      distance: Math.hypot(a.x - b.x, a.y - b.y),
-    };
-  }
-
-  #wheel(event) {
-    if (!this.before) return;
-    event.preventDefault();
-    const delta = event.deltaMode === 1 ? event.deltaY * 16 : event.deltaY;
-    this.zoomBy(Math.exp(-delta * 0.0015), this.#point(event));
-  }
-
-  #doubleClick(event) {
-    if (this.view.zoom === 1) this.oneToOne(this.#point(event));
-    else this.fit();
-  }
-
-  #key(event) {
-    if (event.altKey || event.ctrlKey || event.metaKey || !this.before) return;
-    const step = event.shiftKey ? PAN_STEP * 4 : PAN_STEP;
-    const actions = {
-      "+": () => this.zoomBy(ZOOM_STEP),
-      "=": () => this.zoomBy(ZOOM_STEP),
-      "-": () => this.zoomBy(1 / ZOOM_STEP),
-      0: () => this.fit(),
-      1: () => this.oneToOne(),
-      ArrowLeft: () => this.panBy(step, 0),
-      ArrowRight: () => this.panBy(-step, 0),
-      ArrowUp: () => this.panBy(0, step),
-      ArrowDown: () => this.panBy(0, -step),
-      w: () => this.setMode("wipe"),
-      s: () => this.setMode("side"),
-      m: () => this.tint && this.setMask(!this.showMask),
-    };
-    const action = actions[event.key] ?? actions[event.key.toLowerCase?.()];
-    if (!action) return;
-    event.preventDefault();
-    action();
   }
 }
