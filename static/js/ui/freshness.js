@@ -111,7 +111,7 @@ export class Freshness {
       case "live":
         return "Shown on a display-size copy while you drag; the full image runs on release.";
       case "failed":
-        return `The preview failed: ${this.failure.text}`;
+        return `The preview did not finish: ${this.failure.text.replace(/\.$/, "")}.${shown}`;
       case "stale":
         if (this.manual) return `Live preview is off: press Preview.${shown}`;
         return this.shown === null ? "Pick an image to start." : `Waiting for the preview.${shown}`;
