@@ -85,6 +85,44 @@ async def test_js_cache_key_matches_the_server(server: Server, tmp_path: Path) -
         assert js_key == answer.json()["cache_key"], (pid, params)
 
 
+LIMITS_CHECK = ROOT / "tests" / "js" / "limits_check.mjs"
+
+
+def header_cases() -> list[tuple[str, bytes, tuple[int, int]]]:
+    rgb = sample_image(123, 45, seed=4)
+    rgba = sample_image(77, 91, seed=5, mode="RGBA")
+    cases = [
+        ("png", encode(rgb), rgb.size),
+        ("png-rgba", encode(rgba), rgba.size),
+        ("jpeg", encode(rgb, "JPEG"), rgb.size),
+        ("gif", encode(rgb.convert("P"), "GIF"), rgb.size),
+        ("bmp", encode(rgb, "BMP"), rgb.size),
+        ("webp-lossy", encode(rgb, "WEBP"), rgb.size),
+        ("webp-lossless", encode(rgba, "WEBP"), rgba.size),
+    ]
+    progressive = io.BytesIO()
+    rgb.save(progressive, "JPEG", progressive=True, optimize=True)
+    cases.append(("jpeg-progressive", progressive.getvalue(), rgb.size))
+    extended = io.BytesIO()  # VP8X: a WebP with metadata
+    rgba.save(extended, "WEBP", exif=Image.Exif().tobytes())
+    cases.append(("webp-vp8x", extended.getvalue(), rgba.size))
+    return cases
+
+
+def test_js_reads_image_sizes_from_headers(tmp_path: Path) -> None:
+    """The page refuses too many pixels before decoding: its header reader must agree
+    with Pillow on every format a request may use."""
+    cases = header_cases()
+    job = tmp_path / "headers.json"
+    job.write_text(json.dumps([b64(data) for _, data, _ in cases]))
+    done = subprocess.run(
+        [node(), str(LIMITS_CHECK), str(job)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    for (name, _, size), got in zip(cases, json.loads(done.stdout), strict=True):
+        assert got == {"width": size[0], "height": size[1]}, name
+
+
 # --- the browser ----------------------------------------------------------------------------
 
 
