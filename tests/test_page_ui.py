@@ -206,6 +206,7 @@ async def test_cutout_backdrop_and_mask_overlay(
 ) -> None:
     page = await open_page(browser, server.url)
     await upload(page, tmp_path, sample_image(160, 120, seed=8))
+    await page.check("#run-on-server")  # the cut-out's bytes: the server's
     await page.select_option("#pipeline", "rembg")
     await wait_for_result(page, "server", "rembg:")
     await wait_current(page)
@@ -254,11 +255,11 @@ async def test_stale_marker_after_an_invalid_value_and_a_pipeline_switch(
     await wait_current(page)
     await expect(command).to_contain_text('"kernelSize":7')
 
-    # A pipeline switch: the grayscale-free blur result is not the rembg form's picture.
+    # A pipeline switch: the blur result is not the rembg form's picture.
     await page.select_option("#pipeline", "rembg")
     assert await hook(page, "freshness.state") != "current"
     await expect(marker).not_to_have_attribute("data-state", "current")
-    await wait_for_result(page, "server", "rembg:")
+    await wait_for_result(page, "", "rembg:")
     await wait_current(page)
 
     # Live preview off: an edit leaves the picture out of date; the drawer shows the command
@@ -328,6 +329,7 @@ async def test_server_jobs_start_on_release_and_superseded_rows_end_cancelled(
     page = await open_page(browser, slow_server.url)
     await expect(page.locator("#socket-state")).to_have_attribute("data-state", "open")
     await upload(page, tmp_path, sample_image(seed=33))
+    await page.check("#run-on-server")
     held = await blocker(slow_server, 201)
     await page.select_option("#pipeline", "rembg")
     first = page.locator('.job[data-state="queued"]').first
@@ -411,6 +413,7 @@ async def test_a_reload_mid_job_reattaches_and_gets_the_terminal_frame(
     page = await open_page(browser, slow_server.url)
     await expect(page.locator("#socket-state")).to_have_attribute("data-state", "open")
     await upload(page, tmp_path, sample_image(seed=35), name="reload.png")
+    await page.check("#run-on-server")
     held = await blocker(slow_server, 202)
     await page.select_option("#pipeline", "rembg")
     queued = page.locator('.job[data-state="queued"]').first
@@ -418,7 +421,7 @@ async def test_a_reload_mid_job_reattaches_and_gets_the_terminal_frame(
     job_id = await queued.get_attribute("data-job-id")
     assert job_id is not None
     task = await hook(page, "taskId")
-    await page.wait_for_function("location.search.includes('pipeline=rembg')")
+    await page.wait_for_function("location.search.includes('server=1')")
 
     await page.reload()
     await expect(page.locator("#socket-state")).to_have_attribute("data-state", "open")
@@ -581,7 +584,8 @@ async def test_the_first_screen_shows_the_example_and_a_browsable_data_root(
     page = await open_page(browser, server.url, path="/")
     await expect(page.locator("#image-name")).to_have_text(SEED_IMAGE)
     await wait_current(page)
-    assert await hook(page, "form") == {"autocontrast": {"cutoff": 0}, "blur": {"kernelSize": 5}}
+    form = await hook(page, "form")  # the seed's preview
+    assert form["autocontrast"] == {"cutoff": 0} and form["blur"] == {"kernelSize": 5}
     status = page.locator("#dataset-status")
     await expect(status).to_have_text("1\u201324 of 31")
     thumb = page.locator(".dataset-item img").first
@@ -676,7 +680,7 @@ async def test_take_the_result_with_you(server: Server, browser: Browser, tmp_pa
     await expect(page.locator("#folder-command")).to_contain_text("images/val --params")
 
     await page.select_option("#pipeline", "rembg")
-    await wait_for_result(page, "server", "rembg:")
+    await wait_for_result(page, "", "rembg:")
     await expect(page.locator("#download-mask")).to_be_enabled()
     async with page.expect_download() as info:
         await page.click("#download-mask")
