@@ -49,6 +49,7 @@ export class Workspace {
     this.form = null;
     this.lastRun = null; // {id, body, summary}
     this.placed = false; // start() has read the URL (until then the URL is not written)
+    this.picks = 0; // images asked for so far
     this.runLater = later(() => this.run(), DEBOUNCE_MS);
     this.urlLater = later(() => this.#writeUrl(), URL_MS);
     this.commandLater = later((body) => this.drawer.want(body), COMMAND_MS);
@@ -212,11 +213,13 @@ export class Workspace {
   /** A file (upload or drop) or a path under the data root; refused first if too big. */
   async pick({ file, path }) {
     const name = file ? file.name : path;
+    const pick = ++this.picks; // the newest pick wins, whichever loads first
     this.#imageError(null);
     this.els.imageName.textContent = `Loading ${name}…`;
     this.freshness.started("loading", `Loading ${name}…`);
     try {
       const image = file ? await this.#uploaded(file) : await this.#fromDataset(path);
+      if (pick !== this.picks) return;
       if (!image) return this.freshness.failed("the image was refused");
       this.previewer.setImage(image);
       this.freshness.cleared();
@@ -228,6 +231,7 @@ export class Workspace {
       if (file) saveUpload({ sha256: image.sha256, name: file.name, blob: file });
       this.changed();
     } catch (error) {
+      if (pick !== this.picks) return;
       this.els.imageName.textContent = this.image ? this.image.name : "No image yet";
       this.#imageError(`Could not use ${name}: ${error.message}`);
       this.freshness.failed(`could not use ${name}`);
