@@ -141,6 +141,7 @@ async def open_page(
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     await page.goto(url + path)
     await expect(page.locator("#pipeline option")).not_to_have_count(0)
+    await page.wait_for_function("window.playground !== undefined")  # wired up
     assert not errors, errors
     return page
 

@@ -232,6 +232,11 @@ async function main() {
   });
   Object.assign(previewer, { jobs, socket, viewer: workspace.viewer() });
 
+  setupUpload(
+    { input: $("file-input"), zone: $("drop-zone"), overlay: $("drop-overlay") },
+    (pick) => workspace.pick(pick),
+  );
+
   // Rows from before a reload; the socket's resume follows their jobs again, and a refetch
   // settles any that ended meanwhile.
   jobs.restore(await loadJobs(taskId));
@@ -253,10 +258,6 @@ async function main() {
     telemetry.renderLocal({ queue_depth: 0, running: 0, workers: 0 }, downgraded);
   }
 
-  setupUpload(
-    { input: $("file-input"), zone: $("drop-zone"), overlay: $("drop-overlay") },
-    (pick) => workspace.pick(pick),
-  );
   const browse = $("datasets");
   if (window.matchMedia("(min-width: 961px)").matches) browse.open = true;
   if (browse.open) datasets.load(0);
