@@ -332,7 +332,7 @@ async def test_server_jobs_start_on_release_and_superseded_rows_end_cancelled(
     await page.check("#run-on-server")
     held = await blocker(slow_server, 201)
     await page.select_option("#pipeline", "rembg")
-    first = page.locator('.job[data-state="queued"]').first
+    first = page.locator('.job[data-state="queued"][data-job-id^="rembg-"]')
     await expect(first).to_be_visible()
     first_id = await first.get_attribute("data-job-id")
     sent = previews(page)
@@ -416,7 +416,7 @@ async def test_a_reload_mid_job_reattaches_and_gets_the_terminal_frame(
     await page.check("#run-on-server")
     held = await blocker(slow_server, 202)
     await page.select_option("#pipeline", "rembg")
-    queued = page.locator('.job[data-state="queued"]').first
+    queued = page.locator('.job[data-state="queued"][data-job-id^="rembg-"]')
     await expect(queued).to_be_visible()
     job_id = await queued.get_attribute("data-job-id")
     assert job_id is not None
