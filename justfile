@@ -61,3 +61,7 @@ load SECONDS="300":
 # Autobahn|Testsuite against an echo route (needs Python 2.7 via pyenv)
 conformance:
     {{py}} -m bench.conformance
+
+# rewrite the README's screenshots of the page (desktop, narrow, dark) in docs/screenshots/
+screenshots:
+    {{py}} -m tests.screenshots

@@ -16,6 +16,7 @@ import msgspec
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.async_api import Browser, async_playwright
 from starlette.applications import Starlette
 
 from playground_rt import serving
@@ -24,6 +25,8 @@ from playground_rt.config import Settings
 from playground_rt.state import AppState
 
 MODEL_HOME = Path.home() / ".u2net"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SEED_IMAGE = "data/datasets/images/val/sample.jpg"
 
 
@@ -128,3 +131,16 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
     async with running(make_settings(tmp_path_factory.mktemp("server"))) as srv:
         await srv.ready()
         yield srv
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright (the ``browser`` tests)."""
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: run `bash .ci/system-deps` (or `.ci/run`)")
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        await launched.close()

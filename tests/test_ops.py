@@ -421,8 +421,15 @@ def test_rembg_strength_1_is_rembg_remove(u2netp: BaseSession, removed: Image.Im
     out = rembg_run(u2netp, {}, ctx)
     assert out.mode == "RGBA"
     np.testing.assert_array_equal(array(out), array(removed))
-    assert steps == [("infer", 0, 2), ("infer", 2, 2)]
+    assert steps == [("model", 0, 2), ("compose", 1, 2), ("compose", 2, 2)]
     assert models.asked == ["u2netp"]
+
+
+def test_rembg_alpha_matting_is_a_stage_of_its_own(u2netp: BaseSession) -> None:
+    steps: list[tuple[str, int, int]] = []
+    ctx = OpContext(models=LocalModels(u2netp), report=lambda *step: steps.append(step))
+    rembg_run(u2netp, {"alpha_matting": True}, ctx)
+    assert steps == [("model", 0, 3), ("alpha matting", 1, 3), ("compose", 2, 3), ("compose", 3, 3)]
 
 
 def test_rembg_strength_0_is_opaque_original(u2netp: BaseSession) -> None:
@@ -488,7 +495,7 @@ def test_rembg_cancel_between_steps(u2netp: BaseSession) -> None:
     )
     with pytest.raises(errors.JobCancelled):
         rembg_run(u2netp, {}, ctx)
-    assert steps == [("infer", 0, 2)]
+    assert steps == [("model", 0, 2), ("compose", 1, 2)]
 
 
 class NoModels(SessionProvider):

@@ -22,9 +22,9 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from playground_rt import images
 
-from .conftest import Server, b64, encode, sample_image
+from .conftest import CHROMIUM, CHROMIUM_ARGS, Server, b64, encode, sample_image
 from .test_images import XMP_6, exif, exif_after_idat_png, raw_profile_png, saved, xmp_png
-from .test_page import CHROMIUM, CHROMIUM_ARGS, hook, open_page, page_pixels, wait_for_result
+from .test_page import hook, open_page, page_pixels, wait_for_result
 
 pytestmark = pytest.mark.browser
 

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .conftest import Server, encode, make_settings, running, sample_image
-from .test_page import CHROMIUM, CHROMIUM_ARGS, hook, node, page_pixels
+from .test_page import hook, node, page_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
 PLACEMENT_CHECK = ROOT / "tests" / "js" / "placement_check.mjs"
@@ -36,20 +36,6 @@ TIMES = "\N{MULTIPLICATION SIGN}"  # as the page writes it: "WASM <times> 2 thre
 SEED_PARAMS = {"autocontrast": {"cutoff": 0}, "rembg": "client", "blur": {"kernelSize": 5}}
 
 # --- fixtures and helpers ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    from playwright.async_api import async_playwright
-
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: run `bash .ci/system-deps` (or `.ci/run`)")
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        await launched.close()
 
 
 @pytest.fixture(scope="module")

@@ -128,7 +128,7 @@ async def test_sigterm_does_not_wait_for_an_op_that_cannot_be_interrupted(
             waiting = asyncio.create_task(http.post("/api/pipelines/fallback", json=job))
             async with client(server.ws_url) as ws:
                 await ws.ack({"type": "subscribe", "taskId": "w"})
-                await ws.wait(schemas.Progress, lambda f: f.stage == "infer", timeout=30)
+                await ws.wait(schemas.Progress, lambda f: f.stage == "model", timeout=30)
             started = time.monotonic()
             server.terminate()
             answer = await waiting

@@ -15,13 +15,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from . import errors, schemas
+from . import errors, schemas, uploads
 from .cache import check_job_id
 from .datasets import SUFFIXES
 from .job import JobState
 from .jobs import QUEUED_NOTE
+from .models import SERVABLE_MODELS
+from .ops.geometry import MAX_SIDE
 from .paths import confine
 from .state import AppState
+from .thumbnails import SIZES as THUMBNAIL_SIZES
 
 T = TypeVar("T")
 
@@ -218,8 +221,42 @@ async def job_cancel(request: Request) -> Response:
     return MsgspecResponse(app.jobs.view(job))
 
 
+SEED_EXAMPLE = ("preprocessing", "datasets/images/val/sample.jpg")
+SEED_PARAMS: dict[str, Any] = {"autocontrast": True, "rembg": "client", "blur": {"kernelSize": 5}}
+"""The contract's example preview: what the page opens on when the data root has its image."""
+
+
 async def list_pipelines(request: Request) -> Response:
-    return MsgspecResponse(state(request).pipeline_list)
+    """The pipelines, plus what the page needs before any work: the limits, the models
+    present, and an example (the seed's image when the data root has it, else its first)."""
+    app = state(request)
+    settings = app.settings
+    limits = schemas.Limits(
+        max_pixels=settings.max_pixels,
+        max_image_bytes=settings.max_image_bytes,
+        max_body_bytes=settings.max_body_bytes,
+        max_side=MAX_SIDE,
+        save_uploads=settings.save_uploads,
+    )
+    present = set(app.models.available())
+    models = [schemas.ModelChoice(name=n, present=n in present) for n in SERVABLE_MODELS]
+    return MsgspecResponse(
+        msgspec.structs.replace(
+            app.pipeline_list, limits=limits, models=models, example=await _example(app)
+        )
+    )
+
+
+async def _example(app: AppState) -> schemas.Example | None:
+    pipeline_id, seed = SEED_EXAMPLE
+    root = app.settings.data_root
+    if os.path.isfile(root / seed):
+        path = f"{root.name}/{seed}"
+    elif entries := await app.datasets.entries():
+        path = entries[0].path
+    else:
+        return None
+    return schemas.Example(pipeline_id=pipeline_id, image_path=path, params=SEED_PARAMS)
 
 
 async def build_command(request: Request) -> Response:
@@ -239,7 +276,21 @@ async def metrics_report(request: Request) -> Response:
     return MsgspecResponse(schemas.MetricsAccepted(True), status_code=202)
 
 
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    given = request.query_params.get(name)
+    if given is None:
+        return default
+    try:
+        value = int(given)
+    except ValueError:
+        raise errors.InvalidParams(f"{name} must be an integer, got {given[:40]!r}") from None
+    if not low <= value <= high:
+        raise errors.InvalidParams(f"{name} must be within {low}..{high}, got {value}")
+    return value
+
+
 async def datasets(request: Request) -> Response:
+    """Images under the data root, paged; ``q`` keeps those whose path contains it."""
     authorize(request)
     app = state(request)
     try:
@@ -249,7 +300,32 @@ async def datasets(request: Request) -> Response:
         raise errors.InvalidParams("offset and limit must be integers") from None
     if offset < 0 or not 1 <= limit <= 500:
         raise errors.InvalidParams("offset must be >= 0 and limit within 1..500")
-    return MsgspecResponse(await app.datasets.page(offset, limit))
+    q = request.query_params.get("q", "")
+    if len(q) > 200:
+        raise errors.InvalidParams("q must be at most 200 characters")
+    return MsgspecResponse(await app.datasets.page(offset, limit, q))
+
+
+async def dataset_thumbnail(request: Request) -> Response:
+    """A small WebP of one image under the data root (made once, kept on disk, bounded)."""
+    authorize(request)
+    app = state(request)
+    size = _int_param(request, "size", THUMBNAIL_SIZES[0], 16, THUMBNAIL_SIZES[-1])
+    path = await app.thumbnails.get(request.query_params.get("path", ""), size)
+    return FileResponse(
+        path, media_type="image/webp", headers={"Cache-Control": "private, max-age=300"}
+    )
+
+
+async def save_upload(request: Request) -> Response:
+    """Keep an uploaded image under the data root, so its command runs as it is."""
+    authorize(request)
+    body = await decode_body(request, schemas.UploadRequest)
+    app = state(request)
+    saved = await asyncio.to_thread(uploads.save, app.settings, body)
+    if saved.created:
+        app.datasets.invalidate()
+    return MsgspecResponse(saved)
 
 
 async def dataset_file(request: Request) -> Response:

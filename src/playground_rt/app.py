@@ -35,6 +35,7 @@ from .ops.background import CLIENT_MODELS
 from .pipelines import CANONICAL_FORM, PIPELINES, PLACED_OPS
 from .state import AppState
 from .telemetry import Telemetry
+from .thumbnails import Thumbnails
 from .webassets import IsolationMiddleware, ModelFiles, RuntimeFiles
 
 log = logging.getLogger("playground_rt")
@@ -91,6 +92,12 @@ def build_state(settings: Settings) -> AppState:
             outputs_root=settings.outputs_root,
         ),
         datasets=Datasets(settings.data_root),
+        thumbnails=Thumbnails(
+            settings.outputs_root / "thumbnails",
+            settings.data_root,
+            jobs.limits,
+            settings.thumbnail_cache_bytes,
+        ),
         pipeline_list=pipeline_list(),
         openapi=openapi.render(VERSION),
     )
@@ -174,6 +181,8 @@ def _routes(state: AppState) -> list[BaseRoute]:
         Route("/api/metrics", api.metrics_report, methods=["POST"]),
         Route("/api/datasets", api.datasets, methods=["GET"]),
         Route("/api/datasets/file", api.dataset_file, methods=["GET"]),
+        Route("/api/datasets/thumbnail", api.dataset_thumbnail, methods=["GET"]),
+        Route("/api/datasets/uploads", api.save_upload, methods=["POST"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

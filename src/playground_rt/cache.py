@@ -83,19 +83,9 @@ class ResultStore:
         """Atomically place ``data`` (world-readable, as results are served) and return the path."""
         path = self.path(pipeline_id, job_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.parent / f"{TEMP_PREFIX}{_HOST}-{os.getpid()}-{secrets.token_hex(6)}.png"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            os.fchmod(fd, 0o644)  # whatever the umask: results are served
-            # No fsync: a file torn by a power cut fails lookup()'s whole-PNG check and is
-            # recomputed, so durability would cost every job milliseconds for nothing.
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        # No fsync: a file torn by a power cut fails lookup()'s whole-PNG check and is
+        # recomputed, so durability would cost every job milliseconds for nothing.
+        write_atomic(path, data)
         return path
 
     def sweep(self, now: float | None = None) -> int:
@@ -118,6 +108,25 @@ class ResultStore:
             except OSError:  # gone meanwhile: its writer renamed or removed it
                 continue
         return removed
+
+
+def write_atomic(path: Path, data: bytes, temp_suffix: str | None = None) -> None:
+    """Write ``data`` to a temp file beside ``path`` (named after its writer, see the module
+    docstring), world-readable whatever the umask, then ``os.replace`` it into place.
+    ``temp_suffix`` (default: ``path``'s) keeps a half-written file out of listings that go
+    by suffix."""
+    suffix = path.suffix if temp_suffix is None else temp_suffix
+    temp = path.parent / f"{TEMP_PREFIX}{_HOST}-{os.getpid()}-{secrets.token_hex(6)}{suffix}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
 
 
 def _writer_gone(name: str) -> bool:

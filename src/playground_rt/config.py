@@ -78,6 +78,13 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``redis://host:port/db`` fans the hub out through Redis; ``None`` keeps it in memory."""
     commands_catalog: Path | None = None
     """A TOML file of extra CLI commands for ``/api/commands/build``."""
+    save_uploads: bool = True
+    """The page may save an uploaded image under ``{data_root}/uploads/`` (named by its
+    content's hash), so the command it shows runs as it is."""
+    uploads_max_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1024 * MiB
+    """Total size the saved uploads may reach; past it saving answers 413."""
+    thumbnail_cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 * MiB
+    """Dataset thumbnails kept under ``{outputs_root}/thumbnails`` (oldest dropped first)."""
     http_header_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     """A request's head (request line and headers) must arrive within this many seconds of
     the connection opening (or of the previous answer); else the connection is closed."""

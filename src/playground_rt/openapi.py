@@ -103,7 +103,7 @@ OPERATIONS = (
         None,
         schemas.DatasetPage,
         (401, 422),
-        params=(("offset", "query"), ("limit", "query")),
+        params=(("offset", "query"), ("limit", "query"), ("q", "query")),
     ),
     Operation(
         "get",
@@ -114,6 +114,24 @@ OPERATIONS = (
         (401, 404, 413, 422),
         params=(("path", "query"),),
         media=IMAGE_TYPES,
+    ),
+    Operation(
+        "get",
+        "/api/datasets/thumbnail",
+        "A small WebP of one image under the data root (cached, bounded).",
+        None,
+        bytes,
+        (401, 404, 413, 422),
+        params=(("path", "query"), ("size", "query")),
+        media=("image/webp",),
+    ),
+    Operation(
+        "post",
+        "/api/datasets/uploads",
+        "Save an uploaded image under the data root (``created``: false when already there).",
+        schemas.UploadRequest,
+        schemas.SavedUpload,
+        (400, 401, 403, 413, 422),
     ),
     Operation("get", "/healthz", "Alive.", None, schemas.Health, ()),
     Operation(

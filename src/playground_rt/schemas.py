@@ -129,9 +129,42 @@ class PipelineInfo(msgspec.Struct, kw_only=True):
     routing_keys: list[str] = msgspec.field(default_factory=list)
 
 
+class Limits(msgspec.Struct, kw_only=True):
+    """What the server refuses, published so the page refuses it first (before an upload,
+    before a preview): the same settings the server and ``playground-rt run`` check."""
+
+    max_pixels: int
+    """Pixels of an image (from its header) and of a result."""
+    max_image_bytes: int
+    max_body_bytes: int
+    """A request body: an uploaded image travels in it as base64 (4/3 of its bytes)."""
+    max_side: int
+    """The longest side a resize may produce."""
+    save_uploads: bool
+    """Whether ``POST /api/datasets/uploads`` may save an upload under the data root."""
+
+
+class ModelChoice(msgspec.Struct, kw_only=True):
+    """A rembg model the server knows, and whether its file is present (usable now)."""
+
+    name: str
+    present: bool
+
+
+class Example(msgspec.Struct, kw_only=True):
+    """What the page opens on: an image under the data root and the seed's preview."""
+
+    pipeline_id: str
+    image_path: str
+    params: dict[str, Any]
+
+
 class PipelineList(msgspec.Struct):
     pipelines: list[PipelineInfo]
     canonical_form: str
+    limits: Limits | None = None
+    models: list[ModelChoice] = msgspec.field(default_factory=list)
+    example: Example | None = None
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -243,12 +276,32 @@ class DatasetEntry(msgspec.Struct):
 
 
 class DatasetPage(msgspec.Struct, kw_only=True):
-    """``GET /api/datasets``: images under the data root, sorted by path."""
+    """``GET /api/datasets``: images under the data root, sorted by path; with ``q``, only
+    those whose path contains it (case-insensitive), ``total`` counting the matches."""
 
     items: list[DatasetEntry]
     total: int
     offset: int
     limit: int
+    q: str = ""
+
+
+class UploadRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /api/datasets/uploads``: an uploaded image to keep under the data root, so a
+    command naming its path runs as it is."""
+
+    image_base64: str
+    name: Annotated[str, msgspec.Meta(max_length=255)] = ""
+    """The file's own name, for the page's label only: the saved name is the content's hash."""
+
+
+class SavedUpload(msgspec.Struct, kw_only=True):
+    """Where the upload now lives (``image_path`` for previews and commands)."""
+
+    path: str
+    bytes: int
+    created: bool
+    """False when the same bytes were saved before."""
 
 
 # --- WebSocket frames ---------------------------------------------------------------------

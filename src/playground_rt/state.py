@@ -15,6 +15,7 @@ from .hub import Hub
 from .jobs import JobManager
 from .models import ModelRegistry
 from .telemetry import Telemetry
+from .thumbnails import Thumbnails
 
 
 @dataclass
@@ -27,6 +28,7 @@ class AppState:
     hub: Hub
     commands: Catalog
     datasets: Datasets
+    thumbnails: Thumbnails
     pipeline_list: schemas.PipelineList
     openapi: bytes
     models_ready: bool = False

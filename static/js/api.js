@@ -53,9 +53,14 @@ export function cancelJob(jobId, taskId) {
   return request("DELETE", `/api/jobs/${encodeURIComponent(jobId)}${query}`);
 }
 
-export function listDatasets(offset, limit) {
-  return request("GET", `/api/datasets?offset=${offset}&limit=${limit}`);
+export function listDatasets(offset, limit, q = "") {
+  const query = new URLSearchParams({ offset: String(offset), limit: String(limit) });
+  if (q) query.set("q", q);
+  return request("GET", `/api/datasets?${query}`);
 }
+
+/** Keep an uploaded image under the data root: {path, bytes, created}. */
+export const saveUpload = (body) => request("POST", "/api/datasets/uploads", body);
 
 /** Fetch an image (a result PNG) as a Blob. */
 export async function fetchBlob(url) {

@@ -1,39 +1,33 @@
-// The page's wiring: load the pipelines, build the form, connect the pieces.
+// The page's wiring: load the pipelines, make the pieces, connect them.
 //
-// One taskId per page (a "form session"): every preview carries it, so the server keeps
-// only the newest queued job of this page (slider drags supersede each other) and every
-// frame about its jobs comes back tagged with it.
+// One taskId per tab (a "form session", kept across reloads in sessionStorage): every
+// preview carries it, so the server keeps only the newest job of this tab (slider drags
+// supersede each other) and every frame about its jobs comes back tagged with it; after a
+// reload the socket's `resume` follows the same jobs again.
 
 import * as api from "./api.js";
+import { bytesToBase64 } from "./imaging.js";
 import { CommandDrawer } from "./console.js";
-import { buildForm } from "./form.js";
-import { blobToBase64, bytesToBase64, decodeBlob } from "./imaging.js";
-import { JobList } from "./jobs.js";
-import { DatasetBrowser, setupUpload } from "./picker.js";
+import { JobList, TERMINAL } from "./jobs.js";
+import { setupUpload } from "./picker.js";
 import { deviceDowngrade, Placement } from "./placement.js";
 import { Previewer } from "./preview.js";
 import { RembgWorker } from "./rembg.js";
 import { LiveSocket } from "./socket.js";
-import { sha256Hex } from "./cachekey.js";
 import { startReporter, TelemetryPanel } from "./telemetry.js";
-import { Viewer } from "./viewer.js";
+import { CompareStage } from "./ui/compare-stage.js";
+import { CropHandles } from "./ui/crop-handles.js";
+import { DatasetBrowser } from "./ui/dataset-browser.js";
+import { $ } from "./ui/dom.js";
+import { Freshness } from "./ui/freshness.js";
+import { describe as describeLimits } from "./ui/limits.js";
+import { LivePreview } from "./ui/live-preview.js";
+import { loadJobs, saveJob, tabTaskId } from "./ui/persist.js";
+import { TakeAway } from "./ui/take-away.js";
+import { Workspace } from "./ui/workspace.js";
 import { WorkerPool } from "./workers.js";
 
-const DEBOUNCE_MS = 250;
 const FRAME_LOG = 50;
-/** What the page opens on: the contract's own preview (autocontrast, rembg "client", blur 5). */
-const SEED_PRESET = Object.freeze({ autocontrast: true, rembg: true, blur: { kernelSize: 5 } });
-
-const $ = (id) => document.getElementById(id);
-
-function newTaskId() {
-  if (crypto.randomUUID) return crypto.randomUUID();
-  // randomUUID needs a secure context; a page served over plain http to another host
-  // still has getRandomValues.
-  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) =>
-    b.toString(16).padStart(2, "0"),
-  ).join("");
-}
 
 /**
  * Why this browser should not run previews itself, or null. Two cores are enough (the
@@ -46,20 +40,50 @@ function downgradeReason() {
   return null;
 }
 
-function debounce(fn, ms) {
-  let timer = null;
-  return (...args) => {
-    clearTimeout(timer);
-    timer = setTimeout(() => fn(...args), ms);
-  };
+function makeStage() {
+  return new CompareStage({
+    stage: $("stage"),
+    canvas: $("stage-canvas"),
+    placeholder: $("stage-placeholder"),
+    wipe: $("wipe"),
+    zoomLevel: $("zoom-level"),
+    modeWipe: $("mode-wipe"),
+    modeSide: $("mode-side"),
+    zoomIn: $("zoom-in"),
+    zoomOut: $("zoom-out"),
+    fit: $("zoom-fit"),
+    oneToOne: $("zoom-1to1"),
+    backdrop: $("backdrop"),
+    mask: $("mask-overlay"),
+    beforeCaption: $("before-caption"),
+    afterCaption: $("after-caption"),
+  });
 }
 
-/** The few status elements the previewer writes to. */
-function statusView() {
+function makeDrawer() {
+  return new CommandDrawer({
+    code: $("command"),
+    copy: $("copy-command"),
+    warnings: $("command-warnings"),
+    status: $("copy-status"),
+    pending: $("pending"),
+    pendingCode: $("pending-command"),
+    folder: $("folder"),
+    folderCode: $("folder-command"),
+    copyFolder: $("copy-folder"),
+  });
+}
+
+/** The status elements the previewer writes to (its `ui`). */
+function statusView(freshness, getForm) {
   return {
     status(text, error = false) {
-      $("status").textContent = text;
-      $("status").classList.toggle("error", error);
+      if (error) {
+        getForm()?.showServerError(text);
+        freshness.failed(text.replace(/ - at `\$[^`]*`$/, "")); // the field shows where
+      } else {
+        freshness.progress(text);
+      }
     },
     keyCheck(client, server) {
       $("client-key").textContent = client ?? "–";
@@ -71,15 +95,15 @@ function statusView() {
         : "Cache key mismatch: the page and the server hash this request differently, " +
           "so memoized previews may be wrong. The page's cachekey.js is out of date.";
     },
-    notes(list) {
-      $("notes").replaceChildren(
-        ...list.map((text) => Object.assign(document.createElement("li"), { textContent: text })),
-      );
-    },
     /** Where the shown preview ran and why ("browser · WASM × 2 threads · 690 ms"). */
     placement(text) {
       $("placement").textContent = text;
       $("placement").hidden = !text;
+    },
+    notes(list) {
+      $("notes").replaceChildren(
+        ...list.map((text) => Object.assign(document.createElement("li"), { textContent: text })),
+      );
     },
   };
 }
@@ -100,38 +124,65 @@ function startModel(pool) {
   return { rembg, why };
 }
 
+function showSocketState(state, detail) {
+  $("socket-state").textContent = detail ? `live: ${state} (${detail})` : `live: ${state}`;
+  $("socket-state").dataset.state = state;
+}
+
 async function main() {
-  const taskId = newTaskId();
+  const taskId = tabTaskId();
   const downgraded = downgradeReason();
   const pool = downgraded ? null : new WorkerPool();
-  const frames = [];
-  const view = statusView();
-  const { pipelines } = await api.getPipelines();
   const model = startModel(pool);
   const rembg = model.rembg;
   const placement = new Placement({ rembg, pool });
+  const frames = [];
+  const listing = await api.getPipelines();
+  $("limits-hint").textContent = describeLimits(listing.limits);
 
-  const viewer = new Viewer({
-    before: $("before"),
-    after: $("after"),
-    caption: $("after-caption"),
-    placeholder: $("after-placeholder"),
-  });
+  const stage = makeStage();
+  const drawer = makeDrawer();
   const telemetry = new TelemetryPanel($("telemetry-server"), $("telemetry-local"));
-  const drawer = new CommandDrawer({
-    code: $("command"),
-    copy: $("copy-command"),
-    warnings: $("command-warnings"),
-    status: $("copy-status"),
+  let workspace = null;
+  const freshness = new Freshness({
+    root: $("freshness"),
+    badge: $("freshness-badge"),
+    detail: $("status"),
   });
+  const view = statusView(freshness, () => workspace?.form);
 
-  let previewer;
+  const previewer = new Previewer({
+    pool,
+    rembg,
+    placement,
+    jobs: null,
+    viewer: null,
+    ui: view,
+    taskId,
+    socket: null,
+  });
+  const isLatest = (jobId) => previewer.waiting.get(jobId)?.seq === previewer.seq;
+  // A job row changed: the previewer finishes the preview waiting on it; the stage's
+  // marker follows the latest one (its stage, or how it ended).
+  const jobChanged = async (job) => {
+    const latest = isLatest(job.id);
+    if (latest && !TERMINAL.has(job.state)) freshness.progress(jobs.progressText(job));
+    if (latest && (job.state === "failed" || job.state === "cancelled")) {
+      freshness.failed(`the server job was ${job.state}${job.detail ? `: ${job.detail}` : ""}`);
+    }
+    await previewer.jobChanged(job);
+  };
   const jobs = new JobList($("job-list"), {
     empty: $("jobs-empty"),
+    describe: () => workspace?.describe(),
+    onChange: (job) => {
+      saveJob(jobs.record(job));
+      if (isLatest(job.id) && !TERMINAL.has(job.state)) freshness.progress(jobs.progressText(job));
+    },
     onCancel: async (job) => {
       try {
         const updated = jobs.update(await api.cancelJob(job.id, job.taskId));
-        if (updated) await previewer.jobChanged(updated);
+        if (updated) await jobChanged(updated);
       } catch (error) {
         job.detailEl.textContent = `cancel failed: ${error.message}`;
       }
@@ -142,30 +193,88 @@ async function main() {
     `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws` +
       (api.TOKEN ? `?token=${encodeURIComponent(api.TOKEN)}` : ""),
     {
-      onState: (state, detail) => {
-        $("socket-state").textContent = detail ? `live: ${state} (${detail})` : `live: ${state}`;
-        $("socket-state").dataset.state = state;
-      },
+      onState: showSocketState,
       onFrame: (frame) => {
         frames.push(frame);
         if (frames.length > FRAME_LOG) frames.shift();
         if (frame.type === "telemetry") {
           telemetry.renderServer(frame);
           placement.observeTelemetry(frame);
-        } else if (frame.type === "gap") previewer.refetch();
-        else if (frame.type === "error") view.status(`Live socket: ${frame.detail}`, true);
+          jobs.telemetry(frame.durations_ms);
+        } else if (frame.type === "gap") previewer.refetch(jobs.active().map((j) => j.id));
+        else if (frame.type === "error") console.warn(`live socket: ${frame.detail}`);
         else if (frame.job_id) {
           if (frame.type === "queued") placement.observeQueued(frame.eta_ms);
           const job = jobs.update(frame);
-          if (job) previewer.jobChanged(job);
+          if (job) jobChanged(job);
         }
       },
     },
   );
-  previewer = new Previewer({ pool, rembg, placement, jobs, viewer, ui: view, taskId, socket });
+  const live = new LivePreview({ pool, stage, taskId, onPaint: (id) => freshness.live(id) });
+  const takeaway = new TakeAway(
+    {
+      result: $("download-result"),
+      mask: $("download-mask"),
+      saveUpload: $("save-upload"),
+      status: $("takeaway-status"),
+    },
+    { onSaved: (path) => workspace.adoptPath(path) },
+  );
+  const datasets = new DatasetBrowser(
+    {
+      list: $("dataset-list"),
+      prev: $("dataset-prev"),
+      next: $("dataset-next"),
+      status: $("dataset-status"),
+      search: $("dataset-q"),
+    },
+    (pick) => workspace.pick(pick),
+  );
+  const crop = new CropHandles({
+    overlay: $("crop-overlay"),
+    canvas: $("stage-canvas"),
+    stage,
+    getForm: () => workspace?.form,
+  });
+  workspace = new Workspace({
+    els: {
+      form: $("params-form"),
+      pipeline: $("pipeline"),
+      server: $("run-on-server"),
+      placementAuto: $("placement-auto"),
+      auto: $("auto-preview"),
+      preview: $("preview-button"),
+      imageName: $("image-name"),
+      imageError: $("image-error"),
+    },
+    listing,
+    pool,
+    taskId,
+    previewer,
+    stage,
+    freshness,
+    drawer,
+    jobs,
+    live,
+    takeaway,
+    datasets,
+    crop,
+  });
+  Object.assign(previewer, { jobs, socket, viewer: workspace.viewer() });
+
+  setupUpload(
+    { input: $("file-input"), zone: $("drop-zone"), overlay: $("drop-overlay") },
+    (pick) => workspace.pick(pick),
+  );
+
+  // Rows from before a reload; the socket's resume follows their jobs again, and a refetch
+  // settles any that ended meanwhile.
+  jobs.restore(await loadJobs(taskId));
   socket.followTask(taskId);
   socket.watch("telemetry");
   socket.start();
+  settle(jobs, jobs.active());
 
   if (downgraded) {
     $("run-on-server").checked = true;
@@ -181,118 +290,56 @@ async function main() {
     telemetry.renderLocal({ queue_depth: 0, running: 0, workers: 0 }, downgraded);
   }
 
-  // --- the form ----------------------------------------------------------------------
-  const select = $("pipeline");
-  for (const p of pipelines) {
-    select.append(new Option(`${p.id} (v${p.version})`, p.id));
-  }
-  let pipeline = pipelines[0];
-  let form = null;
-
-  const options = () => ({ server: $("run-on-server").checked, auto: $("placement-auto").checked });
-  const currentBody = () => previewer.body(pipeline, form.params(), options());
-  const runPreview = () => previewer.run(pipeline, form.params(), options());
-  const changed = debounce(() => {
-    if (!previewer.image) return;
-    drawer.update(currentBody());
-    if ($("auto-preview").checked) runPreview();
-  }, DEBOUNCE_MS);
-
-  const showForm = () => {
-    pipeline = pipelines.find((p) => p.id === select.value) ?? pipelines[0];
-    const preset = pipeline.id === "preprocessing" ? SEED_PRESET : {};
-    form = buildForm($("params-form"), pipeline, changed, preset);
-    changed();
-  };
-  select.addEventListener("change", showForm);
-  $("run-on-server").addEventListener("change", changed);
-  $("placement-auto").addEventListener("change", changed);
-  $("preview-button").addEventListener("click", () => {
-    if (!previewer.image) return view.status("Pick an image first", true);
-    drawer.update(currentBody());
-    runPreview();
-  });
-  $("params-form").addEventListener("submit", (event) => event.preventDefault());
-  showForm();
-
-  // --- the image ---------------------------------------------------------------------
-  const pick = async ({ file, path }) => {
-    $("image-name").textContent = `Loading ${file ? file.name : path}…`;
-    try {
-      previewer.setImage(file ? await uploaded(file, pool, taskId) : await fromDataset(path, pool, taskId));
-      $("image-name").textContent = file ? `${file.name} (uploaded)` : path;
-      changed();
-    } catch (error) {
-      $("image-name").textContent = `Could not use this image: ${error.message}`;
-    }
-  };
-  setupUpload({ input: $("file-input"), zone: $("drop-zone") }, pick);
-  const datasets = new DatasetBrowser(
-    {
-      list: $("dataset-list"),
-      prev: $("dataset-prev"),
-      next: $("dataset-next"),
-      status: $("dataset-status"),
-    },
-    pick,
-  );
-  $("datasets").addEventListener(
-    "toggle",
-    () => $("datasets").open && datasets.load(datasets.offset),
-    {
+  const browse = $("datasets");
+  if (window.matchMedia("(min-width: 961px)").matches) browse.open = true;
+  if (browse.open) datasets.load(0);
+  else
+    browse.addEventListener("toggle", () => browse.open && datasets.load(datasets.offset), {
       once: true,
-    },
-  );
+    });
 
-  exposeDebugHook({ previewer, pool, rembg, placement, socket, jobs, frames, taskId });
-}
-
-/** An uploaded file: its exact bytes are what the server hashes, so hash those. */
-async function uploaded(file, pool, taskId) {
-  const bytes = new Uint8Array(await file.arrayBuffer());
-  const [sha256, base64, pixels] = await Promise.all([
-    sha256Hex(bytes),
-    blobToBase64(file),
-    pool ? pool.decode(file, taskId) : decodeBlob(file),
-  ]);
-  return { name: file.name, sha256, base64, pixels, bytes: bytes.length };
+  const hooks = { previewer, pool, rembg, placement, socket, jobs, frames, taskId };
+  exposeDebugHook({ ...hooks, stage, freshness, workspace });
+  await workspace.start(listing.example);
 }
 
 /**
- * A dataset image: fetched as the file's bytes (GET /api/datasets/file), so the page hashes
- * exactly what the server hashes for `image_path`; the request still names the path.
+ * Ask the server how rows restored from before a reload stand now. A job the server no
+ * longer knows (restarted, or finished long ago) must not tick forever as "running".
  */
-async function fromDataset(path, pool, taskId) {
-  const blob = await api.fetchBlob(`/api/datasets/file?path=${encodeURIComponent(path)}`);
-  const bytes = new Uint8Array(await blob.arrayBuffer());
-  const [sha256, pixels] = await Promise.all([
-    sha256Hex(bytes),
-    pool ? pool.decode(blob, taskId) : decodeBlob(blob),
-  ]);
-  return { name: path, path, sha256, pixels, bytes: bytes.length };
+function settle(jobs, restored) {
+  for (const job of restored) {
+    api.getJob(job.id).then(
+      (view) => jobs.update(view),
+      (error) => {
+        if (error.status !== 404) return;
+        const detail = "the server no longer knows this job (restarted, or finished long ago)";
+        jobs.update({ job_id: job.id, state: "cancelled", detail });
+      },
+    );
+  }
 }
 
 /**
  * `window.playground`: read-only figures for tests and for poking around in devtools.
  * resultRGBA() returns the shown result's pixels as base64 RGBA.
  */
-function exposeDebugHook({ previewer, pool, rembg, placement, socket, jobs, frames, taskId }) {
+function exposeDebugHook({
+  previewer,
+  pool,
+  rembg,
+  placement,
+  socket,
+  jobs,
+  frames,
+  taskId,
+  stage,
+  freshness,
+  workspace,
+}) {
   const state = previewer.state;
   window.playground = Object.freeze({
     taskId,
-    /** The model worker: {state, detail, backend, threads, runs, blends, last: {timings}, ...}. */
-    get rembg() {
-      if (!rembg) return null;
-      const { state: status, detail, backend, threads, runs, blends, queued } = rembg;
-      const { loadMs, modelCached, last } = rembg;
-      const figures = { backend, threads, runs, blends, queued, loadMs, modelCached, last };
-      return { state: status, detail, ...figures, measured: rembg.measured() };
-    },
-    /** The last placement decision: {where, why, client?, server?}, and the line shown. */
-    get placement() {
-      const shown = document.getElementById("placement").textContent;
-      return { ...(placement.last ?? {}), shown, device: placement.device };
-    },
     get clientKey() {
       return state.clientKey;
     },
@@ -312,10 +359,10 @@ function exposeDebugHook({ previewer, pool, rembg, placement, socket, jobs, fram
           source: r.source,
           key: r.key,
           memo: r.memo,
-          ms: r.ms,
           width: r.width,
           height: r.height,
           mean: r.mean,
+          ms: r.ms,
         }
       );
     },
@@ -326,20 +373,47 @@ function exposeDebugHook({ previewer, pool, rembg, placement, socket, jobs, fram
     get pool() {
       return pool && { size: pool.size, queued: pool.queued, running: pool.running };
     },
+    /** The model worker: {state, detail, backend, threads, runs, blends, last: {timings}, ...}. */
+    get rembg() {
+      if (!rembg) return null;
+      const { state: status, detail, backend, threads, runs, blends, queued } = rembg;
+      const { loadMs, modelCached, last } = rembg;
+      const figures = { backend, threads, runs, blends, queued, loadMs, modelCached, last };
+      return { state: status, detail, ...figures, measured: rembg.measured() };
+    },
+    /** The last placement decision: {where, why, client?, server?}, and the line shown. */
+    get placement() {
+      const shown = document.getElementById("placement").textContent;
+      return { ...(placement.last ?? {}), shown, device: placement.device };
+    },
+    get stage() {
+      return stage.state;
+    },
+    get freshness() {
+      return { state: freshness.state, text: freshness.text };
+    },
+    get form() {
+      return workspace.form.read().params;
+    },
+    pixelAt: (x, y) => stage.pixelAt(x, y),
     jobs: () =>
       [...jobs.jobs.values()].map((j) => ({
         id: j.id,
         state: j.state,
         stage: j.stage,
         frames: j.frames,
+        title: j.title.textContent,
+        detail: j.detail,
+        restored: Boolean(j.restored),
       })),
-    frames: () => frames.map((f) => ({ type: f.type, job_id: f.job_id, seq: f.seq })),
+    frames: () =>
+      frames.map((f) => ({ type: f.type, job_id: f.job_id, seq: f.seq, stage: f.stage })),
     resultRGBA: () => state.result && bytesToBase64(state.result.image.data),
   });
 }
 
 main().catch((error) => {
   $("status").textContent = `The page failed to start: ${error.message}`;
-  $("status").classList.add("error");
+  $("freshness").dataset.state = "failed";
   console.error(error);
 });

@@ -7,6 +7,7 @@ shared by the worker threads), never from ``rembg.new_session`` here.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -156,13 +157,15 @@ def remove_background(image: Image.Image, params: RembgParams, ctx: OpContext) -
         session = ctx.models.custom(ctx.checkpoint)
     else:
         session = ctx.models.session(params.model, wide=ctx.wide)
-    ctx.report("infer", 0, 2)
     matting = params.alpha_matting and not params.only_mask and min(image.size) >= MATTING_MIN_SIDE
     scaled = matting and image.width * image.height > MATTING_MAX_PIXELS
+    # Named stages with real steps: the model, alpha matting when it runs, the compositing.
+    stages = ["model", "alpha matting", "compose"] if matting else ["model", "compose"]
+    ctx.report("model", 0, len(stages))
     # No bgcolor here: it has to go under the strength-blended result, not rembg's.
     removed = rembg.remove(
         image,
-        session=session,
+        session=_Reporting(session, lambda: ctx.report(stages[1], 1, len(stages))),
         alpha_matting=matting and not scaled,
         alpha_matting_foreground_threshold=params.alpha_matting_foreground_threshold,
         alpha_matting_background_threshold=params.alpha_matting_background_threshold,
@@ -176,6 +179,8 @@ def remove_background(image: Image.Image, params: RembgParams, ctx: OpContext) -
     if scaled:
         result = _scaled_matting(image, result, params)
         ctx.check_cancelled()
+    if matting:
+        ctx.report("compose", 2, len(stages))
     if params.strength < 1.0:
         if params.only_mask:
             result = _blend_mask(result.convert("L"), params.strength)
@@ -183,8 +188,26 @@ def remove_background(image: Image.Image, params: RembgParams, ctx: OpContext) -
             result = _blend_cutout(image, result, params.strength)
     if params.bgcolor is not None and not params.only_mask:
         result = apply_background_color(result.convert("RGBA"), params.bgcolor)
-    ctx.report("infer", 2, 2)
+    ctx.report("compose", len(stages), len(stages))
     return result
+
+
+class _Reporting:
+    """rembg's session, telling the job when the model is done: ``rembg.remove`` runs the
+    model (``predict``) and then alpha matting or the plain cut-out in one call, so this
+    is where the stages can be told apart (progress frames name them)."""
+
+    def __init__(self, session: Any, done: Callable[[], None]) -> None:
+        self._session = session
+        self._done = done
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        masks = self._session.predict(*args, **kwargs)
+        self._done()
+        return masks
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
 
 
 CLIENT_MODELS = ("u2netp",)
