@@ -243,7 +243,7 @@ async def test_client_preview_matches_the_server(
 async def test_command_drawer_follows_the_form(
     server: Server, browser: Browser, tmp_path: Path
 ) -> None:
-    page = await open_page(browser, server.url)
+    page = await open_page(browser, server.url, path="/")  # on the example: the seed's preview
     await drop(page, sample_image(seed=9))
     command = page.locator("#command")
     await expect(command).to_contain_text('"kernelSize":5')  # the seed's preview, as opened
