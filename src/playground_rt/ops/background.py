@@ -12,10 +12,10 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 import numpy.typing as npt
-import rembg
 from PIL import Image
 from rembg.bg import alpha_matting_cutout, apply_background_color, decontaminate_cutout
 
+from playground_rt import masks
 from playground_rt.ops.base import OpContext, OpSpec
 
 Byte = Annotated[int, msgspec.Meta(ge=0, le=255)]
@@ -160,7 +160,8 @@ def remove_background(image: Image.Image, params: RembgParams, ctx: OpContext) -
     matting = params.alpha_matting and not params.only_mask and min(image.size) >= MATTING_MIN_SIDE
     scaled = matting and image.width * image.height > MATTING_MAX_PIXELS
     # No bgcolor here: it has to go under the strength-blended result, not rembg's.
-    removed = rembg.remove(
+    removed = masks.remove(  # rembg.remove, the mask computed once (playground_rt.masks)
+        ctx,
         image,
         session=session,
         alpha_matting=matting and not scaled,
