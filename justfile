@@ -46,6 +46,10 @@ lint:
 bench *ARGS:
     {{py}} -m playground_rt.cli bench {{ARGS}}
 
+# the size sweep: 0.3/2/12 MP, JPEG/PNG, each pipeline, server vs in-process floor, memory
+bench-sweep *ARGS:
+    {{py}} -m bench.sweep {{ARGS}}
+
 # schemathesis against /openapi.json with many examples
 fuzz EXAMPLES="500":
     PLAYGROUND_FUZZ_EXAMPLES={{EXAMPLES}} {{py}} -m pytest tests/test_fuzz.py -q
