@@ -53,6 +53,7 @@ MaskKey = tuple[str, tuple[int, int], str, str]
 """(image key, (width, height), mode, model): see the module docstring."""
 Masks = tuple[Image.Image, ...]
 
+_TILE_PIXELS = 1 << 18  # pixels per tile of the cut-out: ~1 MB of RGBA temporaries
 _WAIT_S = 0.05  # how often a job waiting for another's mask checks its own cancellation
 _ORIENTATION = 0x0112
 
@@ -213,9 +214,25 @@ def remove(
                 cutout = decontaminate_cutout(upright, mask)
             cutouts.append(cutout)
         else:
-            cutouts.append(naive_cutout(upright, mask))
+            cutouts.append(cutout_of(upright, mask))
     result: Image.Image = get_concat_v_multi(cutouts) if cutouts else upright
     return result
+
+
+def cutout_of(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """rembg's ``naive_cutout`` in row tiles: ``Image.composite(image, transparent black,
+    mask)`` copies the black image and converts the whole image to RGBA before pasting (three
+    full-size RGBA images); pasting tile by tile into one output does the same arithmetic
+    (Pillow's own paste) with one RGBA image and a few MB beside it."""
+    if mask.mode != "L" or mask.size != image.size:
+        result: Image.Image = naive_cutout(image, mask)
+        return result
+    out = Image.new("RGBA", image.size, 0)
+    step = max(1, _TILE_PIXELS // max(1, image.width))
+    for top in range(0, image.height, step):
+        box = (0, top, image.width, min(image.height, top + step))
+        out.paste(image.crop(box).convert("RGBA"), box, mask.crop(box))
+    return out
 
 
 def _predict(ctx: OpContext, image: Image.Image, session: BaseSession) -> Masks:
