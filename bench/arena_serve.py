@@ -1,6 +1,6 @@
-"""``playground-rt serve`` without the idle release of onnxruntime's arenas (the memory
-behaviour before issue 12: arenas grown for every concurrent run, kept forever), for A/B runs
-in ``bench.sweep``::
+"""``playground-rt serve`` with onnxruntime's memory as before issue 12 (an arena per session,
+grown for every concurrent run and kept forever: no shared arena, no idle release), for A/B
+runs in ``bench.sweep``::
 
     python -m bench.arena_serve serve --port 8001 ...
 """
@@ -13,4 +13,5 @@ from playground_rt import arenas, cli
 
 if __name__ == "__main__":
     arenas.IDLE_RELEASE_S = None
+    arenas.SHARED_ARENA = False
     raise SystemExit(cli.main(sys.argv[1:]))

@@ -46,6 +46,8 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from playground_rt.arenas import IDLE_RELEASE_S
+
 from . import httpload, servers, synth
 
 SIZES = {"0.3": (640, 480), "2": (1728, 1152), "12": (4000, 3000)}
@@ -245,6 +247,24 @@ class Served:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def settled_rss(self) -> float:
+        """VmRSS once the server rests: after the idle release of onnxruntime's arenas
+        (``arenas.IDLE_RELEASE_S``), when it stopped moving (2 s within 5 MB; 60 s at most)."""
+        time.sleep((IDLE_RELEASE_S or 0) + 0.5)
+        readings = [self.status("VmRSS")]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            readings.append(self.status("VmRSS"))
+            if len(readings) >= 5 and max(readings[-5:]) - min(readings[-5:]) < 5:
+                break
+        return readings[-1]
+
+    def reset_peak(self) -> None:
+        """VmHWM := VmRSS (Linux's clear_refs 5), so the next peak is the next job's own."""
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+
 
 @contextlib.contextmanager
 def serve(
@@ -294,8 +314,8 @@ def _config(
     with serve(args, work, f"{size}-{fmt}") as served, httpx.Client(base_url=served.base) as http:
         http.timeout = httpx.Timeout(600)
         fallback(http, pipeline, _warm_input())
-        time.sleep(0.3)
-        idle = served.status("VmRSS")
+        idle = served.settled_rss()
+        served.reset_peak()
         views = [fallback(http, pipeline, name) for name in files]
         peak = served.status("VmHWM")
         reblend = {}
@@ -336,11 +356,11 @@ def _arena_ab(args: argparse.Namespace, work: Path, problems: list[str]) -> list
             with serve(args, work, f"ab-{round_}-{arena}", arena=arena) as served:
                 asyncio.run(httpload.drive(served.base, _bodies(warm[:1]), 1))
                 asyncio.run(httpload.drive(served.base, _bodies(warm[1:]), 8))
-                time.sleep(0.5)
-                idle = served.status("VmRSS")
+                idle = served.settled_rss()
+                served.reset_peak()
                 run = asyncio.run(httpload.drive(served.base, _bodies(pngs), 8))
-                time.sleep(0.5)
-                after = served.status("VmRSS")
+                busy = served.status("VmHWM")
+                after = served.settled_rss()
             failures = len(run.failures)
             problems += [f"arena A/B {label}: {f}" for f in run.failures]
             out.append(
@@ -348,6 +368,7 @@ def _arena_ab(args: argparse.Namespace, work: Path, problems: list[str]) -> list
                     "variant": label,
                     "round": round_,
                     "idle_rss_mb": round(idle),
+                    "peak_mb": round(busy),
                     "rss_after_mb": round(after),
                     "per_s": round(run.per_s, 3),
                     "failures": failures,
@@ -369,8 +390,8 @@ def _queued(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     with serve(args, work, "queued") as served, httpx.Client(base_url=served.base) as http:
         http.timeout = httpx.Timeout(600)
         fallback(http, "rembg 0.85", _warm_input())
-        time.sleep(0.3)
-        idle = served.status("VmRSS")
+        idle = served.settled_rss()
+        served.reset_peak()
         jobs = []
         for index, name in enumerate(files):
             body: dict[str, Any] = {"pipeline_id": "rembg", "image_path": name}
@@ -503,7 +524,7 @@ def _reblend_table(rows: list[Row]) -> Table:
 
 def _ab_table(rows: list[dict[str, Any]]) -> Table:
     table = _table("onnxruntime arena A/B (640x480, concurrency 8)", "variant", "round", "")
-    for column in ("idle RSS MB", "RSS after MB", "img/s", "failures"):
+    for column in ("idle RSS MB", "peak MB", "idle after MB", "img/s", "failures"):
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
@@ -511,6 +532,7 @@ def _ab_table(rows: list[dict[str, Any]]) -> Table:
             str(row["round"]),
             "",
             str(row["idle_rss_mb"]),
+            str(row["peak_mb"]),
             str(row["rss_after_mb"]),
             f"{row['per_s']:.2f}",
             str(row["failures"]),

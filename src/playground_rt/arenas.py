@@ -4,14 +4,20 @@ A u2netp run needs ~250 MB of buffers, whatever the image size (its input is 320
 onnxruntime's CPU arena keeps them after the run, per session and per concurrent run: after a
 warm-up with two workers and the all-cores session the server sat at ~1.3 GB. Without the
 arena every run maps and faults those 250 MB afresh: 64,000 page faults and ~185 ms of kernel
-time a run, 15-30 % of a run's CPU (measured: ``python -m bench.arena``). So the arena stays,
-and :class:`IdleRelease` shrinks it when no run has started for ``IDLE_RELEASE_S``: one run
-per session with the ``memory.enable_memory_arena_shrinkage`` run option frees every arena
-region not in use, then glibc's ``malloc_trim`` returns the freed heap to the system. Busy
-servers never pay for it; an idle one holds its model weights and little else.
+time a run, 15-30 % of a run's CPU (measured: ``python -m bench.arena``). So an arena stays,
+made to give memory back:
+
+* one CPU arena for the whole process (:func:`use_shared_arena`: onnxruntime's environment
+  allocator, extended by what is asked and no more, ``kSameAsRequested``), shared by every
+  session, instead of one per session grown in powers of two;
+* :class:`IdleRelease` shrinks it when no run has started for ``IDLE_RELEASE_S``: a run with
+  the ``memory.enable_memory_arena_shrinkage`` run option frees every arena region not in
+  use, then glibc's ``malloc_trim`` returns the freed heap to the system. Busy servers never
+  pay for it; a resting one holds its model weights and little else.
 
 The shrinking run is a real inference on zeros (onnxruntime shrinks only at the end of a
-run; u2netp's input size is fixed): ~0.3 s of CPU per session that ran, once per rest.
+run; u2netp's input size is fixed): ~0.3 s of CPU once per rest (one run for the shared arena,
+one per session that ran if the shared one could not be registered).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-__all__ = ["IDLE_RELEASE_S", "IdleRelease"]
+__all__ = ["IDLE_RELEASE_S", "SHARED_ARENA", "IdleRelease", "use_shared_arena"]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +42,35 @@ IDLE_RELEASE_S: float | None = 5.0
 """Seconds without a run after which a registry's arenas are shrunk (``None``: never; read
 when a registry is made)."""
 
+SHARED_ARENA = True
+"""Sessions allocate from one process-wide arena (read by :func:`use_shared_arena`)."""
+
 _SHRINK = ort.RunOptions()
 _SHRINK.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+_KSAME_AS_REQUESTED = 1  # onnxruntime's ArenaExtendStrategy
+_registered: bool | None = None
+_register_lock = threading.Lock()
+
+
+def use_shared_arena(options: ort.SessionOptions) -> None:
+    """Make sessions created with ``options`` use the process's one CPU arena (registered on
+    first use; if onnxruntime refuses it, sessions keep their own arenas)."""
+    global _registered
+    if not SHARED_ARENA:
+        return
+    with _register_lock:
+        if _registered is None:
+            kind, memory = ort.OrtAllocatorType, ort.OrtMemType
+            info = ort.OrtMemoryInfo("Cpu", kind.ORT_ARENA_ALLOCATOR, 0, memory.DEFAULT)
+            config = ort.OrtArenaCfg({"arena_extend_strategy": _KSAME_AS_REQUESTED})
+            try:
+                ort.create_and_register_allocator(info, config)
+                _registered = True
+            except Exception:  # e.g. registered by other code of the process: use our own
+                log.warning("no shared onnxruntime arena; sessions keep their own", exc_info=True)
+                _registered = False
+    if _registered:
+        options.add_session_config_entry("session.use_env_allocators", "1")
 
 
 class _Tracked:
@@ -122,6 +155,8 @@ class IdleRelease:
                 due = [s for s in self._sessions if s.used]
                 for session in due:
                     session.used = False
+                if _registered:  # one shrinking run frees the one arena they all share
+                    due = due[:1]
             self._shrink(due)
 
     def _dirty_and_idle(self) -> bool:

@@ -155,6 +155,8 @@ def _session_options(intra_op_threads: int) -> ort.SessionOptions:
     # Spinning intra-op threads busy-wait between runs and take the CPU that decoding and
     # encoding of the other jobs need (measured in bench/: the cores are the bottleneck).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # One arena for every session, given back when the models rest (see ``arenas``).
+    arenas.use_shared_arena(opts)
     return opts
 
 
