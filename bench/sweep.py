@@ -64,6 +64,7 @@ JOBS = {"0.3": 4, "2": 3, "12": 2}
 MAX_IMAGE_BYTES = 64 * 1024 * 1024  # a photo-like 12 MP PNG is ~18 MB, near the 20 MiB default
 INPUTS = Path(__file__).parent / "results" / "sweep-inputs"
 WARM_SEED = 1_000_000
+JSON = {"content-type": "application/json"}
 
 
 @dataclass
@@ -284,6 +285,10 @@ def serve(
         yield Served(base, proc.pid)
 
 
+def client(served: Served) -> httpx.Client:
+    return httpx.Client(base_url=served.base, headers=JSON, timeout=600)
+
+
 def fallback(client: httpx.Client, pipeline: str, path: str, **extra: Any) -> dict[str, Any]:
     """Run one job through ``/fallback``; its job view, with ``client`` ms added."""
     pid, params = PIPELINES[pipeline]
@@ -311,8 +316,7 @@ def _config(
     work: Path,
 ) -> Row:
     floor_ms = floor.measure(pipeline, files)
-    with serve(args, work, f"{size}-{fmt}") as served, httpx.Client(base_url=served.base) as http:
-        http.timeout = httpx.Timeout(600)
+    with serve(args, work, f"{size}-{fmt}") as served, client(served) as http:
         fallback(http, pipeline, _warm_input())
         idle = served.settled_rss()
         served.reset_peak()
@@ -387,8 +391,7 @@ def _queued(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     files = make_inputs(size, "jpeg", args.queued, first=100)
     held = sum((INPUTS / name).stat().st_size for name in files)
     print(f"{args.queued} queued {size} MP jobs", flush=True)
-    with serve(args, work, "queued") as served, httpx.Client(base_url=served.base) as http:
-        http.timeout = httpx.Timeout(600)
+    with serve(args, work, "queued") as served, client(served) as http:
         fallback(http, "rembg 0.85", _warm_input())
         idle = served.settled_rss()
         served.reset_peak()
