@@ -122,6 +122,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     results = Results(meta=_meta(args))
+    path = args.results / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.json"
     floor = Floor(args.model_home)
     with tempfile.TemporaryDirectory(prefix="playground-sweep-") as tmp:
         work = Path(tmp)
@@ -132,17 +133,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for name in PIPELINES:
                     print(f"{size} MP {fmt} {name}: floor, then server", flush=True)
                     results.rows.append(_config(size, fmt, name, files, floor, args, work))
+                    save(results, path)
         if not args.no_ab:
             results.arena_ab = _arena_ab(args, work, results.problems)
+            save(results, path)
         if args.queued:
-            results.queued = _queued(args, work)
+            try:
+                results.queued = _queued(args, work)
+            except RuntimeError as exc:
+                results.problems.append(str(exc))
     results.meta["loadavg_end"] = list(os.getloadavg())
     show(results)
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_bytes(msgspec.json.format(msgspec.json.encode(asdict(results)), indent=2))
+    save(results, path)
     print(f"results: {path}")
     return 1 if results.problems else 0
+
+
+def save(results: Results, path: Path) -> None:
+    """The JSON record so far (written after every row, so a late failure loses nothing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(msgspec.json.format(msgspec.json.encode(asdict(results)), indent=2))
 
 
 def _meta(args: argparse.Namespace) -> dict[str, Any]:
@@ -269,7 +279,7 @@ class Served:
 
 @contextlib.contextmanager
 def serve(
-    args: argparse.Namespace, work: Path, label: str, arena: bool = False
+    args: argparse.Namespace, work: Path, label: str, arena: bool = False, **settings: str
 ) -> Iterator[Served]:
     """A fresh server (fresh outputs root) on the sweep inputs; ``arena``: the old options."""
     port = servers.free_port()
@@ -279,6 +289,7 @@ def serve(
     argv += ["--data-root", str(INPUTS), "--model-home", str(args.model_home)]
     argv += ["--max-image-bytes", str(MAX_IMAGE_BYTES), "--log-level", "warning"]
     env = servers._clean_env(args.model_home)
+    env.update({f"PLAYGROUND_{name.upper()}": value for name, value in settings.items()})
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), *sys.path])
     base = f"http://127.0.0.1:{port}"
     with servers.running(argv, env, work / f"server-{label}.log", f"{base}/readyz") as proc:
@@ -391,7 +402,8 @@ def _queued(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     files = make_inputs(size, "jpeg", args.queued, first=100)
     held = sum((INPUTS / name).stat().st_size for name in files)
     print(f"{args.queued} queued {size} MP jobs", flush=True)
-    with serve(args, work, "queued") as served, client(served) as http:
+    # one client submits them all: lift its fair share of the queue (16 by default)
+    with serve(args, work, "queued", client_queue_share="0") as served, client(served) as http:
         fallback(http, "rembg 0.85", _warm_input())
         idle = served.settled_rss()
         served.reset_peak()
@@ -399,8 +411,10 @@ def _queued(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for index, name in enumerate(files):
             body: dict[str, Any] = {"pipeline_id": "rembg", "image_path": name}
             body |= {"params": {"strength": 0.85}, "taskId": f"sweep-{index}"}
-            answer = http.post("/api/pipelines/preview", content=msgspec.json.encode(body)).json()
-            jobs.append((answer["job_id"], body["taskId"]))
+            answer = http.post("/api/pipelines/preview", content=msgspec.json.encode(body))
+            if answer.status_code != 200:
+                raise RuntimeError(f"queued #{index}: {answer.status_code} {answer.text[:300]}")
+            jobs.append((answer.json()["job_id"], body["taskId"]))
         submitted = served.status("VmRSS")
         samples = [submitted]
         for _ in range(20):  # while the first two run
