@@ -17,6 +17,7 @@ import ctypes
 import io
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -27,16 +28,16 @@ from pathlib import Path
 from typing import Any
 
 VARIANTS: dict[str, str] = {
-    "arena": "onnxruntime's defaults: CPU arena and memory patterns on (before this change)",
-    "arena+shrink": "arena on, run option memory.enable_memory_arena_shrinkage=cpu:0",
-    "arena+same-as-requested": "one env arena, kSameAsRequested, shared by both sessions",
+    "arena": "an arena per session, memory patterns on (the options before issue 12)",
+    "arena+shrink": "arena on, run option memory.enable_memory_arena_shrinkage on every run",
     "no-arena": "enable_cpu_mem_arena=False (memory patterns on)",
     "no-arena+no-pattern": "enable_cpu_mem_arena=False, enable_mem_pattern=False",
     "no-arena+trim": "no arena; malloc_trim(0) after each run",
-    "lean (chosen)": "playground_rt.models' options: no arena, memory patterns on",
+    "no-arena+arena-max-2": "no arena, MALLOC_ARENA_MAX=2 (glibc)",
+    "shared": "one env arena for both sessions, kSameAsRequested (no release)",
+    "shared+idle release (chosen)": "playground_rt.models' options and arenas.IdleRelease",
 }
 ENV: dict[str, dict[str, str]] = {"no-arena+arena-max-2": {"MALLOC_ARENA_MAX": "2"}}
-VARIANTS["no-arena+arena-max-2"] = "no arena, MALLOC_ARENA_MAX=2 (glibc)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,12 +76,18 @@ def _child(name: str, home: Path, runs: int) -> dict[str, float]:
 
 def _show(rows: dict[str, list[dict[str, float]]]) -> None:
     base = statistics.median(r["per_s"] for r in rows["arena"])
-    print(f"\n{'variant':28} {'idle RSS MB':>12} {'peak MB':>8} {'runs/s':>8} {'vs arena':>9}")
+    cpu_base = statistics.median(r["cpu_ms_per_run"] for r in rows["arena"])
+    print(
+        f"\n{'variant':30} {'idle RSS MB':>11} {'peak MB':>8} {'runs/s':>7} {'vs arena':>8} "
+        f"{'CPU ms/run':>10} {'vs arena':>8} {'faults/run':>10}"
+    )
     for name, results in rows.items():
-        idle = statistics.median(r["idle_rss_mb"] for r in results)
-        peak = statistics.median(r["peak_mb"] for r in results)
-        per_s = statistics.median(r["per_s"] for r in results)
-        print(f"{name:28} {idle:12.0f} {peak:8.0f} {per_s:8.2f} {per_s / base:9.3f}")
+        med = {k: statistics.median(r[k] for r in results) for k in results[0]}
+        print(
+            f"{name:30} {med['idle_rss_mb']:11.0f} {med['peak_mb']:8.0f} {med['per_s']:7.2f} "
+            f"{med['per_s'] / base:8.3f} {med['cpu_ms_per_run']:10.0f} "
+            f"{cpu_base / med['cpu_ms_per_run']:8.3f} {med['faults_per_run']:10.0f}"
+        )
 
 
 # --- the child: one variant ------------------------------------------------------------------
@@ -94,6 +101,9 @@ def _measure(name: str, home: Path, runs: int) -> dict[str, float]:
 
     image = Image.open(io.BytesIO(synth.make_images(1)[0]))
     narrow, wide, run_options = _sessions(name, home)
+    release = _release(name, narrow, wide)
+    if release is not None:
+        narrow, wide = (h.inner_session for h in _release.holders)  # type: ignore[attr-defined]
     feed = {
         narrow.get_inputs()[0].name: np.asarray(
             image.convert("RGB").resize((320, 320)), dtype=np.float32
@@ -111,12 +121,38 @@ def _measure(name: str, home: Path, runs: int) -> dict[str, float]:
 
     run(wide, 5)
     _threads(lambda: run(narrow, 5), 2)
-    started = time.perf_counter()
+    before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     _threads(lambda: run(narrow, runs // 2), 2)
     per_s = (runs // 2 * 2) / (time.perf_counter() - started)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     run(wide, 3)
     time.sleep(0.5)
-    return {"idle_rss_mb": _status("VmRSS"), "peak_mb": _status("VmHWM"), "per_s": per_s}
+    if release is not None:  # the idle release: wait for it (a shrinking run and a trim)
+        deadline = time.monotonic() + 60
+        while release.releases == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return {
+        "idle_rss_mb": _status("VmRSS"),
+        "peak_mb": _status("VmHWM"),
+        "per_s": per_s,
+        "cpu_ms_per_run": 1000 * cpu / (runs // 2 * 2),
+        "faults_per_run": (after.ru_minflt - before.ru_minflt) / (runs // 2 * 2),
+    }
+
+
+def _release(name: str, narrow: Any, wide: Any) -> Any:
+    """For the chosen variant: the registry's idle release around the two sessions."""
+    if not name.startswith("shared+idle"):
+        return None
+    from playground_rt import arenas
+
+    release = arenas.IdleRelease(0.2)
+    holders = [type("Holder", (), {"inner_session": s})() for s in (narrow, wide)]
+    for holder in holders:
+        release.track(holder)
+    _release.holders = holders  # type: ignore[attr-defined]  # keep them alive
+    return release
 
 
 def _sessions(name: str, home: Path) -> tuple[Any, Any, Any]:
@@ -124,7 +160,7 @@ def _sessions(name: str, home: Path) -> tuple[Any, Any, Any]:
 
     path = str(home / "u2netp.onnx")
     run_options = onnxruntime.RunOptions()
-    shared = name == "arena+same-as-requested"
+    shared = name == "shared"  # the chosen variant registers it through playground_rt.arenas
     if shared:
         info = onnxruntime.OrtMemoryInfo(
             "Cpu",
@@ -138,7 +174,7 @@ def _sessions(name: str, home: Path) -> tuple[Any, Any, Any]:
         run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def options(threads: int) -> onnxruntime.SessionOptions:
-        if name == "lean (chosen)":
+        if name.startswith("shared+idle"):
             from playground_rt.models import _session_options
 
             chosen: onnxruntime.SessionOptions = _session_options(threads)
