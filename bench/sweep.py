@@ -103,7 +103,7 @@ class Results:
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     cli = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__)
     cli.add_argument("--quick", action="store_true", help="0.3 and 2 MP, JPEG, one job each")
-    cli.add_argument("--sizes", help="comma-separated, of 0.3, 2, 12 (default all)")
+    cli.add_argument("--sizes", help="comma-separated, of 0.3, 2, 12 (default all; none: skip)")
     cli.add_argument("--formats", help="comma-separated, of jpeg, png (default both)")
     cli.add_argument("--queued", type=int, help="12 MP jobs submitted at once (default 30)")
     cli.add_argument("--ab-rounds", type=int, help="arena A/B rounds (default 2)")
@@ -111,7 +111,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     cli.add_argument("--model-home", type=Path, default=Path("~/.u2net"))
     cli.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     args = cli.parse_args(argv)
-    args.sizes = (args.sizes or ("0.3,2" if args.quick else ",".join(SIZES))).split(",")
+    sizes = args.sizes or ("0.3,2" if args.quick else ",".join(SIZES))
+    args.sizes = [] if sizes == "none" else sizes.split(",")
     args.formats = (args.formats or ("jpeg" if args.quick else ",".join(FORMATS))).split(",")
     args.queued = args.queued if args.queued is not None else (4 if args.quick else 30)
     args.ab_rounds = args.ab_rounds or (1 if args.quick else 2)
@@ -397,42 +398,52 @@ def _bodies(pngs: list[bytes]) -> list[httpload.Request]:
 
 
 def _queued(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """RSS with ``args.queued`` 12 MP (quick: 2 MP) JPEG jobs submitted at once."""
+    """Peak RSS with ``args.queued`` 12 MP (quick: 2 MP) JPEG jobs submitted at once, against
+    the peak of 2 such jobs alone: both peaks are taken while the first two jobs run (the pool
+    has 2 workers), so their difference is what the waiting jobs hold."""
     size = "2" if args.quick else "12"
-    files = make_inputs(size, "jpeg", args.queued, first=100)
-    held = sum((INPUTS / name).stat().st_size for name in files)
-    print(f"{args.queued} queued {size} MP jobs", flush=True)
+    files = make_inputs(size, "jpeg", args.queued + 2, first=100)
+    print(f"{args.queued} queued {size} MP jobs, against 2 alone", flush=True)
     # one client submits them all: lift its fair share of the queue (16 by default)
     with serve(args, work, "queued", client_queue_share="0") as served, client(served) as http:
         fallback(http, "rembg 0.85", _warm_input())
         idle = served.settled_rss()
-        served.reset_peak()
-        jobs = []
-        for index, name in enumerate(files):
-            body: dict[str, Any] = {"pipeline_id": "rembg", "image_path": name}
-            body |= {"params": {"strength": 0.85}, "taskId": f"sweep-{index}"}
-            answer = http.post("/api/pipelines/preview", content=msgspec.json.encode(body))
-            if answer.status_code != 200:
-                raise RuntimeError(f"queued #{index}: {answer.status_code} {answer.text[:300]}")
-            jobs.append((answer.json()["job_id"], body["taskId"]))
-        submitted = served.status("VmRSS")
-        samples = [submitted]
-        for _ in range(20):  # while the first two run
-            time.sleep(0.25)
-            samples.append(served.status("VmRSS"))
-        peak = served.status("VmHWM")
-        for job_id, task in jobs:
-            http.delete(f"/api/jobs/{job_id}", params={"taskId": task})
+        alone = _first_two_peak(http, served, files[:2])
+        idle_again = served.settled_rss()
+        many = _first_two_peak(http, served, files[2:])
     return {
         "size": size,
         "jobs": args.queued,
-        "bytes_held_mb": round(held / 1e6, 1),
+        "bytes_held_mb": round(sum((INPUTS / f).stat().st_size for f in files[2:]) / 1e6, 1),
         "idle_rss_mb": round(idle),
-        "rss_after_submit_mb": round(submitted),
-        "rss_max_mb": round(max(samples)),
-        "rise_max_mb": round(max(samples) - idle),
-        "peak_rise_mb": round(peak - idle),
+        "two_alone_peak_rise_mb": round(alone - idle),
+        "queued_peak_rise_mb": round(many - idle_again),
+        "queue_holds_mb": round((many - idle_again) - (alone - idle)),
     }
+
+
+def _first_two_peak(http: httpx.Client, served: Served, files: list[str]) -> float:
+    """Submit ``files`` as strength-0.85 jobs; VmHWM once the first two have finished (the
+    rest are then cancelled)."""
+    served.reset_peak()
+    jobs = []
+    for index, name in enumerate(files):
+        body: dict[str, Any] = {"pipeline_id": "rembg", "image_path": name}
+        body |= {"params": {"strength": 0.85}, "taskId": f"sweep-{name}"}
+        answer = http.post("/api/pipelines/preview", content=msgspec.json.encode(body))
+        if answer.status_code != 200:
+            raise RuntimeError(f"queued #{index}: {answer.status_code} {answer.text[:300]}")
+        jobs.append((answer.json()["job_id"], body["taskId"]))
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        states = [http.get(f"/api/jobs/{job}").json()["state"] for job, _ in jobs[:2]]
+        if all(state in ("completed", "failed", "cancelled") for state in states):
+            break
+        time.sleep(0.2)
+    peak = served.status("VmHWM")
+    for job_id, task in jobs[2:]:
+        http.delete(f"/api/jobs/{job_id}", params={"taskId": task})
+    return peak
 
 
 # --- printing -------------------------------------------------------------------------------
@@ -456,9 +467,10 @@ def show(results: Results, console: Console | None = None) -> None:
     if results.queued:
         q = results.queued
         console.print(
-            f"{q['jobs']} queued {q['size']} MP jobs ({q['bytes_held_mb']} MB of files): RSS "
-            f"{q['idle_rss_mb']} MB idle -> {q['rss_max_mb']} MB (+{q['rise_max_mb']} MB, "
-            f"peak +{q['peak_rise_mb']} MB) while 2 ran and the rest waited"
+            f"{q['size']} MP strength jobs, idle RSS {q['idle_rss_mb']} MB: 2 alone peak "
+            f"+{q['two_alone_peak_rise_mb']} MB; {q['jobs']} submitted at once "
+            f"({q['bytes_held_mb']} MB of files) peak +{q['queued_peak_rise_mb']} MB while the "
+            f"first 2 ran: the waiting jobs hold {q['queue_holds_mb']} MB"
         )
 
 
