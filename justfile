@@ -50,6 +50,10 @@ bench *ARGS:
 bench-browser *ARGS:
     {{py}} -m bench.browser {{ARGS}}
 
+# the size sweep: 0.3/2/12 MP, JPEG/PNG, each pipeline, server vs in-process floor, memory
+bench-sweep *ARGS:
+    {{py}} -m bench.sweep {{ARGS}}
+
 # schemathesis against /openapi.json with many examples
 fuzz EXAMPLES="500":
     PLAYGROUND_FUZZ_EXAMPLES={{EXAMPLES}} {{py}} -m pytest tests/test_fuzz.py -q

@@ -52,6 +52,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     results are bit-identical, a lone user just waits less."""
     queue_size: Annotated[int, msgspec.Meta(ge=1)] = 64
     """Jobs waiting beyond this get 429 + Retry-After."""
+    mask_cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 256 * MiB
+    """Memory for the model's masks kept between jobs (one byte per pixel: 12 MB for a 12 MP
+    image), so a change of strength, only_mask, bgcolor or post_process_mask on an image seen
+    before skips inference; least recently used evicted first; 0 keeps none."""
     client_queue_share: Annotated[int, msgspec.Meta(ge=0)] = 16
     """Queued jobs one client (remote address) may hold; past it 429 ``client_queue_full``
     while others still get in. 0 turns the share off."""

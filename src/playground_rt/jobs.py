@@ -36,6 +36,7 @@ from .config import Settings
 from .executor import Executor
 from .intake import Intake
 from .job import Job, JobEvent, JobState, Listener, Prepared, without_image
+from .masks import MaskCache
 from .ops.base import OpContext, SessionProvider
 from .paths import display
 
@@ -66,6 +67,7 @@ class JobManager:
         self.listeners: list[Listener] = []
         self.active: dict[str, Job] = {}
         self.finished: OrderedDict[str, Job] = OrderedDict()
+        self.masks = MaskCache(settings.mask_cache_bytes)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
         self.executor: Executor[Job, Path] = Executor(
@@ -276,6 +278,8 @@ class JobManager:
             check_cancelled=job.check,
             checkpoint=job.prepared.checkpoint,
             wide=job.wide,
+            image_key=job.prepared.source.sha256,
+            masks=self.masks,
         )
         ops_started = time.perf_counter()
         image = pipelines.apply(steps, image, ctx, job.durations)
