@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from playground_rt import schemas
+from playground_rt import errors, schemas
 from playground_rt.ops import OPS
 from playground_rt.ops.base import OpContext
 
@@ -176,7 +176,13 @@ async def test_an_op_raising_fails_its_job_and_frees_the_worker(
     def boom(image: Image.Image, params: Any, ctx: OpContext) -> Image.Image:
         raise RuntimeError("the sharpen op broke")
 
+    def refuse(image: Image.Image, params: Any, ctx: OpContext) -> Image.Image:
+        # Sizes are checked at intake now (a crop leaving nothing is a 422 there), so an op
+        # refusing its image at run time is simulated.
+        raise errors.InvalidParams("equalize: this image leaves nothing to equalise")
+
     monkeypatch.setitem(OPS, "sharpen", dataclasses.replace(OPS["sharpen"], apply=boom))
+    monkeypatch.setitem(OPS, "equalize", dataclasses.replace(OPS["equalize"], apply=refuse))
     async with running(make_settings(tmp_path, preload_models=[], workers=1)) as srv:
         crash = {
             "pipeline_id": "preprocessing",
@@ -188,7 +194,7 @@ async def test_an_op_raising_fails_its_job_and_frees_the_worker(
         too_small = {
             "pipeline_id": "preprocessing",
             "image_base64": image(22),
-            "params": {"crop": {"left": 500}},
+            "params": {"equalize": True},
         }
         frame = await followers_see(srv, too_small)
         assert isinstance(frame, schemas.Failed) and "leaves nothing" in frame.detail

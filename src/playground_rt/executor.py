@@ -78,7 +78,8 @@ _SETTLED = _Settled()
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
-    """Retrieve a timed-out job's late outcome so asyncio does not log it as never retrieved."""
+    """Retrieve an outcome nobody awaits any more (a timed-out job's, or one whose slot was
+    cancelled at shutdown), so asyncio does not log it as never retrieved."""
     if not future.cancelled():
         future.exception()
 
@@ -270,6 +271,7 @@ class Executor(Generic[J, R]):
         """The job's outcome; past its budget the job is settled as failed at once, and
         this returns (``_SETTLED``) only once its thread stopped or was given up on."""
         future = asyncio.wrap_future(self._threads[index].submit(lambda: self._run(job)))
+        future.add_done_callback(_consume)  # also when this slot is cancelled at shutdown
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
         except TimeoutError:
@@ -280,11 +282,8 @@ class Executor(Generic[J, R]):
         budget = errors.OpFailed(f"job exceeded its time budget of {self.timeout_s:g} s")
         self._settle_safely(job, budget)
         done, _ = await asyncio.wait([future], timeout=self.timeout_s)
-        if done:
-            _consume(future)
-        else:
+        if not done:
             log.warning("a worker thread ignored its stop for %g s; replacing it", self.timeout_s)
-            future.add_done_callback(_consume)
             self._threads[index].stop()
             self._threads[index] = self._new_thread(index)
             self.stats.abandoned += 1

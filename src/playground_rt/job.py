@@ -41,6 +41,8 @@ class Prepared:
     job_id: str
     cache_key: str
     notes: tuple[str, ...]
+    size: tuple[int, int]
+    """The image's upright ``(width, height)`` from its header (``images.probe``)."""
 
     @property
     def pipeline_id(self) -> str:

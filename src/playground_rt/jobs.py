@@ -280,7 +280,6 @@ class JobManager:
         started = time.perf_counter()
         image = images.decode(job.prepared.source.data, self.limits)
         job.durations["decode"] = _ms(time.perf_counter() - started)
-        self._check_output_size(job, image.size)
         steps = job.prepared.plan.steps
         ctx = OpContext(
             models=self.models,
@@ -300,14 +299,6 @@ class JobManager:
         path = self.store.write(job.prepared.pipeline_id, job.id, data)
         job.durations["write"] = _ms(time.perf_counter() - started)
         return path
-
-    def _check_output_size(self, job: Job, size: tuple[int, int]) -> None:
-        width, height = pipelines.output_size(job.prepared.plan, size)
-        if width * height > self.settings.max_pixels:
-            raise errors.TooLarge(
-                f"the result would be {width}x{height} = {width * height} pixels; "
-                f"max_pixels={self.settings.max_pixels}"
-            )
 
     def _report(self, job: Job, stage: str, step: int, total: int) -> None:
         frame = schemas.Progress(job_id=job.id, stage=stage, step=step, total=total)

@@ -10,9 +10,19 @@ function canvas(width, height) {
   return node;
 }
 
-/** Decode an image Blob to {width, height, data: Uint8ClampedArray RGBA}. */
+/**
+ * Decode an image Blob to {width, height, data: Uint8ClampedArray RGBA, translucent}.
+ *
+ * The server decodes by the same rule (images.py): EXIF orientation from JPEG APP1 and PNG
+ * eXIf only (what createImageBitmap applies), no colour conversion, 16-bit samples cut to
+ * their high byte. One thing a canvas cannot do is keep colours under alpha: it stores
+ * premultiplied pixels, so colour under alpha 0 comes back as 0 and partial alpha loses
+ * precision, and ops that mix neighbours (blur, resize) would then differ from the server
+ * by up to 231. `translucent` says that some alpha is below 255: those pixels are not the
+ * file's own, so the page must not compute on them and sends the request to the server
+ * (preview.js). Opaque pixels are exact.
+ */
 export async function decodeBlob(blob) {
-  // Same options as worker.js: EXIF orientation applied, no colour conversion.
   const bitmap = await createImageBitmap(blob, {
     colorSpaceConversion: "none",
     premultiplyAlpha: "none",
@@ -22,7 +32,15 @@ export async function decodeBlob(blob) {
   ctx.drawImage(bitmap, 0, 0);
   bitmap.close();
   const { width, height, data } = ctx.getImageData(0, 0, surface.width, surface.height);
-  return { width, height, data };
+  return { width, height, data, translucent: hasTranslucency(data) };
+}
+
+/** True when any alpha byte of RGBA `data` is below 255. */
+export function hasTranslucency(data) {
+  for (let i = 3; i < data.length; i += 4) {
+    if (data[i] !== 255) return true;
+  }
+  return false;
 }
 
 /** Base64 of a Blob's bytes (no data: prefix), without building a huge string by hand. */

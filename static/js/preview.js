@@ -57,6 +57,9 @@ export class Previewer {
   async run(pipeline, params, { server = false } = {}) {
     const seq = ++this.seq;
     if (!this.image) return;
+    // A canvas cannot give the file's colours under alpha (imaging.js, decodeBlob): the
+    // server computes translucent images, so both sides agree under one cache_key.
+    server ||= Boolean(this.image.pixels?.translucent);
     const started = performance.now();
     const key = await this.#clientKey(pipeline, params);
     if (seq !== this.seq) return;

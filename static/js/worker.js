@@ -5,24 +5,12 @@
 // Messages out: {type: "done", id, taskId, image, durations}
 //               {type: "failed", id, taskId, detail}
 // Every message carries the taskId of the form session that asked, so the page can tell
-// stale answers from current ones and report per-task telemetry.
+// stale answers from current ones and report per-task telemetry. A decoded image carries
+// `translucent` (imaging.js: the canvas lost its colours under alpha, so the page sends
+// its requests to the server).
 
+import { decodeBlob as decode } from "./imaging.js";
 import { applyOp } from "./ops.js";
-
-async function decode(blob) {
-  // createImageBitmap applies the EXIF orientation like the server's exif_transpose;
-  // no colour conversion and no premultiplication, so the pixels are the file's own.
-  const bitmap = await createImageBitmap(blob, {
-    colorSpaceConversion: "none",
-    premultiplyAlpha: "none",
-  });
-  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
-  const ctx = canvas.getContext("2d", { willReadFrequently: true });
-  ctx.drawImage(bitmap, 0, 0);
-  bitmap.close();
-  const { width, height, data } = ctx.getImageData(0, 0, canvas.width, canvas.height);
-  return { width, height, data };
-}
 
 function run(steps, image) {
   const durations = {};

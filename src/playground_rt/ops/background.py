@@ -6,6 +6,7 @@ shared by the worker threads), never from ``rembg.new_session`` here.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import msgspec
@@ -13,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import rembg
 from PIL import Image
-from rembg.bg import apply_background_color
+from rembg.bg import alpha_matting_cutout, apply_background_color, decontaminate_cutout
 
 from playground_rt.ops.base import OpContext, OpSpec
 
@@ -31,6 +32,14 @@ class RembgParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ``only_mask`` the same blend applies to the mask. ``bgcolor`` (RGBA) is composited
     under the result last; it is ignored with ``only_mask``. A request's checkpoint, when
     given, replaces ``model``.
+
+    ``alpha_matting`` (pymatting's closed-form matte, about 500 bytes of memory per pixel)
+    runs at most on ``MATTING_MAX_PIXELS`` = 1 MP: a larger image is matted on a copy
+    scaled down to 1 MP (the erode size scaled alike), and the matte (alpha and the
+    unmixed edge colours) is scaled back up; pixels it leaves fully opaque keep their
+    original colours. Images of up to 1 MP are matted exactly as ``rembg.remove`` does.
+    An image with a side under 3 pixels (the matte's 3x3 windows do not fit) is cut out
+    without matting, as if ``alpha_matting`` were false.
     """
 
     model: Annotated[
@@ -60,6 +69,19 @@ class RembgParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 U8 = npt.NDArray[np.uint8]
 
+MATTING_MAX_PIXELS = 1_000_000
+"""Pixels alpha matting works on (see ``RembgParams``): about 0.65 GB at its peak."""
+MATTING_MIN_SIDE = 3
+"""Closed-form matting solves over 3x3 windows; a thinner image has none."""
+
+TILE_PIXELS = 1 << 16
+"""Pixels per tile of the strength blend: its float64 temporaries stay a few MB."""
+
+
+def _row_tiles(height: int, width: int) -> list[slice]:
+    step = max(1, TILE_PIXELS // max(1, width))
+    return [slice(top, top + step) for top in range(0, height, step)]
+
 
 def _toward(original: U8, removed: U8, strength: float) -> U8:
     """``original - round(strength * (original - removed))`` element-wise, exact in uint8."""
@@ -68,25 +90,65 @@ def _toward(original: U8, removed: U8, strength: float) -> U8:
     return blended
 
 
-def _blend_cutout(original: Image.Image, cutout: Image.Image, strength: float) -> Image.Image:
-    """The cutout with its removal scaled down to ``strength`` (see ``RembgParams``)."""
-    before = np.asarray(original.convert("RGBA"), dtype=np.float64)
-    after = np.asarray(cutout.convert("RGBA"), dtype=np.float64)
-    alpha = _toward(before[..., 3].astype(np.uint8), after[..., 3].astype(np.uint8), strength)
+def _blend_rows(before: U8, after: U8, strength: float, out: U8) -> None:
+    """One tile of :func:`_blend_cutout`, written into ``out`` (RGBA uint8 rows)."""
+    out[..., 3] = _toward(before[..., 3], after[..., 3], strength)
     # Blend premultiplied colours, then divide by the blended alpha: over any backdrop
-    # the result equals strength x removal + (1 - strength) x original.
-    weight_after = strength * after[..., 3:]
-    weight_before = (1.0 - strength) * before[..., 3:]
+    # the result equals strength x removal + (1 - strength) x original. float64 as the
+    # reference computation, so results do not move by a rounding step.
+    weight_after = strength * after[..., 3:].astype(np.float64)
+    weight_before = (1.0 - strength) * before[..., 3:].astype(np.float64)
     total = weight_after + weight_before
     premultiplied = weight_after * after[..., :3] + weight_before * before[..., :3]
-    colour = np.divide(premultiplied, total, out=after[..., :3].copy(), where=total > 0)
-    rgba = np.dstack([np.clip(np.rint(colour), 0, 255).astype(np.uint8), alpha])
-    return Image.fromarray(rgba, "RGBA")
+    colour = np.divide(premultiplied, total, out=after[..., :3].astype(np.float64), where=total > 0)
+    out[..., :3] = np.clip(np.rint(colour), 0, 255)
+
+
+def _blend_cutout(original: Image.Image, cutout: Image.Image, strength: float) -> Image.Image:
+    """The cutout with its removal scaled down to ``strength`` (see ``RembgParams``), in
+    row tiles: a few bytes per pixel beyond the two RGBA images, whatever their size."""
+    before = np.asarray(original.convert("RGBA"))
+    after = np.asarray(cutout.convert("RGBA"))
+    out = np.empty_like(after)
+    for rows in _row_tiles(*after.shape[:2]):
+        _blend_rows(before[rows], after[rows], strength, out[rows])
+    return Image.fromarray(out, "RGBA")
 
 
 def _blend_mask(mask: Image.Image, strength: float) -> Image.Image:
-    opaque = np.full((mask.height, mask.width), 255, dtype=np.uint8)
-    return Image.fromarray(_toward(opaque, np.asarray(mask, dtype=np.uint8), strength), "L")
+    removed = np.asarray(mask, dtype=np.uint8)
+    out = np.empty_like(removed)
+    for rows in _row_tiles(*removed.shape):
+        out[rows] = _toward(np.full_like(removed[rows], 255), removed[rows], strength)
+    return Image.fromarray(out, "L")
+
+
+def _scaled_matting(image: Image.Image, mask: Image.Image, params: RembgParams) -> Image.Image:
+    """rembg's alpha-matting cutout of an image over ``MATTING_MAX_PIXELS``, computed on a
+    copy scaled down to that size (see ``RembgParams``)."""
+    scale = math.sqrt(MATTING_MAX_PIXELS / (image.width * image.height))
+    small = (
+        max(MATTING_MIN_SIDE, int(image.width * scale)),
+        max(MATTING_MIN_SIDE, int(image.height * scale)),
+    )
+    erode = params.alpha_matting_erode_size
+    rgb = image.convert("RGB")
+    small_rgb = rgb.resize(small, Image.Resampling.BOX)
+    small_mask = mask.convert("L").resize(small, Image.Resampling.BOX)
+    try:
+        matte = alpha_matting_cutout(
+            small_rgb,
+            small_mask,
+            params.alpha_matting_foreground_threshold,
+            params.alpha_matting_background_threshold,
+            max(1, round(erode * scale)) if erode else 0,
+        )
+    except ValueError:  # no definite foreground or background: rembg's own fallback
+        matte = decontaminate_cutout(small_rgb, small_mask)
+    cutout = np.array(matte.resize(image.size, Image.Resampling.BILINEAR))
+    opaque = cutout[..., 3] == 255
+    np.copyto(cutout[..., :3], np.asarray(rgb), where=opaque[..., None])
+    return Image.fromarray(cutout, "RGBA")
 
 
 def remove_background(image: Image.Image, params: RembgParams, ctx: OpContext) -> Image.Image:
@@ -95,20 +157,25 @@ def remove_background(image: Image.Image, params: RembgParams, ctx: OpContext) -
     else:
         session = ctx.models.session(params.model, wide=ctx.wide)
     ctx.report("infer", 0, 2)
+    matting = params.alpha_matting and not params.only_mask and min(image.size) >= MATTING_MIN_SIDE
+    scaled = matting and image.width * image.height > MATTING_MAX_PIXELS
     # No bgcolor here: it has to go under the strength-blended result, not rembg's.
     removed = rembg.remove(
         image,
         session=session,
-        alpha_matting=params.alpha_matting,
+        alpha_matting=matting and not scaled,
         alpha_matting_foreground_threshold=params.alpha_matting_foreground_threshold,
         alpha_matting_background_threshold=params.alpha_matting_background_threshold,
         alpha_matting_erode_size=params.alpha_matting_erode_size,
-        only_mask=params.only_mask,
+        only_mask=params.only_mask or scaled,
         post_process_mask=params.post_process_mask,
     )
     assert isinstance(removed, Image.Image), type(removed)
     result: Image.Image = removed
     ctx.check_cancelled()
+    if scaled:
+        result = _scaled_matting(image, result, params)
+        ctx.check_cancelled()
     if params.strength < 1.0:
         if params.only_mask:
             result = _blend_mask(result.convert("L"), params.strength)

@@ -37,23 +37,27 @@ def _scaled(side: int, numerator: int, denominator: int) -> int:
 
 
 def target_size(size: tuple[int, int], params: ResizeParams) -> tuple[int, int]:
-    """The ``(width, height)`` that :func:`resize` produces from an image of ``size``."""
+    """The ``(width, height)`` that :func:`resize` produces from an image of ``size``
+    (``InvalidParams`` when keeping the aspect ratio gives a side over ``MAX_SIDE``; intake
+    calls this with the probed size, so such a request is refused before it runs)."""
     w0, h0 = size
     if params.width is not None and params.height is not None:
         return params.width, params.height
     if params.width is not None:
-        return params.width, _scaled(params.width, h0, w0)
-    assert params.height is not None
-    return _scaled(params.height, w0, h0), params.height
+        w, h = params.width, _scaled(params.width, h0, w0)
+    else:
+        assert params.height is not None
+        w, h = _scaled(params.height, w0, h0), params.height
+    if w > MAX_SIDE or h > MAX_SIDE:
+        raise errors.InvalidParams(
+            f"resize: keeping the aspect ratio of a {w0}x{h0} image "
+            f"gives {w}x{h}; each side must be at most {MAX_SIDE}"
+        )
+    return w, h
 
 
 def resize(image: Image.Image, params: ResizeParams, ctx: OpContext) -> Image.Image:
     w, h = target_size(image.size, params)
-    if w > MAX_SIDE or h > MAX_SIDE:
-        raise errors.InvalidParams(
-            f"resize: keeping the aspect ratio of a {image.width}x{image.height} image "
-            f"gives {w}x{h}; each side must be at most {MAX_SIDE}"
-        )
     # Pillow premultiplies RGBA/LA by alpha around the resample, so transparent pixels'
     # colours do not bleed into their neighbours.
     return image.resize((w, h), Image.Resampling.BILINEAR)
@@ -68,15 +72,21 @@ class CropParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     bottom: Margin = 0
 
 
-def crop(image: Image.Image, params: CropParams, ctx: OpContext) -> Image.Image:
-    right = image.width - params.right
-    bottom = image.height - params.bottom
-    if right <= params.left or bottom <= params.top:
+def crop_size(size: tuple[int, int], params: CropParams) -> tuple[int, int]:
+    """The ``(width, height)`` :func:`crop` leaves (``InvalidParams`` when nothing)."""
+    width = size[0] - params.left - params.right
+    height = size[1] - params.top - params.bottom
+    if width < 1 or height < 1:
         raise errors.InvalidParams(
             f"crop: removing left={params.left} right={params.right} top={params.top} "
-            f"bottom={params.bottom} from a {image.width}x{image.height} image leaves nothing"
+            f"bottom={params.bottom} from a {size[0]}x{size[1]} image leaves nothing"
         )
-    return image.crop((params.left, params.top, right, bottom))
+    return width, height
+
+
+def crop(image: Image.Image, params: CropParams, ctx: OpContext) -> Image.Image:
+    width, height = crop_size(image.size, params)
+    return image.crop((params.left, params.top, params.left + width, params.top + height))
 
 
 class RotateParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -127,7 +137,7 @@ SPECS: tuple[OpSpec[Any], ...] = (
         crop,
         client=False,
         summary="Remove pixels from each edge.",
-        size=lambda s, p: (s[0] - p.left - p.right, s[1] - p.top - p.bottom),
+        size=crop_size,
     ),
     OpSpec(
         "rotate",
