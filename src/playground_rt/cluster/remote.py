@@ -385,6 +385,7 @@ class RemoteJobs(JobManager):
             job_id,
             pipelines.cache_key(pipeline_id, hex_digest),
             (),
+            (0, 0),
         )
         job = Job(prepared, f"server-{pipeline_id}", state=JobState(text(fields[b"state"])))
         job.detail = text(fields[b"detail"]) if fields.get(b"detail") else None

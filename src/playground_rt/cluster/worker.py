@@ -308,15 +308,15 @@ class Worker:
             params = msgspec.json.decode(body.params)
         except msgspec.DecodeError as exc:
             raise errors.OpFailed(f"the queued entry cannot be read: {exc}") from None
+        s = self.settings
         plan = pipelines.get_pipeline(body.pipeline_id).plan(params)
         image_sha = hashlib.sha256(body.image).hexdigest()
         checkpoint = None
         ckpt_sha = ""
         if body.checkpoint is not None:
-            checkpoint = confine(
-                self.settings.outputs_root, body.checkpoint, field="checkpoint_path"
-            )
+            checkpoint = confine(s.outputs_root, body.checkpoint, field="checkpoint_path")
             ckpt_sha = self._digest(checkpoint)
+        probed = images.probe(body.image, images.Limits(s.max_image_bytes, s.max_pixels))
         digest = pipelines.digest(plan, image_sha, ckpt_sha)
         if pipelines.job_id(plan.pipeline.id, digest) != body.job_id:
             raise errors.OpFailed(
@@ -330,6 +330,7 @@ class Worker:
             body.job_id,
             pipelines.cache_key(plan.pipeline.id, digest),
             (),
+            probed.size,
         )
 
     def _digest(self, path: Path) -> str:
