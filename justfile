@@ -46,6 +46,10 @@ lint:
 bench *ARGS:
     {{py}} -m playground_rt.cli bench {{ARGS}}
 
+# worker processes behind a remote web node against one process, and the Redis hop per job
+bench-cluster *ARGS:
+    {{py}} -m bench.cluster {{ARGS}}
+
 # schemathesis against /openapi.json with many examples
 fuzz EXAMPLES="500":
     PLAYGROUND_FUZZ_EXAMPLES={{EXAMPLES}} {{py}} -m pytest tests/test_fuzz.py -q

@@ -1,6 +1,7 @@
 """``just bench`` / ``playground-rt bench``: run the pipeline and hub benchmarks.
 
-``which`` is ``pipeline`` (``bench.pipeline``), ``hub`` (``bench.hub_fanout``) or ``all``;
+``which`` is ``pipeline`` (``bench.pipeline``), ``hub`` (``bench.hub_fanout``), ``cluster``
+(``bench.cluster``: worker processes behind a remote web node) or ``all``;
 ``--quick`` makes every benchmark a short smoke run.
 """
 
@@ -10,7 +11,7 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-MODULES = {"pipeline": "bench.pipeline", "hub": "bench.hub_fanout"}
+MODULES = {"pipeline": "bench.pipeline", "hub": "bench.hub_fanout", "cluster": "bench.cluster"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -199,6 +199,18 @@ async def test_a_cancel_on_another_node_stops_the_worker(nodes: Cluster) -> None
     assert not (nodes.outputs / "playground" / "preprocessing" / f"{job_id}.png").exists()
 
 
+async def test_a_web_node_killed_loses_nothing_it_queued(nodes: Cluster) -> None:
+    a, b = nodes.web["a"], nodes.web["b"]
+    tasks = [task() for _ in range(3)]
+    async with client(a.ws_url) as on_a:
+        for t in tasks:
+            await on_a.ack({"type": "subscribe", "taskId": t})
+        job_ids = [await preview(b.url, t, image_base64=big_png(640, 480)) for t in tasks]
+        b.kill()  # the jobs are in Redis, not in b
+        for job_id in job_ids:
+            assert [type(f) for f in await terminals(on_a, job_id)] == [schemas.Completed]
+
+
 async def test_a_worker_killed_mid_job_its_job_completes_on_the_other(nodes: Cluster) -> None:
     a = nodes.web["a"]
     async with client(a.ws_url) as c:

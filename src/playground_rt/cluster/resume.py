@@ -9,6 +9,8 @@ socket's ``seq`` keeps increasing and a later ``resume`` against this node is ex
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -24,6 +26,9 @@ from .link import LOST
 if TYPE_CHECKING:
     from ..hub import Hub
     from .remote import RemoteJobs
+
+CATCH_UP_S = 1.0
+"""How long a ``resume`` waits for this node's feed to reach the client's cursor."""
 
 
 async def cancel(
@@ -55,6 +60,11 @@ async def replay(hub: Hub, feed: Feed, conn: Connection, frame: schemas.Resume) 
     """``resume`` from another node: subscribe, replay after ``frame.cursor``, ``gap`` if
     incomplete (the caller sends the ``ack``)."""
     assert frame.cursor is not None
+    after = wire.stream_id(frame.cursor)
+    with contextlib.suppress(TimeoutError):  # this node may not have read that far yet
+        async with asyncio.timeout(CATCH_UP_S):
+            while wire.stream_id(feed.last_id or "0-0") < after and feed.connected.is_set():
+                await asyncio.sleep(0.005)
     upto = feed.last_id or "0-0"
     seq0 = hub.seq
     try:
@@ -74,9 +84,11 @@ async def replay(hub: Hub, feed: Feed, conn: Connection, frame: schemas.Resume) 
     if hub.replay.dropped_upto > seq0:
         complete = False
     chosen: list[tuple[schemas.JobFrame, str | None]] = []
-    seen: set[str | None] = set()
+    seen: set[str] = set()
     for entry in [*past, *recent]:
         cursor = entry.frame.cursor
+        if cursor is None or wire.stream_id(cursor) <= after:
+            continue
         wanted, task_id = Entry(0, entry.frame, entry.task_ids, entry.withdrawn).match(conn.keys)
         if wanted and cursor not in got_live and cursor not in seen:
             seen.add(cursor)
