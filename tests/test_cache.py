@@ -27,7 +27,6 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64 + b"IEND\xaeB`\x82"
         pytest.param("preprocessing-" + "A" * 32, id="uppercase-hex"),
         pytest.param("preprocessing-" + "a" * 31, id="short"),
         pytest.param("preprocessing-" + "a" * 32 + "\n", id="trailing-newline"),
-        pytest.param("nosuch-" + "a" * 32, id="unknown-pipeline"),
         pytest.param("../rembg-" + "a" * 32, id="path"),
         pytest.param("", id="empty"),
     ],

@@ -415,7 +415,9 @@ async def test_one_client_cannot_take_the_whole_queue(tmp_path: Path) -> None:
             assert refusal.json()["code"] == "client_queue_full"
             assert int(refusal.headers["retry-after"]) >= 1
             fair = await other.post(
-                "/api/pipelines/preview", content=msgspec.json.encode(rembg_body(96))
+                "/api/pipelines/preview",
+                content=msgspec.json.encode(rembg_body(96)),
+                headers={"content-type": "application/json"},
             )
             assert fair.status_code == 200, fair.text  # the queue still has room for others
             for answer in [*greedy[:4], fair]:

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 from . import errors
-from .pipelines import PIPELINES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_TRAILER = b"IEND\xaeB`\x82"
@@ -31,9 +30,10 @@ TEMP_PREFIX = ".tmp-"
 STALE_TEMP_S = 3600.0
 """A temp this old is a crash's leftover whoever wrote it: a write takes seconds at most."""
 
-JOB_ID_PATTERN = "^(?:" + "|".join(re.escape(p) for p in sorted(PIPELINES)) + ")-[0-9a-f]{32}$"
-"""Every job id: ``{pipeline_id}-{32 lowercase hex}`` (``pipelines.job_id``); the OpenAPI
-document publishes it as the path parameter's ``pattern``."""
+JOB_ID_PATTERN = "^[a-z][a-z0-9_]{0,63}-[0-9a-f]{32}$"
+"""Every job id: ``{pipeline_id}-{32 lowercase hex}`` (``pipelines.job_id``; pipeline ids are
+lowercase names); the OpenAPI document publishes it as the path parameter's ``pattern``. No
+dot, slash or NUL can pass, so a checked id is safe in a path."""
 _JOB_ID = re.compile(JOB_ID_PATTERN.removeprefix("^").removesuffix("$"))
 _HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
 
