@@ -145,7 +145,7 @@ async def test_resume_on_the_other_web_node_replays_exactly(nodes: Cluster) -> N
         await reference.ack({"type": "subscribe", "taskId": t})
         async with client(a.ws_url) as first:
             await first.ack({"type": "subscribe", "taskId": t})
-            job_id = await preview(a.url, t)
+            job_id = await preview(a.url, t, image_base64=big_png(640, 480))
             await first.wait(schemas.Progress, lambda f: f.job_id == job_id)
             seen = list(first.job_frames(job_id))
         await terminals(reference, job_id)
@@ -205,7 +205,7 @@ async def test_a_web_node_killed_loses_nothing_it_queued(nodes: Cluster) -> None
     async with client(a.ws_url) as on_a:
         for t in tasks:
             await on_a.ack({"type": "subscribe", "taskId": t})
-        job_ids = [await preview(b.url, t, image_base64=big_png(640, 480)) for t in tasks]
+        job_ids = [await preview(b.url, t, image_base64=big_png(160, 120)) for t in tasks]
         b.kill()  # the jobs are in Redis, not in b
         for job_id in job_ids:
             assert [type(f) for f in await terminals(on_a, job_id)] == [schemas.Completed]
@@ -217,7 +217,7 @@ async def test_a_worker_killed_mid_job_its_job_completes_on_the_other(nodes: Clu
         for _attempt in range(3):
             t = task()
             await c.ack({"type": "subscribe", "taskId": t})
-            job_id = await preview(a.url, t)
+            job_id = await preview(a.url, t, image_base64=big_png(1000, 750))
             record = await _running(nodes, job_id)
             victim = nodes.workers[record["worker"]]
             victim.kill()
@@ -246,7 +246,7 @@ async def test_a_redis_restart_loses_no_job(nodes: Cluster, tmp_path: Path) -> N
     async with client(a.ws_url) as c:
         for t in tasks:
             await c.ack({"type": "subscribe", "taskId": t})
-        job_ids = [await preview(a.url, t, image_base64=big_png(640, 480)) for t in tasks]
+        job_ids = [await preview(a.url, t, image_base64=big_png(320, 240)) for t in tasks]
         await c.wait(schemas.Progress, lambda f: f.job_id in job_ids)
         nodes.redis.stop()  # SIGKILL, no persistence: Redis comes back empty
         await asyncio.sleep(0.5)
