@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _show(results)
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / f"cluster-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(asdict(results), indent=2))
+    path.write_text(json.dumps(asdict(results), indent=2, default=str))
     print(f"results: {path}")
     return 1 if any(f.failures for f in results.throughput + results.hop) else 0
 

@@ -70,6 +70,20 @@ class Link:
         """Run one of :data:`~.scripts.SCRIPTS` with its own arguments."""
         return await self._scripts[script](args=[*self._header, *args])
 
+    async def batch(self, calls: list[tuple[str, tuple[str | bytes | int | float, ...]]]) -> None:
+        """Run several scripts in one round trip, in order (a pipeline, not a transaction);
+        a script's own error is logged, a lost connection raised (the caller retries all:
+        every script is safe to run twice)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name, args in calls:
+                await self._scripts[name](args=[*self._header, *args], client=pipe)
+            results = await pipe.execute(raise_on_error=False)
+        for (name, _), result in zip(calls, results, strict=True):
+            if isinstance(result, LOST):
+                raise result
+            if isinstance(result, Exception):
+                log.error("cluster script %s failed: %s", name, result)
+
     async def ensure_group(self) -> None:
         """Create the ``jobs`` stream and its group if missing (from id 0: nothing queued
         before the group existed is skipped)."""

@@ -66,6 +66,7 @@ HEARTBEAT_TTL_MS = 5000
 CLEANUP_S = 30.0
 """How often a worker forgets the group's dead consumers (no entries, no heartbeat)."""
 DRAIN_S = 5.0
+SEND_BATCH = 64
 CUDA = "CUDAExecutionProvider"
 
 
@@ -287,7 +288,7 @@ class Worker:
         if text(await self.link.run("start", job_id, self.name, entry)) != "run":
             await self.link.run("ack", entry)
             return
-        try:
+        try:  # off the loop: hashing, and the probe (Pillow may inflate text chunks)
             prepared = await asyncio.to_thread(self._rebuild, fields.get(b"body", b""))
         except errors.PlaygroundError as exc:
             await self._fail(job_id, entry, exc.detail)
@@ -403,21 +404,25 @@ class Worker:
         self._outbox.put_nowait(op)
 
     async def _send(self) -> None:
-        """The cluster updates, in order: a job's ends are retried until Redis takes them;
-        progress is dropped while Redis is away."""
+        """The cluster updates, in order, what is waiting sent in one round trip: a job's
+        ends are retried until Redis takes them; progress alone is dropped while Redis is
+        away (every script is safe to run twice)."""
         while True:
-            name, args = await self._outbox.get()
+            ops = [await self._outbox.get()]
+            while not self._outbox.empty() and len(ops) < SEND_BATCH:
+                ops.append(self._outbox.get_nowait())
             try:
-                if name == "progress":
+                if all(name == "progress" for name, _ in ops):
                     with contextlib.suppress(*LOST):
-                        await self.link.run(name, *args)
+                        await self.link.batch(ops)
                 else:
-                    call = functools.partial(self.link.run, name, *args)
-                    await retrying(call, name, self._abandon)
+                    call = functools.partial(self.link.batch, ops)
+                    await retrying(call, "updates", self._abandon)
             except Exception:
-                log.exception("worker %s: %s failed", self.name, name)
+                log.exception("worker %s: sending %d update(s) failed", self.name, len(ops))
             finally:
-                self._outbox.task_done()
+                for _ in ops:
+                    self._outbox.task_done()
 
     # --- watching the jobs in hand ---------------------------------------------------------
 
