@@ -17,8 +17,9 @@ import redis.asyncio as aioredis
 
 from playground_rt import cli, schemas
 from playground_rt.cluster import wire
+from playground_rt.cluster.gpu import GpuRequired
 from playground_rt.cluster.link import Link
-from playground_rt.cluster.worker import GpuRequired, Worker
+from playground_rt.cluster.worker import Worker
 from playground_rt.config import Settings
 from playground_rt.intake import Intake
 from playground_rt.job import Prepared

@@ -73,7 +73,7 @@ def build_state(settings: Settings) -> AppState:
     if settings.execute == "remote":
         remote = RemoteJobs(settings, store, models)
         jobs: JobManager = remote
-        telemetry = Telemetry(remote.executor.stats, cluster=lambda: remote.cluster)
+        telemetry = Telemetry(remote.executor.stats, cluster=lambda: remote.figures.workers)
     else:
         jobs = JobManager(settings, store, models)
         telemetry = Telemetry(jobs.executor.stats)

@@ -45,44 +45,20 @@ from ..executor import default_duration_s
 from ..intake import Intake
 from ..job import Job, JobEvent, JobState, Prepared, without_image
 from ..jobs import QUEUED_NOTE, JobManager, Mode, Submission
-from ..models import SERVABLE_MODELS, ModelRegistry
-from ..ops.base import SessionProvider
+from ..models import ModelRegistry
 from . import wire
 from .feed import Feed
+from .figures import ClusterModels, Figures
 from .link import LOST, Link, retrying, text
 
 log = logging.getLogger("playground_rt.cluster")
 
 ACTIVE_TTL_S = 86_400
 """A job record in flight expires after a day (a safety net: the job ends long before)."""
-POLL_S = 0.5
-"""How often the node reads the cluster's figures (queue, workers, durations)."""
 ANNOUNCE_DELAY_S = 0.1
 """A job started somewhere: this node re-announces its queued jobs' positions this soon."""
 WITHDRAWN_WAIT_S = 1.0
 CLIENT_NOTE = "Client should use cache_key to reuse previously computed previews."
-
-
-class ClusterModels(SessionProvider):
-    """Request-time model checks on a web node: a name rembg serves, and a file some live
-    worker has (while no worker is known, jobs wait for one)."""
-
-    def __init__(self, workers: Callable[[], list[schemas.WorkerStatus]]) -> None:
-        self._workers = workers
-
-    def require(self, model: str) -> Path:
-        if model not in SERVABLE_MODELS:
-            raise errors.InvalidParams(
-                f"model {model!r} is not a rembg model served by name; "
-                f"known: {', '.join(SERVABLE_MODELS)}"
-            )
-        workers = self._workers()
-        if workers and not any(model in w.models for w in workers):
-            raise errors.ModelUnavailable(
-                f"no worker has model {model!r}; run `playground-rt models pull --model "
-                f"{model}` on a worker host"
-            )
-        return Path(model)
 
 
 class RemoteJobs(JobManager):
@@ -90,9 +66,8 @@ class RemoteJobs(JobManager):
         super().__init__(settings, store, models)
         self.name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.link = Link(settings)
-        self.cluster: list[schemas.WorkerStatus] = []
-        """The live workers, as last read."""
-        self.intake = Intake(settings, ClusterModels(lambda: self.cluster))
+        self.figures = Figures(self.link, self.executor.stats)
+        self.intake = Intake(settings, ClusterModels(lambda: self.figures.workers))
         self.limits = self.intake.limits
         self.sinks: list[Callable[[wire.HistoryEntry], None]] = []
         """Who gets every history entry (the hub: ``Hub.deliver``)."""
@@ -120,7 +95,7 @@ class RemoteJobs(JobManager):
         self._loop = asyncio.get_running_loop()
         self._tasks = [
             asyncio.create_task(self.feed.run(self._stop), name="cluster-feed"),
-            asyncio.create_task(self._poll(), name="cluster-poll"),
+            asyncio.create_task(self.figures.run(), name="cluster-figures"),
             asyncio.create_task(self._send(), name="cluster-send"),
         ]
 
@@ -566,40 +541,3 @@ class RemoteJobs(JobManager):
         job = self._runs.get(run)
         if job is not None:
             self.positions[run] = (position, self._eta_ms(position, job.prepared.kind))
-
-    async def _poll(self) -> None:
-        """The cluster's figures for telemetry, ETAs and ``Retry-After``."""
-        while True:
-            try:
-                await self._read_figures()
-            except LOST:
-                pass
-            except Exception:  # task boundary: log and keep polling
-                log.exception("reading the cluster's figures failed")
-            await asyncio.sleep(POLL_S)
-
-    async def _read_figures(self) -> None:
-        redis = self.link.redis
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(wire.QUEUE)
-            pipe.smembers(wire.WORKERS)
-            pipe.hgetall(wire.DURATIONS)
-            depth, names, durations = await pipe.execute()
-        names = sorted(text(n) for n in names)
-        beats: list[Any] = []
-        if names:
-            beats = await redis.mget([wire.worker_key(n) for n in names])
-        workers = []
-        for name, beat in zip(names, beats, strict=True):
-            if beat is None:
-                await redis.srem(wire.WORKERS, name)
-                continue
-            with contextlib.suppress(ValueError):
-                workers.append(wire.decode_beat(beat))
-        self.cluster = workers
-        stats = self.executor.stats
-        stats.queue_depth = int(depth)
-        stats.running = sum(w.running for w in workers)
-        stats.workers = sum(w.threads for w in workers)
-        stats.completed = sum(w.done for w in workers)
-        stats.durations_s = {text(k): float(v) / 1000 for k, v in durations.items()}

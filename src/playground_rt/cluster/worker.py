@@ -42,10 +42,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-import onnxruntime as ort
 from redis.exceptions import ResponseError
 
-from .. import errors, images, modelstore, pipelines, schemas
+from .. import errors, images, pipelines, schemas
 from ..cache import ResultStore
 from ..config import Settings
 from ..executor import EWMA_WEIGHT
@@ -53,7 +52,8 @@ from ..job import JobEvent, Prepared
 from ..jobs import JobManager
 from ..models import ModelRegistry
 from ..paths import confine
-from . import wire
+from . import gpu, wire
+from .gpu import GpuRequired
 from .link import BACKOFF_S, BLOCK_MS, LOST, Link, retrying, text
 
 log = logging.getLogger("playground_rt.worker")
@@ -67,11 +67,6 @@ CLEANUP_S = 30.0
 """How often a worker forgets the group's dead consumers (no entries, no heartbeat)."""
 DRAIN_S = 5.0
 SEND_BATCH = 64
-CUDA = "CUDAExecutionProvider"
-
-
-class GpuRequired(Exception):
-    """``--require-gpu`` and no CUDA provider: the worker refuses to start."""
 
 
 AfterCancel = Literal["ack", "release", "leave"]
@@ -124,28 +119,9 @@ class Worker:
     # --- lifecycle -------------------------------------------------------------------------
 
     def prepare_models(self) -> None:
-        """Pull (if allowed) and load the preload models; ``GpuRequired`` when asked for and
-        absent. Runs before anything is taken from the stream."""
-        settings = self.settings
-        if settings.require_gpu and CUDA not in ort.get_available_providers():
-            raise GpuRequired(
-                f"--require-gpu: onnxruntime {ort.__version__} offers "
-                f"{', '.join(ort.get_available_providers())} and no {CUDA}; install "
-                "onnxruntime-gpu (`EXTRAS=gpu ./scripts/serve`, or `pip install -e '.[gpu]'`) "
-                "on a host with an NVIDIA GPU, CUDA and cuDNN"
-            )
-        for model in settings.preload_models:
-            if settings.pull_models:
-                modelstore.pull(model, settings.model_home, log=log.info)
-        self.models.warm(settings.preload_models)
-        if settings.require_gpu:
-            for info in self.models.info():
-                if info.providers[:1] != [CUDA]:
-                    raise GpuRequired(
-                        f"--require-gpu: model {info.model} runs on {', '.join(info.providers)}: "
-                        f"{CUDA} is installed but could not start (check the CUDA and cuDNN "
-                        "libraries onnxruntime-gpu needs, and that a GPU is visible)"
-                    )
+        """Pull and load the preload models before anything is taken from the stream
+        (``GpuRequired`` when asked for and absent)."""
+        gpu.load_models(self.settings, self.models)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down gracefully."""
