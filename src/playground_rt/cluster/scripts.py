@@ -227,14 +227,15 @@ return done
 """
 
 DEAD = r"""
--- A: id, entry, deliveries, reason, consumer, kept → 1 when this failed the job
+-- A: id, entry, deliveries, reason, consumer, kept → 1 when this failed the job (its entry
+-- then goes to the dead letters; a stale entry is only acknowledged)
 local id = A[1]
 local job = P .. 'job:' .. id
-redis.call('XADD', P .. 'dead', 'MAXLEN', '~', A[6], '*', 'job_id', id, 'entry', A[2],
-  'deliveries', A[3], 'reason', A[4], 'consumer', A[5])
 local v = redis.call('HMGET', job, 'state', 'entry')
 local done = 0
 if active(v[1]) and v[2] == A[2] then
+  redis.call('XADD', P .. 'dead', 'MAXLEN', '~', A[6], '*', 'job_id', id, 'entry', A[2],
+    'deliveries', A[3], 'reason', A[4], 'consumer', A[5])
   redis.call('ZREM', QUEUE, id)
   redis.call('HSET', job, 'state', 'failed', 'detail', A[4], 'ended', tostring(NOW))
   emit(A[2], cjson.encode({type = 'failed', job_id = id, detail = A[4]}), tasks_of(id), false)
