@@ -166,6 +166,9 @@ def serve(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = serve_settings(args)
+    if settings.execute == "remote" and not settings.broker:
+        print("playground-rt serve: execute=remote needs PLAYGROUND_BROKER", file=sys.stderr)  # noqa: T201
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
