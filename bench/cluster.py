@@ -58,6 +58,7 @@ class Figure:
     p50_ms: float
     p99_ms: float
     mean_ms: float
+    min_ms: float
     failures: int
 
 
@@ -159,6 +160,7 @@ def _run(label: str, base: str, requests: list[httpload.Request], concurrency: i
         round(run.percentile_ms(0.5), 1),
         round(run.percentile_ms(0.99), 1),
         round(1000 * statistics.fmean(run.latencies_s), 1),
+        round(1000 * min(run.latencies_s), 1),
         failures,
     )
 
@@ -274,16 +276,17 @@ def _show(results: Results) -> None:
         if remote and local and local.per_s:
             print(f"  remote/local with {workers}: {remote.per_s / local.per_s:.2f}")
     print()
-    print(f"{'one job at a time':40} {'p50 ms':>8} {'mean ms':>8}")
+    print(f"{'one job at a time':40} {'p50 ms':>8} {'mean ms':>8} {'min ms':>8}")
     for f in results.hop:
-        print(f"{f.config:40} {f.p50_ms:8.1f} {f.mean_ms:8.1f}  fail {f.failures}")
+        print(f"{f.config:40} {f.p50_ms:8.1f} {f.mean_ms:8.1f} {f.min_ms:8.1f}  fail {f.failures}")
     hop = {f.config: f for f in results.hop}
     for kind in ("tiny", "rembg"):
         remote, local = hop.get(f"remote + 1 worker, {kind}"), hop.get(f"local 1x1, {kind}")
         if remote and local:
             print(
                 f"  Redis hop per job ({kind}): p50 +{remote.p50_ms - local.p50_ms:.1f} ms, "
-                f"mean +{remote.mean_ms - local.mean_ms:.1f} ms"
+                f"mean +{remote.mean_ms - local.mean_ms:.1f} ms, "
+                f"min +{remote.min_ms - local.min_ms:.1f} ms"
             )
     print(f"load average: {results.meta['loadavg_start']} -> {results.meta['loadavg_end']}")
 
