@@ -67,6 +67,8 @@ CLEANUP_S = 30.0
 """How often a worker forgets the group's dead consumers (no entries, no heartbeat)."""
 DRAIN_S = 5.0
 SEND_BATCH = 64
+FREE_POLL_S = 0.1
+"""How often a worker with every thread taken looks again (a cancelled op may have ended)."""
 
 
 AfterCancel = Literal["ack", "release", "leave"]
@@ -192,11 +194,11 @@ class Worker:
         last_reclaim = 0.0
         reclaim_s = max(0.2, self.settings.claim_idle_s / 2)
         while not self._stop.is_set():
-            free = self.threads - len(self.hands)
+            free = self.threads - self._busy()
             if free <= 0:
                 self._free.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
+                    async with asyncio.timeout(FREE_POLL_S):
                         await self._free.wait()
                 continue
             try:
@@ -210,13 +212,23 @@ class Worker:
                     await self._take(entry_id, fields, deliveries)
                 backoff = BACKOFF_S[0]
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self.link.ensure_group()  # Redis came back empty
+                if "NOGROUP" in str(exc):
+                    await self.link.ensure_group()  # Redis came back empty
+                    continue
+                log.exception("worker %s: reading the stream failed", self.name)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_S[1])
             except LOST as exc:
                 log.warning("worker %s: Redis unreachable (%s); retrying", self.name, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_S[1])
+
+    def _busy(self) -> int:
+        """Threads taken: by the jobs in hand, and by cancelled jobs whose op has not reached
+        its next check yet (an entry read now would wait behind them, unseen by the other
+        workers)."""
+        executor = self.jobs.executor
+        return max(len(self.hands), executor.stats.running + executor.stats.queue_depth)
 
     async def _read(self, count: int) -> list[tuple[str, dict[bytes, bytes], int]]:
         reply: Any = await self.link.redis.xreadgroup(
@@ -275,7 +287,15 @@ class Worker:
         else:
             enqueued = wire.stream_id(entry)[0]
             self.hands[job_id] = Hand(job_id, entry, prepared.kind, enqueued)
-        await self.jobs.submit(prepared, "fallback", None)
+        try:
+            await self.jobs.submit(prepared, "fallback", None)
+        except errors.PlaygroundError as exc:  # stopping (NotReady): another worker runs it
+            hand = self.hands.pop(job_id, None)
+            if hand is not None and isinstance(exc, errors.NotReady):
+                idle_ms = int(self.settings.claim_idle_s * 1000)
+                self._queue(("release", (self.name, idle_ms, hand.entry, *hand.stale)))
+            elif hand is not None:
+                await self._fail(job_id, entry, exc.detail)
 
     def _rebuild(self, data: bytes) -> Prepared:
         """The entry's job, checked: the id must still be what its bytes and checkpoint hash
