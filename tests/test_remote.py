@@ -4,6 +4,8 @@ without workers: what the cluster's scripts decide before any job runs (queue de
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,7 @@ async def test_the_queue_is_the_clusters(
         assert await store.xlen(wire.JOBS) == 2
         view = (await b.http.get(f"/api/jobs/{first['job_id']}")).json()  # not b's job
         assert (view["state"], view["routed_backend"]) == ("queued", "server-rembg")
+        assert view["position"] == 0 and view["eta_ms"] > 0
         assert (await a.http.get("/readyz")).json()["ready"] is True
 
 
@@ -137,3 +140,23 @@ async def test_a_newer_request_supersedes_on_any_node(
             end = await c.wait(schemas.Cancelled, lambda f: f.job_id == old["job_id"])
             assert end.detail == "superseded by a newer request of task slider"
             assert await store.zrange(wire.QUEUE, 0, -1) == [new["job_id"].encode()]
+
+
+async def test_without_redis_a_node_refuses_with_503_and_still_stops(tmp_path: Path) -> None:
+    own = Redis(tmp_path / "redis")
+    (tmp_path / "redis").mkdir()
+    await own.start()
+    started = time.monotonic()
+    try:
+        async with web(tmp_path / "a", own) as a:
+            await a.ready()
+            own.stop()
+            answer = await a.post("/api/pipelines/preview", rembg("gone"))
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["code"] == "not_ready"
+            async with asyncio.timeout(10):
+                while (await a.http.get("/readyz")).status_code != 503:
+                    await asyncio.sleep(0.05)
+    finally:
+        own.stop()
+    assert time.monotonic() - started < 30

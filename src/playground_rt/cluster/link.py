@@ -14,6 +14,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -61,6 +62,8 @@ class Link:
             str(int(settings.history_ttl_s * 1000)),
         ]
         self.incarnation: str | None = None
+        self.where = redacted(settings.broker)
+        """The broker's address for logs (no password)."""
 
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
@@ -126,6 +129,14 @@ async def retrying(
                 await stop.wait()
         backoff = min(backoff * 2, BACKOFF_S[1])
     return None
+
+
+def redacted(url: str) -> str:
+    """``url`` without its credentials (``redis://:secret@host:6379/0`` → ``redis://host:6379/0``)."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def text(value: Any) -> str:

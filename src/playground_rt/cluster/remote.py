@@ -339,7 +339,14 @@ class RemoteJobs(JobManager):
         with contextlib.suppress(errors.UnknownJob):
             return self.view(self.get(job_id))
         with contextlib.suppress(errors.UnknownJob):
-            return self.view(await self._detached(job_id))
+            view = self.view(await self._detached(job_id))
+            if view.state == "queued":  # its place in the cluster's queue
+                redis = self.link.redis
+                rank: Any = await redis.zrank(wire.QUEUE, job_id)
+                kind = text(await redis.hget(wire.job_key(job_id), "kind") or view.pipeline_id)
+                if rank is not None:
+                    view.position, view.eta_ms = int(rank), self._eta_ms(int(rank), kind)
+            return view
         return await super().view_of(job_id)
 
     async def _detached(self, job_id: str) -> Job:
@@ -461,7 +468,7 @@ class RemoteJobs(JobManager):
 
     def _on_state(self, connected: bool) -> None:
         if connected:
-            log.info("cluster: connected to %s as web node %s", self.settings.broker, self.name)
+            log.info("cluster: connected to %s as web node %s", self.link.where, self.name)
 
     def _on_lost(self, detail: str) -> None:
         """Redis lost entries: tell the sockets, and queue this node's runs again."""

@@ -146,7 +146,7 @@ class Worker:
             self.threads,
             ", ".join(self.models.available()) or "-",
             ", ".join(self._providers()) or "-",
-            self.settings.broker,
+            self.link.where,
         )
         await stop.wait()
         await self._shutdown(tasks)
