@@ -1,9 +1,10 @@
 """``just bench`` / ``playground-rt bench``: run the pipeline and hub benchmarks.
 
 ``which`` is ``pipeline`` (``bench.pipeline``), ``hub`` (``bench.hub_fanout``), ``browser``
-(``bench.browser``: the page's own u2netp against the server's), ``sweep`` (``bench.sweep``:
-sizes 0.3-12 MP, memory per job; not part of ``all``, it takes ~15 minutes) or ``all``;
-``--quick`` makes every benchmark a short smoke run.
+(``bench.browser``: the page's own u2netp against the server's), ``cluster`` (``bench.cluster``:
+worker processes behind a remote web node), ``sweep`` (``bench.sweep``: sizes 0.3-12 MP, memory
+per job; not part of ``all``, it takes ~15 minutes) or ``all``; ``--quick`` makes every
+benchmark a short smoke run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ MODULES = {
     "hub": "bench.hub_fanout",
     "browser": "bench.browser",
     "sweep": "bench.sweep",
+    "cluster": "bench.cluster",
 }
 ALL = ("pipeline", "hub", "browser")
 
