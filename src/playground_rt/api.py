@@ -198,7 +198,7 @@ async def fallback(request: Request) -> Response:
 async def job_status(request: Request) -> Response:
     authorize(request)
     app = state(request)
-    return MsgspecResponse(app.jobs.view_of(check_job_id(request.path_params["job_id"])))
+    return MsgspecResponse(await app.jobs.view_of(check_job_id(request.path_params["job_id"])))
 
 
 async def job_cancel(request: Request) -> Response:
@@ -209,7 +209,7 @@ async def job_cancel(request: Request) -> Response:
     job_id = check_job_id(request.path_params["job_id"])
     task_id = request.query_params.get("taskId")
     if task_id is not None:
-        job = app.jobs.withdraw(job_id, task_id)
+        job = await app.jobs.withdraw(job_id, task_id)
     elif app.settings.token is None:
         app.jobs.get(job_id)  # 404 first for a job that does not exist
         raise errors.Forbidden(
@@ -217,7 +217,7 @@ async def job_cancel(request: Request) -> Response:
             "needs the server's token (PLAYGROUND_TOKEN)"
         )
     else:
-        job = app.jobs.cancel(job_id)
+        job = await app.jobs.cancel(job_id)
     return MsgspecResponse(app.jobs.view(job))
 
 

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import api, errors, modelstore, openapi, schemas
 from .cache import ResultStore
+from .cluster.remote import RemoteJobs
 from .commands import Catalog
 from .config import Settings
 from .connection import Close
@@ -76,8 +77,13 @@ def build_state(settings: Settings) -> AppState:
         settings.intra_op_threads,
         wide_threads=settings.wide_threads,
     )
-    jobs = JobManager(settings, store, models)
-    telemetry = Telemetry(jobs.executor.stats)
+    if settings.execute == "remote":
+        remote = RemoteJobs(settings, store, models)
+        jobs: JobManager = remote
+        telemetry = Telemetry(remote.executor.stats, cluster=lambda: remote.figures.workers)
+    else:
+        jobs = JobManager(settings, store, models)
+        telemetry = Telemetry(jobs.executor.stats)
     hub = Hub(settings, jobs, telemetry)
     return AppState(
         settings=settings,
@@ -116,6 +122,8 @@ def _warm(state: AppState) -> None:
 
 
 async def _warm_task(state: AppState) -> None:
+    if state.models_ready:
+        return
     try:
         await asyncio.to_thread(_warm, state)
     except Exception as exc:
@@ -210,7 +218,12 @@ def create_app(settings: Settings) -> Starlette:
         if swept := state.store.sweep():
             log.info("removed %d stale temp files under %s", swept, settings.results_root)
         state.jobs.listeners.append(state.telemetry.job_event)
-        state.jobs.listeners.append(state.hub.publish_job)
+        if isinstance(state.jobs, RemoteJobs):  # frames come back from the cluster's history
+            state.jobs.sinks.append(state.hub.deliver)
+            state.jobs.lost.append(state.hub.history_lost)
+            state.models_ready = True  # a web node runs no model: the workers do
+        else:
+            state.jobs.listeners.append(state.hub.publish_job)
         state.jobs.start()
         await state.hub.start()
         warm = asyncio.create_task(_warm_task(state), name="warm-models")

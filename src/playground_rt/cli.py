@@ -1,4 +1,4 @@
-"""``playground-rt serve | run | models | bench``."""
+"""``playground-rt serve | worker | run | models | bench``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("http_header_timeout_s", float, "seconds a request head may take to arrive"),
     ("http_body_timeout_s", float, "seconds a request body may take after its head"),
     ("broker", str, "redis://host:port/db to fan the hub out through Redis"),
+    ("execute", str, "where server jobs run: local (this process) or remote (workers)"),
     ("token", str, "require this bearer token on the API and sockets"),
     ("commands_catalog", Path, "a TOML file of extra CLI commands"),
     ("ws_impl", str, "uvicorn WebSocket implementation"),
@@ -62,6 +63,46 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
 
 
+WORKER_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("broker", str, "redis://host:port/db the web nodes use (required)"),
+    ("outputs_root", Path, "the outputs folder the web nodes serve results from (shared)"),
+    ("model_home", Path, "where rembg model files live (U2NET_HOME)"),
+    ("workers", int, "threads taking jobs (0 = cores // intra-op threads)"),
+    ("intra_op_threads", int, "onnxruntime threads per run"),
+    ("job_timeout_s", float, "time budget of one job"),
+    ("claim_idle_s", float, "a job whose worker renewed nothing for this long is taken over"),
+    ("max_deliveries", int, "hand-outs of one job before it goes to the dead-letter stream"),
+    ("max_image_bytes", int, "image byte limit"),
+    ("max_pixels", int, "decoded pixel limit"),
+    ("shutdown_grace_s", float, "on SIGTERM, how long running jobs may finish"),
+    ("log_level", str, "debug, info, warning or error"),
+)
+
+
+def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    worker = sub.add_parser("worker", help="run server jobs taken from Redis (no HTTP)")
+    for name, kind, text in WORKER_FLAGS:
+        worker.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    worker.add_argument("--name", help="this worker's name in the group (default host-pid)")
+    worker.add_argument(
+        "--preload-models", dest="preload_models", help="comma-separated models to load"
+    )
+    worker.add_argument(
+        "--require-gpu",
+        dest="require_gpu",
+        action="store_true",
+        default=None,
+        help="refuse to start unless the models run on onnxruntime's CUDA provider",
+    )
+    worker.add_argument(
+        "--no-pull",
+        dest="pull_models",
+        action="store_false",
+        default=None,
+        help="don't fetch missing models at start-up",
+    )
+
+
 def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     models = sub.add_parser("models", help="fetch or list ONNX models")
     verbs = models.add_subparsers(dest="verb", required=True)
@@ -76,7 +117,7 @@ def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = sub.add_parser("bench", help="run the benchmarks in bench/ (see README)")
-    which = ["pipeline", "hub", "browser", "all"]
+    which = ["pipeline", "hub", "browser", "sweep", "cluster", "all"]
     bench.add_argument("which", choices=which, nargs="?", default="all")
     bench.add_argument("--quick", action="store_true", help="fewer iterations, for a smoke run")
 
@@ -85,6 +126,7 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="playground-rt", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
     _add_serve(sub)
+    _add_worker(sub)
     from . import runner
 
     runner.add_arguments(sub.add_parser("run", help="run a pipeline on an image or a folder"))
@@ -104,6 +146,16 @@ def serve_settings(args: argparse.Namespace) -> config.Settings:
     return config.from_env(os.environ, **overrides)
 
 
+def worker_settings(args: argparse.Namespace) -> config.Settings:
+    """Settings from ``worker``'s flags over the environment."""
+    overrides = {name: getattr(args, name) for name, _, _ in WORKER_FLAGS}
+    overrides["pull_models"] = args.pull_models
+    overrides["require_gpu"] = args.require_gpu
+    if args.preload_models is not None:
+        overrides["preload_models"] = _words(args.preload_models)
+    return config.from_env(os.environ, **overrides)
+
+
 def _words(text: str) -> list[str]:
     return [word.strip() for word in text.split(",") if word.strip()]
 
@@ -113,12 +165,28 @@ def serve(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = serve_settings(args)
+    if settings.execute == "remote" and not settings.broker:
+        print("playground-rt serve: execute=remote needs PLAYGROUND_BROKER", file=sys.stderr)  # noqa: T201
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C, as uvicorn.run does
         serving.Server(serving.config(settings, create_app(settings))).run()
     return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    from .cluster import worker as cluster_worker
+
+    settings = worker_settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not settings.broker:
+        print("playground-rt worker: set PLAYGROUND_BROKER or --broker", file=sys.stderr)  # noqa: T201
+        return 2
+    return cluster_worker.main(settings, args.name)
 
 
 def models(args: argparse.Namespace) -> int:
@@ -150,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(args)
+        if args.command == "worker":
+            return worker(args)
         if args.command == "run":
             from . import runner
 

@@ -20,6 +20,7 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 WsImpl = Literal["wsproto", "websockets", "websockets-sansio"]
+Execute = Literal["local", "remote"]
 
 
 def _cores() -> int:
@@ -52,6 +53,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     results are bit-identical, a lone user just waits less."""
     queue_size: Annotated[int, msgspec.Meta(ge=1)] = 64
     """Jobs waiting beyond this get 429 + Retry-After."""
+    mask_cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 256 * MiB
+    """Memory for the model's masks kept between jobs (one byte per pixel: 12 MB for a 12 MP
+    image), so a change of strength, only_mask, bgcolor or post_process_mask on an image seen
+    before skips inference; least recently used evicted first; 0 keeps none."""
     client_queue_share: Annotated[int, msgspec.Meta(ge=0)] = 16
     """Queued jobs one client (remote address) may hold; past it 429 ``client_queue_full``
     while others still get in. 0 turns the share off."""
@@ -76,6 +81,21 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """When set, the API and sockets require ``Authorization: Bearer <token>`` (or ``?token=``)."""
     broker: str | None = None
     """``redis://host:port/db`` fans the hub out through Redis; ``None`` keeps it in memory."""
+    execute: Execute = "local"
+    """Where server jobs run: ``local`` in this process's executor, ``remote`` on
+    ``playground-rt worker`` processes through the broker's Redis Streams (``cluster``)."""
+    claim_idle_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """Workers: a job whose worker has not renewed its claim for this long is taken over by
+    another worker (a running job's claim is renewed every third of it)."""
+    max_deliveries: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    """Workers: a job handed out this many times without finishing (its workers died) goes
+    to the dead-letter stream and fails."""
+    history_frames: Annotated[int, msgspec.Meta(ge=100)] = 10_000
+    """Remote mode: job frames the cluster keeps in Redis for ``resume`` on any node."""
+    history_ttl_s: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+    """Remote mode: how long those frames (and a finished job's record) are kept."""
+    require_gpu: bool = False
+    """Workers: refuse to start unless the models run on onnxruntime's CUDA provider."""
     commands_catalog: Path | None = None
     """A TOML file of extra CLI commands for ``/api/commands/build``."""
     save_uploads: bool = True

@@ -38,8 +38,18 @@ log = logging.getLogger("playground_rt.executor")
 J = TypeVar("J")
 R = TypeVar("R")
 
-DEFAULT_DURATION_S = {"rembg": 0.5}
+MODEL_DURATION_S = {"u2netp": 0.5, "silueta": 0.5, "u2net": 2.0}
+"""First guesses per model before a job of that kind has run (u2net ~4x u2netp); other
+models (bigger, or a custom ``.onnx``) are guessed at ``UNKNOWN_MODEL_S``."""
+UNKNOWN_MODEL_S = 2.0
+NO_MODEL_S = 0.05
 EWMA_WEIGHT = 0.3
+
+
+def default_duration_s(kind: str) -> float:
+    """A first guess for a ``kind`` (``pipeline`` or ``pipeline:model``, ``Prepared.kind``)."""
+    _, _, model = kind.partition(":")
+    return MODEL_DURATION_S.get(model, UNKNOWN_MODEL_S) if model else NO_MODEL_S
 
 
 @dataclass
@@ -206,7 +216,7 @@ class Executor(Generic[J, R]):
     # --- estimates -------------------------------------------------------------------------
 
     def average_s(self, kind: str) -> float:
-        return self.stats.durations_s.get(kind, DEFAULT_DURATION_S.get(kind, 0.05))
+        return self.stats.durations_s.get(kind, default_duration_s(kind))
 
     def eta_ms(self, position: int) -> int:
         """Time until the job at ``position`` finishes, from recent durations."""

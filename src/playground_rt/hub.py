@@ -10,6 +10,8 @@ recipient: it gets each frame once. :meth:`Hub.publish_job` is synchronous and o
 With ``settings.broker`` the frames this process produces also go to Redis and the frames of
 the other processes come back from it (``broker``); every hub stamps what it delivers with
 its *own* seq, so ``resume`` is exact against the same process and answers ``gap`` elsewhere.
+In remote mode (``settings.execute``) the hub instead delivers every frame of the cluster's
+history (``cluster``), and ``resume`` on another process replays from it by ``cursor``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import errors, schemas, session
 from .broker import CancelMessage, FrameMessage, Message, RedisBroker
+from .cluster import resume as cluster_resume
+from .cluster.remote import RemoteJobs
+from .cluster.wire import HistoryEntry
 from .config import Settings
 from .connection import CLOSE_TIMEOUT_S, Close, Connection, Droppable
 from .hosts import HostPolicy
@@ -85,13 +90,14 @@ class Hub:
         self._frames: dict[str, Counter] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._broker_lost_at: int | None = None
+        self._relayed: set[asyncio.Task[None]] = set()
         self.endpoint = Endpoint(self)
         """The ``WebSocketRoute("/ws", hub.endpoint)`` app."""
 
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.settings.broker:
+        if self.settings.broker and not isinstance(self.jobs, RemoteJobs):
             self.broker = RedisBroker(
                 self.settings.broker, self.epoch, self._on_broker, self._on_broker_state
             )
@@ -138,6 +144,11 @@ class Hub:
         if self.broker is not None:
             message = FrameMessage(self.epoch, sorted(event.task_ids), event.frame, event.withdrawn)
             self.broker.publish(message)
+
+    def deliver(self, entry: HistoryEntry) -> None:
+        """A frame of the cluster's history (remote mode): every web node reads the history,
+        so it is delivered here only."""
+        self._deliver(entry.frame, entry.task_ids, entry.withdrawn)
 
     def _deliver(
         self, frame: schemas.JobFrame, task_ids: frozenset[str], withdrawn: bool = False
@@ -295,7 +306,7 @@ class Hub:
 
     # --- client frames ---------------------------------------------------------------------
 
-    def cancel(self, conn: Connection, job_id: str | None, task_id: str | None) -> None:
+    async def cancel(self, conn: Connection, job_id: str | None, task_id: str | None) -> None:
         """A client's ``cancel``: withdraw its interest, never anyone else's.
 
         With a ``taskId`` (a capability: only its holder knows it), that task's interest in
@@ -305,6 +316,9 @@ class Hub:
         """
         if job_id is None and task_id is None:
             raise errors.BadRequest("cancel needs job_id or taskId")
+        if isinstance(self.jobs, RemoteJobs):
+            await cluster_resume.cancel(self, self.jobs, conn, job_id, task_id)
+            return
         if task_id is not None:
             pairs = [(job_id, task_id)]
         else:
@@ -320,25 +334,25 @@ class Hub:
                 )
             pairs = [(job_id, t) for t in sorted(mine or own)]
         for pair in pairs:
-            if not self._withdraw(*pair) and self._relaying():
+            if not await self._withdraw(*pair) and self._relaying():
                 assert self.broker is not None
                 self.broker.publish(CancelMessage(self.epoch, *pair))
 
-    def _withdraw(self, job_id: str | None, task_id: str) -> bool:
+    async def _withdraw(self, job_id: str | None, task_id: str) -> bool:
         """Withdraw here; False when no job of this process had that interest."""
         if job_id is None:
-            return bool(self.jobs.withdraw_task(task_id))
+            return bool(await self.jobs.withdraw_task(task_id))
         if not self.jobs.follows(job_id, {task_id}):
             if not self._relaying():
                 self.jobs.get(job_id)  # UnknownJob unless it already finished here
             return False
-        self.jobs.withdraw(job_id, task_id)
+        await self.jobs.withdraw(job_id, task_id)
         return True
 
     def _relaying(self) -> bool:
         return self.broker is not None and self.broker.connected.is_set()
 
-    def resume(self, conn: Connection, frame: schemas.Resume) -> None:
+    async def resume(self, conn: Connection, frame: schemas.Resume) -> None:
         """Subscribe, then replay what the socket missed, in seq order, paged: the replay
         is queued as one entry and encoded frame by frame as the client reads it, so any
         number of frames (up to the buffer's) arrives, and the socket is never evicted
@@ -346,6 +360,13 @@ class Hub:
         One replay at a time: a resume before the previous one's ack is refused."""
         if conn.pages:
             raise errors.BadRequest("the previous resume is still being replayed: await its ack")
+        if (
+            frame.cursor is not None
+            and frame.epoch != self.epoch
+            and isinstance(self.jobs, RemoteJobs)
+        ):
+            await cluster_resume.replay(self, self.jobs.feed, conn, frame)
+            return
         before = frozenset(conn.keys)
         self.subscribe(conn, {"t:" + t for t in frame.taskIds} | {"j:" + j for j in frame.job_ids})
         same = frame.epoch == self.epoch or (frame.epoch is None and frame.last_seq == 0)
@@ -355,9 +376,9 @@ class Hub:
             conn.page(_encode(_with_task(entry.frame, task_id)) for entry, task_id in missed)
         if not same or frame.last_seq < self.replay.dropped_upto:
             detail = "another epoch (the server restarted)" if not same else "frames were discarded"
-            self.reply(conn, self._gap(frame.last_seq, f"{detail}; refetch job state over REST"))
+            self.reply(conn, self.gap(frame.last_seq, f"{detail}; refetch job state over REST"))
 
-    def _gap(self, from_seq: int, detail: str) -> schemas.Gap:
+    def gap(self, from_seq: int, detail: str) -> schemas.Gap:
         oldest = self.replay.oldest_seq(self.seq + 1)
         return schemas.Gap(from_seq=from_seq, oldest_seq=oldest, detail=detail)
 
@@ -367,13 +388,18 @@ class Hub:
         if isinstance(message, FrameMessage):
             self._deliver(message.frame, frozenset(message.task_ids), message.withdrawn)
         elif message.task_id is not None:
-            self._withdraw_relayed(message.job_id, message.task_id)
+            task = asyncio.create_task(self._withdraw_relayed(message.job_id, message.task_id))
+            self._relayed.add(task)
+            task.add_done_callback(self._relayed.discard)
 
-    def _withdraw_relayed(self, job_id: str | None, task_id: str) -> None:
-        if job_id is None:
-            self.jobs.withdraw_task(task_id)
-        elif self.jobs.follows(job_id, {task_id}):
-            self.jobs.withdraw(job_id, task_id)
+    async def _withdraw_relayed(self, job_id: str | None, task_id: str) -> None:
+        try:
+            if job_id is None:
+                await self.jobs.withdraw_task(task_id)
+            elif self.jobs.follows(job_id, {task_id}):
+                await self.jobs.withdraw(job_id, task_id)
+        except Exception:  # task boundary
+            log.exception("a relayed withdrawal failed")
 
     def _on_broker_state(self, connected: bool) -> None:
         if not connected:
@@ -384,10 +410,18 @@ class Hub:
         detail = (
             "the broker reconnected: frames from other processes may be missing; refetch job state"
         )
+        self._gap_all(self._broker_lost_at, detail)
+        self._broker_lost_at = None
+
+    def history_lost(self, detail: str) -> None:
+        """Remote mode: frames of the cluster's history may be missing (Redis lost them)."""
+        self._gap_all(self.seq, f"{detail}; refetch job state")
+
+    def _gap_all(self, from_seq: int, detail: str) -> None:
+        """A ``gap`` to every socket that follows a task or a job."""
         for conn in self.connections:
             if any(not key.startswith("c:") for key in conn.keys):
-                self.reply(conn, self._gap(self._broker_lost_at, detail))
-        self._broker_lost_at = None
+                self.reply(conn, self.gap(from_seq, detail))
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -41,14 +41,13 @@ import io
 import os
 import re
 import warnings
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from . import errors
+from . import errors, png
 from .paths import confine
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
@@ -353,8 +352,4 @@ def _high_byte(image: Image.Image) -> Image.Image:
 
 def encode_png(image: Image.Image) -> bytes:
     """The result bytes. Fixed settings, so the same pixels always give the same file."""
-    buffer = io.BytesIO()
-    # Run-length zlib at level 1: ~20 % faster than plain level 1 and smaller on cut-outs
-    # (large transparent runs); encoding is the biggest cost of a job after inference.
-    image.save(buffer, "PNG", compress_level=1, compress_type=zlib.Z_RLE)
-    return buffer.getvalue()
+    return png.encode(image)  # chosen by measurement: see playground_rt.png

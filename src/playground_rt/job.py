@@ -48,6 +48,15 @@ class Prepared:
     def pipeline_id(self) -> str:
         return self.plan.pipeline.id
 
+    @property
+    def kind(self) -> str:
+        """What its duration depends on, for ETAs: the pipeline, and the model it runs
+        (``rembg:u2net`` costs about 4x ``rembg:u2netp``; a custom ``.onnx`` is ``custom``)."""
+        models = [m for s in self.plan.steps if (m := getattr(s.params, "model", None))]
+        if not models:
+            return self.pipeline_id
+        return f"{self.pipeline_id}:{'custom' if self.checkpoint else models[0]}"
+
 
 @dataclass(eq=False)
 class Job:

@@ -36,6 +36,7 @@ from .config import Settings
 from .executor import Executor
 from .intake import Intake
 from .job import Job, JobEvent, JobState, Listener, Prepared, without_image
+from .masks import MaskCache
 from .ops.base import OpContext, SessionProvider
 from .paths import display
 
@@ -66,6 +67,7 @@ class JobManager:
         self.listeners: list[Listener] = []
         self.active: dict[str, Job] = {}
         self.finished: OrderedDict[str, Job] = OrderedDict()
+        self.masks = MaskCache(settings.mask_cache_bytes)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
         self.executor: Executor[Job, Path] = Executor(
@@ -75,7 +77,7 @@ class JobManager:
             run=self._execute,
             settle=self._settle,
             started=self._started,
-            kind=lambda job: job.prepared.pipeline_id,
+            kind=lambda job: job.prepared.kind,
             on_timeout=lambda job: job.stop.set(),
         )
 
@@ -120,11 +122,7 @@ class JobManager:
         """
         interest = task_id or f"anon:{uuid.uuid4().hex}"
         notes = list(prepared.notes)
-        route_client = mode == "preview" and prepared.plan.route == "client"
-        if route_client and (why := prepared.plan.server_reasons(prepared.checkpoint is not None)):
-            notes.append("; ".join(why) + ": running on the server")
-            route_client = False
-        backend = "client-workers" if route_client else f"server-{prepared.pipeline_id}"
+        route_client, backend = self._route(prepared, mode, notes)
         if task_id is not None:
             self._supersede(task_id, prepared.job_id)
         if (job := self.active.get(prepared.job_id)) is not None:
@@ -150,6 +148,20 @@ class JobManager:
         notes.append(QUEUED_NOTE)
         return Submission(job, "accepted", notes)
 
+    @staticmethod
+    def _route(prepared: Prepared, mode: Mode, notes: list[str]) -> tuple[bool, str]:
+        """Whether the page's workers run it, and the ``routed_backend`` to report."""
+        route_client = mode == "preview" and prepared.plan.route == "client"
+        if route_client and (why := prepared.plan.server_reasons(prepared.checkpoint is not None)):
+            notes.append("; ".join(why) + ": running on the server")
+            route_client = False
+        return route_client, "client-workers" if route_client else f"server-{prepared.pipeline_id}"
+
+    @property
+    def accepting(self) -> bool:
+        """Whether jobs can be submitted now (``/readyz``)."""
+        return self.executor.accepting
+
     def _check_share(self, client: str | None) -> None:
         share = self.settings.client_queue_share
         if client is None or share == 0:
@@ -171,7 +183,7 @@ class JobManager:
             return False
         return True
 
-    def cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str) -> Job:
         """Cancel a job outright, for every follower (the API asks for the token first)."""
         job = self.active.get(job_id)
         if job is None:
@@ -179,7 +191,7 @@ class JobManager:
         self._cancel(job, "cancelled outright")
         return job
 
-    def withdraw(self, job_id: str, task_id: str) -> Job:
+    async def withdraw(self, job_id: str, task_id: str) -> Job:
         """Withdraw ``task_id``'s interest in a job: its followers get ``cancelled``; the job
         goes on while another interest is left. ``UnknownJob`` when the task does not follow
         a job in flight (a finished job is returned as it is)."""
@@ -190,7 +202,7 @@ class JobManager:
             raise errors.UnknownJob(f"task {task_id!r} does not follow job {job_id!r}")
         return job
 
-    def withdraw_task(self, task_id: str) -> list[Job]:
+    async def withdraw_task(self, task_id: str) -> list[Job]:
         """Withdraw ``task_id`` from every job in flight it follows; those jobs."""
         jobs = [job for job in self.active.values() if task_id in job.interests]
         for job in jobs:
@@ -208,7 +220,7 @@ class JobManager:
             return job
         raise errors.UnknownJob(f"no job {job_id!r} (finished jobs are kept for a while only)")
 
-    def view_of(self, job_id: str) -> schemas.JobView:
+    async def view_of(self, job_id: str) -> schemas.JobView:
         """The job's view; a job this process no longer (or never) knew is found by its
         result on disk, since job ids are content addresses (after a restart, or on another
         process behind the same outputs folder)."""
@@ -276,6 +288,8 @@ class JobManager:
             check_cancelled=job.check,
             checkpoint=job.prepared.checkpoint,
             wide=job.wide,
+            image_key=job.prepared.source.sha256,
+            masks=self.masks,
         )
         ops_started = time.perf_counter()
         image = pipelines.apply(steps, image, ctx, job.durations)

@@ -6,6 +6,10 @@ GIL), plus a small cache of custom ``.onnx`` files a request pointed at. Session
 downloaded here: a model whose file is missing is reported as :class:`ModelUnavailable` with the
 command that fetches it (see ``modelstore``), because rembg's own download would hang or fail on
 a machine without internet.
+
+Memory: onnxruntime's CPU arena stays on (it saves each run ~250 MB of page faults), and the
+registry's :class:`~playground_rt.arenas.IdleRelease` shrinks the arenas once the models
+have rested ``arenas.IDLE_RELEASE_S`` seconds (see ``arenas``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from rembg.sessions import sessions_names, sessions_names_downloadable
 from rembg.sessions.base import BaseSession
 from rembg.sessions.u2net_custom import U2netCustomSession
 
+from . import arenas
 from .errors import InvalidParams, ModelUnavailable, PathOutsideRoot
 from .ops.base import SessionProvider
 
@@ -150,6 +155,8 @@ def _session_options(intra_op_threads: int) -> ort.SessionOptions:
     # Spinning intra-op threads busy-wait between runs and take the CPU that decoding and
     # encoding of the other jobs need (measured in bench/: the cores are the bottleneck).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # One arena for every session, given back when the models rest (see ``arenas``).
+    arenas.use_shared_arena(opts)
     return opts
 
 
@@ -198,6 +205,7 @@ class ModelRegistry(SessionProvider):
         self._custom: OrderedDict[tuple[Path, int, int], tuple[BaseSession, ModelInfo]] = (
             OrderedDict()
         )
+        self.idle_release = arenas.IdleRelease(arenas.IDLE_RELEASE_S)
         # rembg finds model files through this variable, read at construction time.
         os.environ["U2NET_HOME"] = str(self.model_home)
 
@@ -309,6 +317,7 @@ class ModelRegistry(SessionProvider):
             ) from exc
         if not wide:
             self._named_info[model] = self._describe(model, session, path, _md5(path))
+        self.idle_release.track(session)
         return session
 
     def _create_custom(self, path: Path) -> tuple[BaseSession, ModelInfo]:
@@ -320,6 +329,7 @@ class ModelRegistry(SessionProvider):
             raise ModelUnavailable(
                 f"checkpoint_path {path.name} cannot be loaded: {_short_ort_error(exc, path)}"
             ) from exc
+        self.idle_release.track(session)
         return session, self._describe("u2net_custom", session, path, None)
 
     def _describe(self, model: str, session: BaseSession, path: Path, md5: str | None) -> ModelInfo:

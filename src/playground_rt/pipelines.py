@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -182,7 +182,17 @@ def apply(
         image = step.op.run(image, step.params, ctx)
         if durations is not None:
             durations[f"op.{step.op.name}"] = round((time.perf_counter() - started) * 1000, 3)
+        ctx = replace(ctx, image_key=_key_after(ctx.image_key, step))
     return image
+
+
+def _key_after(key: str | None, step: Step) -> str | None:
+    """The ``image_key`` of an op's output: its input's key, the op and its params (ops are
+    deterministic); none after a model's op (its output depends on the model file too)."""
+    if key is None or step.op.name == "rembg":
+        return None
+    text = f"{key}\n{step.op.name}\n{msgspec.json.encode(step.params).decode()}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def canonical_params(steps: tuple[Step, ...], flat: bool) -> dict[str, Any]:

@@ -105,12 +105,13 @@ def process(recipe: Recipe, source: Path) -> Result:
 def _process(recipe: Recipe, source: Path) -> Result:
     data = _read(source, recipe.limits)
     plan, pid = recipe.plan, recipe.plan.pipeline.id
-    digest = pipelines.digest(plan, hashlib.sha256(data).hexdigest(), recipe.checkpoint_sha256)
+    image_key = hashlib.sha256(data).hexdigest()
+    digest = pipelines.digest(plan, image_key, recipe.checkpoint_sha256)
     job_id = pipelines.job_id(pid, digest)
     if (found := recipe.store.lookup(pid, job_id)) is not None:
         return Result(source, "cached", found)
     image = images.decode(data, recipe.limits)
-    ctx = OpContext(models=recipe.models, checkpoint=recipe.checkpoint)
+    ctx = OpContext(models=recipe.models, checkpoint=recipe.checkpoint, image_key=image_key)
     output = pipelines.apply(plan.steps, image, ctx)
     return Result(source, "done", recipe.store.write(pid, job_id, images.encode_png(output)))
 

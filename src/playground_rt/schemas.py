@@ -26,6 +26,13 @@ TaskId = Annotated[
 ]
 JobId = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,63}-[0-9a-f]{32}$")]
 JobState = Literal["queued", "running", "completed", "failed", "cancelled"]
+Cursor = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[0-9]{1,20}-[0-9]{1,20}$",
+        description="A job frame's place in the cluster's history (a Redis stream id).",
+    ),
+]
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):
@@ -366,6 +373,9 @@ class Resume(_ClientFrame, tag="resume", kw_only=True):
     job_ids: Annotated[list[JobId], msgspec.Meta(max_length=256)] = msgspec.field(
         default_factory=list
     )
+    cursor: Cursor | None = None
+    """The ``cursor`` of the last job frame received (remote mode): on another node (another
+    ``epoch``) the replay starts after it, from the cluster's history, instead of a ``gap``."""
 
 
 class Ping(_ClientFrame, tag="ping", kw_only=True):
@@ -383,6 +393,10 @@ class _ServerFrame(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults
 class _JobFrame(_ServerFrame, kw_only=True):
     job_id: str
     taskId: str | None = None
+    cursor: str | None = None
+    """Remote mode only: the frame's place in the cluster's history, the same on every node
+    and increasing in the order frames were produced; ``resume`` with the last one received
+    replays the rest on any node."""
 
 
 class Ack(_ServerFrame, tag="ack", kw_only=True):
@@ -420,12 +434,31 @@ class Cancelled(_JobFrame, tag="cancelled", kw_only=True):
     follower withdrew while the job goes on for others."""
 
 
+class WorkerStatus(msgspec.Struct, kw_only=True):
+    """A ``playground-rt worker`` process (remote mode), from its heartbeat."""
+
+    name: str
+    host: str
+    pid: int
+    threads: int
+    models: list[str]
+    """Models whose files it has."""
+    providers: list[str]
+    """The execution providers its loaded sessions really got, best first."""
+    running: int
+    done: int
+    failed: int
+    started_ms: int
+
+
 class Telemetry(_ServerFrame, tag="telemetry", kw_only=True):
     queue_depth: int
     running: int
     workers: int
     durations_ms: dict[str, float] = msgspec.field(default_factory=dict)
     clients: dict[str, MetricsReport] = msgspec.field(default_factory=dict)
+    cluster: list[WorkerStatus] = msgspec.field(default_factory=list)
+    """Remote mode: every live worker process (the figures above are the cluster's)."""
 
 
 class Error(_ServerFrame, tag="error", kw_only=True):

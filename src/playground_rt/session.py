@@ -93,11 +93,11 @@ async def handle(hub: Hub, conn: Connection, frame: schemas.ClientFrame) -> None
         case schemas.Unsubscribe():
             hub.unsubscribe(conn, _keys(frame))
         case schemas.Cancel():
-            hub.cancel(conn, frame.job_id, frame.taskId)
+            await hub.cancel(conn, frame.job_id, frame.taskId)
         case schemas.TelemetryIn():
             hub.telemetry.client_report(_report(frame))
         case schemas.Resume():
-            hub.resume(conn, frame)
+            await hub.resume(conn, frame)
     hub.reply(conn, schemas.Ack(ref=frame.ref))
 
 

@@ -51,10 +51,10 @@ class AppState:
             for m in self.models.info()
         ]
         return schemas.Readiness(
-            ready=self.models_ready and self.jobs.executor.accepting,
+            ready=self.models_ready and self.jobs.accepting,
             models=models,
             available_providers=list(ort.get_available_providers()),
-            workers=self.jobs.executor.workers,
+            workers=self.jobs.executor.stats.workers,
             intra_op_threads=self.settings.intra_op_threads,
             queue_size=self.settings.queue_size,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+from collections.abc import Callable
 
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -26,8 +27,12 @@ STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 
 
 class Telemetry:
-    def __init__(self, stats: Stats) -> None:
+    def __init__(
+        self, stats: Stats, cluster: Callable[[], list[schemas.WorkerStatus]] | None = None
+    ) -> None:
         self.stats = stats
+        self.cluster = cluster
+        """Remote mode: the live workers (``stats`` is then the cluster's)."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.jobs_total = Counter(
@@ -148,6 +153,7 @@ class Telemetry:
             workers=self.stats.workers,
             durations_ms={k: round(v * 1000, 3) for k, v in self.stats.durations_s.items()},
             clients=dict(_redacted(key, report) for key, (_, report) in self._clients.items()),
+            cluster=self.cluster() if self.cluster is not None else [],
         )
 
     def prometheus(self) -> bytes:

@@ -13,10 +13,10 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 import numpy.typing as npt
-import rembg
 from PIL import Image
 from rembg.bg import alpha_matting_cutout, apply_background_color, decontaminate_cutout
 
+from playground_rt import masks
 from playground_rt.ops.base import OpContext, OpSpec
 
 Byte = Annotated[int, msgspec.Meta(ge=0, le=255)]
@@ -163,7 +163,8 @@ def remove_background(image: Image.Image, params: RembgParams, ctx: OpContext) -
     stages = ["model", "alpha matting", "compose"] if matting else ["model", "compose"]
     ctx.report("model", 0, len(stages))
     # No bgcolor here: it has to go under the strength-blended result, not rembg's.
-    removed = rembg.remove(
+    removed = masks.remove(  # rembg.remove, the mask computed once (playground_rt.masks)
+        ctx,
         image,
         session=_Reporting(session, lambda: ctx.report(stages[1], 1, len(stages))),
         alpha_matting=matting and not scaled,

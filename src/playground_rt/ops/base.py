@@ -18,6 +18,8 @@ from PIL import Image
 if TYPE_CHECKING:
     from rembg.sessions.base import BaseSession
 
+    from playground_rt.masks import MaskCache
+
 
 class SessionProvider:
     """Where ops get ONNX sessions; ``models.ModelRegistry`` is the real one."""
@@ -57,6 +59,11 @@ class OpContext:
     checkpoint: Path | None = None
     wide: bool = False
     """The job is alone in the pool: its model may use the session that runs on every core."""
+    image_key: str | None = None
+    """Identifies the op's input image: the sha256 of the bytes it was decoded from, which
+    ``pipelines.apply`` derives anew after each op. ``None``: unknown (nothing is cached)."""
+    masks: MaskCache | None = None
+    """Where the model's masks are kept between jobs (``playground_rt.masks``)."""
 
 
 P = TypeVar("P", bound=msgspec.Struct)

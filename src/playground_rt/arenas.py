@@ -1,0 +1,192 @@
+"""onnxruntime's memory arenas, kept while the models work and given back once they rest.
+
+A u2netp run needs ~250 MB of buffers, whatever the image size (its input is 320x320).
+onnxruntime's CPU arena keeps them after the run, per session and per concurrent run: after a
+warm-up with two workers and the all-cores session the server sat at ~1.3 GB. Without the
+arena every run maps and faults those 250 MB afresh: 64,000 page faults and ~185 ms of kernel
+time a run, 15-30 % of a run's CPU (measured: ``python -m bench.arena``). So an arena stays,
+made to give memory back:
+
+* one CPU arena for the whole process (:func:`use_shared_arena`: onnxruntime's environment
+  allocator, extended by what is asked and no more, ``kSameAsRequested``), shared by every
+  session, instead of one per session grown in powers of two;
+* :class:`IdleRelease` shrinks it when no run has started for ``IDLE_RELEASE_S``: a run with
+  the ``memory.enable_memory_arena_shrinkage`` run option frees every arena region not in
+  use, then glibc's ``malloc_trim`` returns the freed heap to the system. Busy servers never
+  pay for it; a resting one holds its model weights and little else.
+
+The shrinking run is a real inference on zeros (onnxruntime shrinks only at the end of a
+run; u2netp's input size is fixed): ~0.3 s of CPU once per rest (one run for the shared arena,
+one per session that ran if the shared one could not be registered).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import threading
+import time
+import weakref
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+__all__ = ["IDLE_RELEASE_S", "SHARED_ARENA", "IdleRelease", "use_shared_arena"]
+
+log = logging.getLogger(__name__)
+
+IDLE_RELEASE_S: float | None = 5.0
+"""Seconds without a run after which a registry's arenas are shrunk (``None``: never; read
+when a registry is made)."""
+
+SHARED_ARENA = True
+"""Sessions allocate from one process-wide arena (read by :func:`use_shared_arena`)."""
+
+_SHRINK = ort.RunOptions()
+_SHRINK.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+_KSAME_AS_REQUESTED = 1  # onnxruntime's ArenaExtendStrategy
+_registered: bool | None = None
+_register_lock = threading.Lock()
+
+
+def use_shared_arena(options: ort.SessionOptions) -> None:
+    """Make sessions created with ``options`` use the process's one CPU arena (registered on
+    first use; if onnxruntime refuses it, sessions keep their own arenas)."""
+    global _registered
+    if not SHARED_ARENA:
+        return
+    with _register_lock:
+        if _registered is None:
+            kind, memory = ort.OrtAllocatorType, ort.OrtMemType
+            info = ort.OrtMemoryInfo("Cpu", kind.ORT_ARENA_ALLOCATOR, 0, memory.DEFAULT)
+            config = ort.OrtArenaCfg({"arena_extend_strategy": _KSAME_AS_REQUESTED})
+            try:
+                ort.create_and_register_allocator(info, config)
+                _registered = True
+            except Exception:  # e.g. registered by other code of the process: use our own
+                log.warning("no shared onnxruntime arena; sessions keep their own", exc_info=True)
+                _registered = False
+    if _registered:
+        options.add_session_config_entry("session.use_env_allocators", "1")
+
+
+class _Tracked:
+    """An ``InferenceSession`` that tells its :class:`IdleRelease` when it runs; every other
+    attribute is the session's own."""
+
+    def __init__(self, inner: Any, owner: IdleRelease) -> None:
+        self._inner = inner
+        self._owner = owner
+        self.used = False
+        """Ran since its arena was last shrunk."""
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self._owner.enter(self)
+        try:
+            return self._inner.run(*args, **kwargs)
+        finally:
+            self._owner.leave()
+
+    def shrink(self) -> None:
+        feeds = {}
+        for spec in self._inner.get_inputs():
+            if not all(isinstance(side, int) and side > 0 for side in spec.shape):
+                return  # a dynamic input size: no safe dummy input; keep the arena
+            feeds[spec.name] = np.zeros(spec.shape, dtype=_dtype(spec.type))
+        self._inner.run(None, feeds, _SHRINK)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class IdleRelease:
+    """Shrinks the arenas of the sessions it tracks once ``after_s`` passed without a run.
+
+    ``track(session)`` wraps a rembg session's ``inner_session``. A daemon thread sleeps
+    until a run ends with nothing in flight, waits ``after_s`` more (any new run restarts the
+    wait) and shrinks each session that ran meanwhile. ``after_s=None`` never shrinks.
+    """
+
+    def __init__(self, after_s: float | None) -> None:
+        self.after_s = after_s
+        self.releases = 0
+        self._cond = threading.Condition()
+        self._running = 0
+        self._last_end = time.monotonic()
+        self._sessions: weakref.WeakSet[_Tracked] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+
+    def track(self, session: Any) -> None:
+        """Route ``session.inner_session``'s runs through this tracker."""
+        tracked = _Tracked(session.inner_session, self)
+        session.inner_session = tracked
+        self._sessions.add(tracked)
+
+    def enter(self, session: _Tracked) -> None:
+        with self._cond:
+            self._running += 1
+            session.used = True
+
+    def leave(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._last_end = time.monotonic()
+            if self._running == 0 and self.after_s is not None:
+                self._start()
+                self._cond.notify()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="arena-release", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        assert self.after_s is not None
+        while True:
+            with self._cond:
+                self._cond.wait_for(self._dirty_and_idle)
+                wait = self._last_end + self.after_s - time.monotonic()
+                if wait > 0:  # a run that starts meanwhile holds the next check until it ends
+                    self._cond.wait(wait)
+                    continue
+                due = [s for s in self._sessions if s.used]
+                for session in due:
+                    session.used = False
+                if _registered:  # one shrinking run frees the one arena they all share
+                    due = due[:1]
+            self._shrink(due)
+
+    def _dirty_and_idle(self) -> bool:
+        return self._running == 0 and any(s.used for s in self._sessions)
+
+    def _shrink(self, sessions: list[_Tracked]) -> None:
+        started = time.perf_counter()
+        for session in sessions:
+            try:
+                session.shrink()
+            except Exception:  # a task boundary: a failed shrink must not kill the thread
+                log.exception("shrinking an onnxruntime arena failed")
+        _malloc_trim()
+        self.releases += 1
+        log.debug("arenas of %d sessions shrunk in %.0f ms", len(sessions), _ms(started))
+
+
+_DTYPES: dict[str, type[np.generic]] = {"tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def _dtype(onnx_type: str) -> type[np.generic]:
+    return _DTYPES.get(onnx_type, np.float32)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _malloc_trim() -> None:
+    """glibc: give the heap's free memory back to the system (elsewhere: nothing)."""
+    name = ctypes.util.find_library("c")
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(name).malloc_trim(0)

@@ -1,0 +1,106 @@
+"""The result encoder: standard PNG that decodes to the same pixels, the same bytes every time."""
+
+from __future__ import annotations
+
+import io
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+from playground_rt import images, png
+
+
+def pixels(width: int, height: int, mode: str, seed: int = 5) -> Image.Image:
+    """Noise over a gradient, with fully transparent and opaque runs in the alpha modes."""
+    rng = np.random.default_rng(seed)
+    bands = len(mode)
+    ramp = np.linspace(0, 255, width * height * bands).reshape(height, width, bands)
+    noisy = np.clip(ramp + rng.integers(-20, 21, size=ramp.shape), 0, 255).astype(np.uint8)
+    if mode.endswith("A"):
+        noisy[: height // 3, :, -1] = 0
+        noisy[-height // 3 :, :, -1] = 255
+    return Image.fromarray(noisy[..., 0] if bands == 1 else noisy, mode)
+
+
+def decoded(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data), formats=["PNG"])
+    image.load()
+    return image
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
+@pytest.mark.parametrize(
+    "size",
+    [
+        pytest.param((1, 1), id="1x1"),
+        pytest.param((7, 3), id="odd"),
+        pytest.param((640, 480), id="vga"),
+        pytest.param((1500, 900), id="many-strips"),
+    ],
+)
+def test_decodes_to_the_same_pixels(mode: str, size: tuple[int, int]) -> None:
+    image = pixels(*size, mode)
+    back = decoded(png.encode(image))
+    assert back.mode == mode
+    assert back.size == size
+    assert np.array_equal(np.asarray(back), np.asarray(image))
+
+
+def test_more_rows_than_a_strip_holds() -> None:
+    image = pixels(png.STRIP_BYTES // 3 + 1, 5, "RGB")  # one row per strip, the last one short
+    assert np.array_equal(np.asarray(decoded(png.encode(image))), np.asarray(image))
+
+
+def test_bytes_are_stable_across_calls_and_threads() -> None:
+    image = pixels(900, 700, "RGBA")
+    first = png.encode(image)
+    with ThreadPoolExecutor(4) as pool:
+        again = list(pool.map(lambda _: png.encode(image), range(8)))
+    assert again == [first] * 8
+    assert images.encode_png(image) == first  # the server's and the CLI's encoder is this one
+
+
+def test_chunks_are_well_formed() -> None:
+    data = png.encode(pixels(33, 17, "RGBA"))
+    assert data.startswith(png.SIGNATURE)
+    offset, kinds = len(png.SIGNATURE), []
+    while offset < len(data):
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        kind = data[offset + 4 : offset + 8]
+        body = data[offset + 8 : offset + 8 + length]
+        crc = int.from_bytes(data[offset + 8 + length : offset + 12 + length], "big")
+        assert zlib.crc32(kind + body) == crc, kind
+        kinds.append(kind)
+        offset += 12 + length
+    assert kinds == [b"IHDR", b"IDAT", b"IEND"]
+
+
+def test_keeps_the_icc_profile_and_transparency_as_pillow_does() -> None:
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    image = pixels(20, 10, "RGB")
+    image.info["icc_profile"] = icc
+    image.info["transparency"] = (1, 2, 3)
+    back = decoded(png.encode(image))
+    assert back.info["icc_profile"] == icc
+    assert back.info["transparency"] == (1, 2, 3)
+    grey = pixels(20, 10, "L")
+    grey.info["transparency"] = 7
+    assert decoded(png.encode(grey)).info["transparency"] == 7
+
+
+@pytest.mark.parametrize("mode", ["1", "P", "I;16"])
+def test_other_modes_go_through_pillow(mode: str) -> None:
+    image = pixels(30, 20, "L").convert(mode)
+    back = decoded(png.encode(image))
+    assert np.array_equal(np.asarray(back), np.asarray(image))
+
+
+def test_smaller_than_raw_on_a_cutout() -> None:
+    cutout = pixels(400, 300, "RGBA")
+    array = np.asarray(cutout).copy()
+    array[array[..., 3] == 0] = 0  # rembg's cut-outs are transparent black outside the subject
+    data = png.encode(Image.fromarray(array, "RGBA"))
+    assert len(data) < array.nbytes * 0.8
