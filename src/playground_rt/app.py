@@ -33,6 +33,8 @@ from .models import ModelRegistry
 from .ops import OPS
 from .ops.background import CLIENT_MODELS
 from .pipelines import CANONICAL_FORM, PIPELINES, PLACED_OPS
+from .resultfiles import ResultFiles
+from .retention import Retention
 from .state import AppState
 from .telemetry import Telemetry
 from .thumbnails import Thumbnails
@@ -70,18 +72,22 @@ def pipeline_list() -> schemas.PipelineList:
 
 def build_state(settings: Settings) -> AppState:
     store = ResultStore(settings.results_root)
+    retention = Retention(
+        settings.results_root, settings.results_max_bytes, settings.results_max_age_s
+    )
     models = ModelRegistry(
         settings.model_home,
         settings.outputs_root,
         settings.intra_op_threads,
         wide_threads=settings.wide_threads,
     )
-    jobs = JobManager(settings, store, models)
-    telemetry = Telemetry(jobs.executor.stats)
+    jobs = JobManager(settings, store, models, retention)
+    telemetry = Telemetry(jobs.executor.stats, results=retention.figures)
     hub = Hub(settings, jobs, telemetry)
     return AppState(
         settings=settings,
         store=store,
+        retention=retention,
         models=models,
         jobs=jobs,
         telemetry=telemetry,
@@ -189,11 +195,7 @@ def _routes(state: AppState) -> list[BaseRoute]:
         Route("/openapi.json", api.openapi, methods=["GET"]),
         *webassets_routes(settings),
         WebSocketRoute("/ws", state.hub.endpoint),
-        Mount(
-            "/results",
-            StaticFiles(directory=settings.results_root, check_dir=False),
-            name="results",
-        ),
+        Mount("/results", ResultFiles(settings.results_root, state.retention), name="results"),
         Mount(
             "/", StaticFiles(directory=settings.resolved_static_dir(), html=True, check_dir=False)
         ),
@@ -209,6 +211,8 @@ def create_app(settings: Settings) -> Starlette:
         settings.results_root.mkdir(parents=True, exist_ok=True)
         if swept := state.store.sweep():
             log.info("removed %d stale temp files under %s", swept, settings.results_root)
+        await asyncio.to_thread(state.retention.load)  # a restart keeps the bounds
+        keeper = asyncio.create_task(state.retention.keep(), name="results-retention")
         state.jobs.listeners.append(state.telemetry.job_event)
         state.jobs.listeners.append(state.hub.publish_job)
         state.jobs.start()
@@ -219,6 +223,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             warm.cancel()
             await state.drain()
+            keeper.cancel()
 
     routes = _routes(state)
     middleware = [
