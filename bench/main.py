@@ -1,8 +1,9 @@
 """``just bench`` / ``playground-rt bench``: run the pipeline and hub benchmarks.
 
 ``which`` is ``pipeline`` (``bench.pipeline``), ``hub`` (``bench.hub_fanout``), ``browser``
-(``bench.browser``: the page's own u2netp against the server's) or ``all``;
-``--quick`` makes every benchmark a short smoke run.
+(``bench.browser``: the page's own u2netp against the server's) or ``all`` (those three);
+``retention`` (``bench.retention``: the results store at its cap, a soak) runs only when
+named. ``--quick`` makes every benchmark a short smoke run.
 """
 
 from __future__ import annotations
@@ -12,17 +13,20 @@ import importlib
 from collections.abc import Sequence
 
 MODULES = {"pipeline": "bench.pipeline", "hub": "bench.hub_fanout", "browser": "bench.browser"}
+SOAKS = {"retention": "bench.retention"}
+"""Minutes-long soaks: run when named, not by ``all``."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     cli = argparse.ArgumentParser(prog="bench", description=__doc__)
-    cli.add_argument("which", choices=[*MODULES, "all"], nargs="?", default="all")
+    cli.add_argument("which", choices=[*MODULES, *SOAKS, "all"], nargs="?", default="all")
     cli.add_argument("--quick", action="store_true", help="fewer iterations, for a smoke run")
     args = cli.parse_args(argv)
     names = list(MODULES) if args.which == "all" else [args.which]
     status = 0
     for name in names:
-        status = max(status, _run(MODULES[name], ["--quick"] if args.quick else []))
+        module = MODULES.get(name) or SOAKS[name]
+        status = max(status, _run(module, ["--quick"] if args.quick else []))
     return status
 
 

@@ -78,7 +78,7 @@ def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = sub.add_parser("bench", help="run the benchmarks in bench/ (see README)")
-    which = ["pipeline", "hub", "browser", "all"]
+    which = ["pipeline", "hub", "browser", "retention", "all"]
     bench.add_argument("which", choices=which, nargs="?", default="all")
     bench.add_argument("--quick", action="store_true", help="fewer iterations, for a smoke run")
 
