@@ -142,10 +142,7 @@ class JobManager:
             notes.append("an identical job is already in flight; joined it")
             self._announce_position(job)
             return Submission(job, "accepted", notes, joined=True)
-        if (path := self.store.lookup(prepared.pipeline_id, prepared.job_id)) is not None:
-            self.retention.used(path)
-            with self.retention.pinned(path):  # until its completed frame is out
-                hit = self._cache_hit(prepared, backend, interest, path)
+        if (hit := self._from_cache(prepared, backend, interest)) is not None:
             return Submission(hit, "completed", notes)
         job = Job(prepared, backend, interests={interest}, client=client)
         if route_client:
@@ -402,6 +399,17 @@ class JobManager:
         else:
             return
         self._finish(job, JobState.CANCELLED, detail=detail)
+
+    def _from_cache(self, prepared: Prepared, backend: str, interest: str) -> Job | None:
+        """A whole result on disk answers at once (a use); pinned from before the lookup
+        until its ``completed`` frame is out, so retention cannot remove it in between."""
+        pipeline_id, job_id = prepared.pipeline_id, prepared.job_id
+        path = self.store.path(pipeline_id, job_id)
+        with self.retention.pinned(path):
+            if self.store.lookup(pipeline_id, job_id) is None:
+                return None
+            self.retention.used(path)
+            return self._cache_hit(prepared, backend, interest, path)
 
     def _cache_hit(self, prepared: Prepared, backend: str, interest: str, path: Path) -> Job:
         job = Job(without_image(prepared), backend, interests={interest}, result_path=path)
