@@ -224,6 +224,8 @@ def create_app(settings: Settings) -> Starlette:
             warm.cancel()
             await state.drain()
             keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
 
     routes = _routes(state)
     middleware = [
