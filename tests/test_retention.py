@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from playground_rt import cache, runner, schemas
+from playground_rt import cache, images, runner, schemas
 from playground_rt.cache import TEMP_PREFIX, ResultStore
 from playground_rt.retention import Retention
 
@@ -243,6 +243,24 @@ async def test_thirty_distinct_previews_stay_within_the_cap(tmp_path: Path) -> N
         metrics = (await calls.get("/metrics")).text
         assert 'playground_rt_results_evictions_total{reason="bytes"}' in metrics
         assert f"playground_rt_results_max_bytes {float(cap)}" in metrics
+        calls.no_5xx()
+
+
+async def test_a_cache_hit_and_a_fetch_count_as_uses(tmp_path: Path) -> None:
+    flipped = [
+        sample_image(seed=seed).transpose(Image.Transpose.FLIP_LEFT_RIGHT) for seed in range(4)
+    ]
+    cap = sum(len(images.encode_png(result)) for result in flipped) + 1000  # four results
+    settings = make_settings(tmp_path, results_max_bytes=cap, preload_models=[], workers=1)
+    async with running(settings) as srv:
+        calls = Calls(srv)
+        urls = [(await calls.run(preview(seed)))["result_url"] for seed in range(4)]
+        assert (await calls.post(preview(0)))["status"] == "completed"  # a hit: 0 is used
+        assert (await calls.get(urls[1])).status_code == 200  # a fetch: 1 is used
+        for seed in (4, 5):
+            await calls.run(preview(seed))
+        statuses = [(await calls.get(url)).status_code for url in urls]
+        assert statuses == [200, 200, 404, 404]  # 2 and 3 were the least recently used
         calls.no_5xx()
 
 
