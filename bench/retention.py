@@ -166,6 +166,7 @@ async def run_once(
             await http.post("/api/pipelines/fallback", content=body(image, "warm"), headers=JSON)
         clients = await connect_clients(ws_url, args.clients, stats)
         readers = [asyncio.create_task(c.read()) for c in clients]
+        readers += [asyncio.create_task(c.keepalive()) for c in clients]  # the hub drops silence
         rss_start = rss_kib(pid)
         watcher = asyncio.create_task(disk.watch(stop))
         started = time.monotonic()
@@ -206,6 +207,7 @@ def report(
         "terminal_frames_expected": stats.expected,
         "terminal_frames_lost": len(stats.lost),
         "terminal_frames_duplicated": stats.duplicates,
+        "sockets_closed_by_server": dict(stats.socket_closes),
         "result_fetches": fetches[0],
         "result_fetches_404": fetches[1],
         "rest_ms": {
@@ -254,7 +256,8 @@ def show(result: dict[str, Any]) -> None:
         print(
             f"  terminal frames: expected {run['terminal_frames_expected']}, lost "
             f"{run['terminal_frames_lost']}, duplicated {run['terminal_frames_duplicated']}; "
-            f"result fetches {run['result_fetches']}, 404 {run['result_fetches_404']}"
+            f"result fetches {run['result_fetches']}, 404 {run['result_fetches_404']}; sockets "
+            f"closed by the server {run['sockets_closed_by_server'] or 'none'}"
         )
         print(
             f"  REST ms p50 {run['rest_ms']['p50']} p99 {run['rest_ms']['p99']}; terminal "
@@ -299,7 +302,12 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
     runs = (result["capped"], result["uncapped"])
-    lost = any(r["terminal_frames_lost"] or r["terminal_frames_duplicated"] for r in runs)
+    lost = any(
+        r["terminal_frames_lost"]
+        or r["terminal_frames_duplicated"]
+        or r["sockets_closed_by_server"]
+        for r in runs
+    )
     crashed = any(r["server_tracebacks"] for r in runs)
     return 0 if result["cap_bound_held"] and not lost and not crashed else 1
 
