@@ -236,6 +236,9 @@ async def test_thirty_distinct_previews_stay_within_the_cap(tmp_path: Path) -> N
         url, data = fetched[0]
         gone = await calls.get(url)
         assert gone.status_code == 404 and "ask for the preview again" in gone.json()["detail"]
+        job_id = Path(url).stem
+        view = (await calls.get(f"/api/jobs/{job_id}")).json()  # it did complete, back then
+        assert view["state"] == "completed" and "removed by retention" in view["detail"]
         again = await calls.post(preview(0))
         assert again["status"] == "accepted"  # not a cache hit: it is computed again
         view = await calls.run(preview(0))

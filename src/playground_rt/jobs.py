@@ -47,6 +47,10 @@ Mode = Literal["preview", "fallback"]
 PROGRESS_INTERVAL_S = 0.1
 FINISHED_KEPT = 2000
 QUEUED_NOTE = "queued on the server; follow job_id over /ws or GET /api/jobs/{job_id}"
+REMOVED_NOTE = (
+    "its result has since been removed by retention (results_max_bytes, results_max_age_s); "
+    "ask for the preview again to recompute it"
+)
 
 
 @dataclass
@@ -254,7 +258,7 @@ class JobManager:
             result_url=self.result_url(result) if result else None,
             result_path=display(self.settings.outputs_root, result) if result else None,
             cache_hit=job.cache_hit,
-            detail=job.detail,
+            detail=job.detail if result is None or result.exists() else REMOVED_NOTE,
             code=job.code,
             durations=job.durations,
             threads=self._threads(job),
