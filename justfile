@@ -66,6 +66,10 @@ fuzz EXAMPLES="500":
 load SECONDS="300":
     {{py}} -m bench.load --seconds {{SECONDS}}
 
+# the results store at its cap: distinct images, capped vs uncapped server (PREVIEWS, default 1500)
+soak-retention PREVIEWS="1500" *ARGS:
+    {{py}} -m bench.retention --previews {{PREVIEWS}} {{ARGS}}
+
 # Autobahn|Testsuite against an echo route (needs Python 2.7 via pyenv)
 conformance:
     {{py}} -m bench.conformance

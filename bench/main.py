@@ -3,8 +3,8 @@
 ``which`` is ``pipeline`` (``bench.pipeline``), ``hub`` (``bench.hub_fanout``), ``browser``
 (``bench.browser``: the page's own u2netp against the server's), ``cluster`` (``bench.cluster``:
 worker processes behind a remote web node), ``sweep`` (``bench.sweep``: sizes 0.3-12 MP, memory
-per job; not part of ``all``, it takes ~15 minutes) or ``all``; ``--quick`` makes every
-benchmark a short smoke run.
+per job, ~15 minutes), ``retention`` (``bench.retention``: the results store at its cap, a
+soak) or ``all`` (pipeline, hub, browser); ``--quick`` makes every benchmark a short smoke run.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ MODULES = {
     "browser": "bench.browser",
     "sweep": "bench.sweep",
     "cluster": "bench.cluster",
+    "retention": "bench.retention",
 }
 ALL = ("pipeline", "hub", "browser")
+"""What ``all`` runs; the others take many minutes and run when named."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = list(ALL) if args.which == "all" else [args.which]
     status = 0
     for name in names:
-        status = max(status, _run(MODULES[name], ["--quick"] if args.quick else []))
+        module = MODULES[name]
+        status = max(status, _run(module, ["--quick"] if args.quick else []))
     return status
 
 

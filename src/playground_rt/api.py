@@ -191,6 +191,7 @@ async def fallback(request: Request) -> Response:
             taskId=body.taskId,
             result_url=view.result_url,
             detail=view.detail,
+            code=view.code,
         )
     )
 

@@ -34,6 +34,8 @@ from .models import ModelRegistry
 from .ops import OPS
 from .ops.background import CLIENT_MODELS
 from .pipelines import CANONICAL_FORM, PIPELINES, PLACED_OPS
+from .resultfiles import ResultFiles
+from .retention import Retention
 from .state import AppState
 from .telemetry import Telemetry
 from .thumbnails import Thumbnails
@@ -71,6 +73,9 @@ def pipeline_list() -> schemas.PipelineList:
 
 def build_state(settings: Settings) -> AppState:
     store = ResultStore(settings.results_root)
+    retention = Retention(
+        settings.results_root, settings.results_max_bytes, settings.results_max_age_s
+    )
     models = ModelRegistry(
         settings.model_home,
         settings.outputs_root,
@@ -78,16 +83,21 @@ def build_state(settings: Settings) -> AppState:
         wide_threads=settings.wide_threads,
     )
     if settings.execute == "remote":
-        remote = RemoteJobs(settings, store, models)
+        remote = RemoteJobs(settings, store, models, retention)
         jobs: JobManager = remote
-        telemetry = Telemetry(remote.executor.stats, cluster=lambda: remote.figures.workers)
+        telemetry = Telemetry(
+            remote.executor.stats,
+            cluster=lambda: remote.figures.workers,
+            results=retention.figures,
+        )
     else:
-        jobs = JobManager(settings, store, models)
-        telemetry = Telemetry(jobs.executor.stats)
+        jobs = JobManager(settings, store, models, retention)
+        telemetry = Telemetry(jobs.executor.stats, results=retention.figures)
     hub = Hub(settings, jobs, telemetry)
     return AppState(
         settings=settings,
         store=store,
+        retention=retention,
         models=models,
         jobs=jobs,
         telemetry=telemetry,
@@ -197,11 +207,7 @@ def _routes(state: AppState) -> list[BaseRoute]:
         Route("/openapi.json", api.openapi, methods=["GET"]),
         *webassets_routes(settings),
         WebSocketRoute("/ws", state.hub.endpoint),
-        Mount(
-            "/results",
-            StaticFiles(directory=settings.results_root, check_dir=False),
-            name="results",
-        ),
+        Mount("/results", ResultFiles(settings.results_root, state.retention), name="results"),
         Mount(
             "/", StaticFiles(directory=settings.resolved_static_dir(), html=True, check_dir=False)
         ),
@@ -217,6 +223,8 @@ def create_app(settings: Settings) -> Starlette:
         settings.results_root.mkdir(parents=True, exist_ok=True)
         if swept := state.store.sweep():
             log.info("removed %d stale temp files under %s", swept, settings.results_root)
+        await asyncio.to_thread(state.retention.load)  # a restart keeps the bounds
+        keeper = asyncio.create_task(state.retention.keep(), name="results-retention")
         state.jobs.listeners.append(state.telemetry.job_event)
         if isinstance(state.jobs, RemoteJobs):  # frames come back from the cluster's history
             state.jobs.sinks.append(state.hub.deliver)
@@ -232,6 +240,9 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             warm.cancel()
             await state.drain()
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
 
     routes = _routes(state)
     middleware = [

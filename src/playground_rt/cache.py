@@ -3,7 +3,9 @@
 The job id is derived from the cache key, so the path alone tells whether a result exists,
 also after a restart. Files are written to a temp file in the same folder and
 ``os.replace``d into place, so no reader ever sees half a PNG; a file that is not a whole
-PNG (wrong signature, no IEND trailer) counts as missing and is recomputed.
+PNG (wrong signature, no IEND trailer) counts as missing and is recomputed. The server keeps
+the folder within its byte and age bounds (``retention``); a removed result is missing too,
+and recomputed (same bytes, same path) when it is asked for again.
 
 Several processes may share one results folder. A temp file is named after its writer
 (``.tmp-{host}-{pid}-{random}.png``), so a starting process's :meth:`ResultStore.sweep`
@@ -15,6 +17,7 @@ older than ``STALE_TEMP_S`` (a writer on another host that died).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -80,9 +83,14 @@ class ResultStore:
         return None
 
     def write(self, pipeline_id: str, job_id: str, data: bytes) -> Path:
-        """Atomically place ``data`` (world-readable, as results are served) and return the path."""
+        """Atomically place ``data`` (world-readable, as results are served) and return the
+        path; ``DiskFull`` when there is no room (nothing is left behind)."""
         path = self.path(pipeline_id, job_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _raise_if_full(exc, path, len(data))
+            raise
         # No fsync: a file torn by a power cut fails lookup()'s whole-PNG check and is
         # recomputed, so durability would cost every job milliseconds for nothing.
         write_atomic(path, data)
@@ -114,19 +122,37 @@ def write_atomic(path: Path, data: bytes, temp_suffix: str | None = None) -> Non
     """Write ``data`` to a temp file beside ``path`` (named after its writer, see the module
     docstring), world-readable whatever the umask, then ``os.replace`` it into place.
     ``temp_suffix`` (default: ``path``'s) keeps a half-written file out of listings that go
-    by suffix."""
+    by suffix. A full filesystem or quota raises ``DiskFull``, the temp file removed."""
     suffix = path.suffix if temp_suffix is None else temp_suffix
     temp = path.parent / f"{TEMP_PREFIX}{_HOST}-{os.getpid()}-{secrets.token_hex(6)}{suffix}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as exc:
+        _raise_if_full(exc, path, len(data))
+        raise
     try:
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temp)
+        if isinstance(exc, OSError):
+            _raise_if_full(exc, path, len(data))
         raise
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _raise_if_full(exc: OSError, path: Path, size: int) -> None:
+    """``DiskFull`` (from ``exc``) when the filesystem or a quota is out of room."""
+    if exc.errno in DISK_FULL_ERRNOS:
+        raise errors.DiskFull(
+            f"no room left on the disk to write {path.parent.name}/{path.name} "
+            f"({size} bytes): {exc.strerror}; nothing was written"
+        ) from exc
 
 
 def _writer_gone(name: str) -> bool:

@@ -27,6 +27,8 @@ SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("max_body_bytes", int, "request body limit"),
     ("max_image_bytes", int, "image byte limit"),
     ("max_pixels", int, "decoded pixel limit"),
+    ("results_max_bytes", int, "bytes results may hold (0 = min(2 GiB, half the free disk))"),
+    ("results_max_age_s", float, "seconds an unused result is kept (0 = no limit)"),
     ("http_header_timeout_s", float, "seconds a request head may take to arrive"),
     ("http_body_timeout_s", float, "seconds a request body may take after its head"),
     ("broker", str, "redis://host:port/db to fan the hub out through Redis"),
@@ -117,7 +119,7 @@ def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = sub.add_parser("bench", help="run the benchmarks in bench/ (see README)")
-    which = ["pipeline", "hub", "browser", "sweep", "cluster", "all"]
+    which = ["pipeline", "hub", "browser", "sweep", "cluster", "retention", "all"]
     bench.add_argument("which", choices=which, nargs="?", default="all")
     bench.add_argument("--quick", action="store_true", help="fewer iterations, for a smoke run")
 

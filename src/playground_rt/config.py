@@ -103,6 +103,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     content's hash), so the command it shows runs as it is."""
     uploads_max_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1024 * MiB
     """Total size the saved uploads may reach; past it saving answers 413."""
+    results_max_bytes: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Bytes the results under ``{outputs_root}/playground`` may hold (results written by
+    ``playground-rt run`` there count too); the least recently used go first. 0 picks
+    min(2 GiB, half of the free disk space at start-up plus what results already hold)."""
+    results_max_age_s: Annotated[float, msgspec.Meta(ge=0)] = 7 * 24 * 3600.0
+    """A result nobody used (wrote, hit or fetched) for this long is removed; 0: no limit."""
     thumbnail_cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 * MiB
     """Dataset thumbnails kept under ``{outputs_root}/thumbnails`` (oldest dropped first)."""
     http_header_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0

@@ -16,7 +16,8 @@
     │   └── ClientQueueFull         this client holds its whole share of the queue
     ├── NotReady (503)              the server is starting or stopping
     ├── JobCancelled                a job was cancelled (never rendered as HTTP)
-    └── OpFailed (500 for HTTP)     an op raised or ran past its time budget
+    ├── OpFailed (500 for HTTP)     an op raised or ran past its time budget
+    └── DiskFull (507 for HTTP)     no room left to write a result (ENOSPC, EDQUOT)
 
 Everything is mapped to a status and a ``{"detail": ...}`` body in ``api`` and to
 ``error``/``failed`` frames in ``hub``: nowhere else.
@@ -115,6 +116,14 @@ class JobCancelled(PlaygroundError):
 class OpFailed(PlaygroundError):
     status = 500
     code = "op_failed"
+
+
+class DiskFull(PlaygroundError):
+    """A job's ``failed`` frame and view carry its ``code`` (the server is fine: results
+    already there are still served)."""
+
+    status = 507
+    code = "disk_full"
 
 
 # --- the edge: requests refused before they reach an endpoint's logic ----------------------

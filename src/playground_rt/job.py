@@ -69,6 +69,10 @@ class Job:
     result_path: Path | None = None
     cache_hit: bool = False
     detail: str | None = None
+    code: str | None = None
+    """A failure's kind (``errors``' codes: ``disk_full``, ``op_failed``...)."""
+    held: Path | None = None
+    """Its result, pinned against retention until its terminal frame is out (``jobs``)."""
     durations: dict[str, float] = field(default_factory=dict)
     created: float = field(default_factory=time.perf_counter)
     done: asyncio.Event = field(default_factory=asyncio.Event)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -39,6 +40,7 @@ from .job import Job, JobEvent, JobState, Listener, Prepared, without_image
 from .masks import MaskCache
 from .ops.base import OpContext, SessionProvider
 from .paths import display
+from .retention import Retention
 
 log = logging.getLogger("playground_rt.jobs")
 
@@ -46,6 +48,10 @@ Mode = Literal["preview", "fallback"]
 PROGRESS_INTERVAL_S = 0.1
 FINISHED_KEPT = 2000
 QUEUED_NOTE = "queued on the server; follow job_id over /ws or GET /api/jobs/{job_id}"
+REMOVED_NOTE = (
+    "its result has since been removed by retention (results_max_bytes, results_max_age_s); "
+    "ask for the preview again to recompute it"
+)
 
 
 @dataclass
@@ -58,9 +64,17 @@ class Submission:
 
 
 class JobManager:
-    def __init__(self, settings: Settings, store: ResultStore, models: SessionProvider) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ResultStore,
+        models: SessionProvider,
+        retention: Retention,
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.retention = retention
+        self._holding = threading.Lock()  # a result's pin: handed from its writer to _finish
         self.models = models
         self.intake = Intake(settings, models)
         self.limits = self.intake.limits
@@ -130,10 +144,8 @@ class JobManager:
             notes.append("an identical job is already in flight; joined it")
             self._announce_position(job)
             return Submission(job, "accepted", notes, joined=True)
-        if (path := self.store.lookup(prepared.pipeline_id, prepared.job_id)) is not None:
-            return Submission(
-                self._cache_hit(prepared, backend, interest, path), "completed", notes
-            )
+        if (hit := self._from_cache(prepared, backend, interest)) is not None:
+            return Submission(hit, "completed", notes)
         job = Job(prepared, backend, interests={interest}, client=client)
         if route_client:
             notes.append("Client should use cache_key to reuse previously computed previews.")
@@ -258,7 +270,8 @@ class JobManager:
             result_url=self.result_url(result) if result else None,
             result_path=display(self.settings.outputs_root, result) if result else None,
             cache_hit=job.cache_hit,
-            detail=job.detail,
+            detail=job.detail if result is None or result.exists() else REMOVED_NOTE,
+            code=job.code,
             durations=job.durations,
             threads=self._threads(job),
         )
@@ -299,9 +312,27 @@ class JobManager:
         data = images.encode_png(image)
         job.durations["encode"] = _ms(time.perf_counter() - started)
         started = time.perf_counter()
-        path = self.store.write(job.prepared.pipeline_id, job.id, data)
+        path = self.retention.write(self.store, job.prepared.pipeline_id, job.id, data)
         job.durations["write"] = _ms(time.perf_counter() - started)
+        self._hold(job, path)
         return path
+
+    def _hold(self, job: Job, path: Path) -> None:
+        """The written result stays pinned until ``_finish`` told the job's followers; a job
+        already finished (timed out, cancelled) will tell nobody: unpinned at once."""
+        with self._holding:
+            if not job.terminal:
+                job.held = path
+                return
+        self.retention.unpin(path)
+
+    def _release(self, job: Job) -> None:
+        """After the terminal frame: the result may go when the bounds say so."""
+        with self._holding:
+            path, job.held = job.held, None
+        if path is not None:
+            self.retention.unpin(path)
+            self.retention.nudge()
 
     def _report(self, job: Job, stage: str, step: int, total: int) -> None:
         frame = schemas.Progress(job_id=job.id, stage=stage, step=step, total=total)
@@ -327,10 +358,11 @@ class JobManager:
         elif isinstance(outcome, errors.JobCancelled):
             self._finish(job, JobState.CANCELLED, detail=outcome.detail)
         elif isinstance(outcome, errors.PlaygroundError):
-            self._finish(job, JobState.FAILED, detail=outcome.detail)
+            self._finish(job, JobState.FAILED, detail=outcome.detail, code=outcome.code)
         else:
             log.error("job %s failed", job.id, exc_info=outcome)
-            self._finish(job, JobState.FAILED, detail=f"{type(outcome).__name__}: {outcome}")
+            detail = f"{type(outcome).__name__}: {outcome}"
+            self._finish(job, JobState.FAILED, detail=detail, code=errors.OpFailed.code)
 
     def _progress(self, job: Job, frame: schemas.Progress) -> None:
         if job.terminal:
@@ -386,6 +418,17 @@ class JobManager:
             return
         self._finish(job, JobState.CANCELLED, detail=detail)
 
+    def _from_cache(self, prepared: Prepared, backend: str, interest: str) -> Job | None:
+        """A whole result on disk answers at once (a use); pinned from before the lookup
+        until its ``completed`` frame is out, so retention cannot remove it in between."""
+        pipeline_id, job_id = prepared.pipeline_id, prepared.job_id
+        path = self.store.path(pipeline_id, job_id)
+        with self.retention.pinned(path):
+            if self.store.lookup(pipeline_id, job_id) is None:
+                return None
+            self.retention.used(path)
+            return self._cache_hit(prepared, backend, interest, path)
+
     def _cache_hit(self, prepared: Prepared, backend: str, interest: str, path: Path) -> Job:
         job = Job(without_image(prepared), backend, interests={interest}, result_path=path)
         job.cache_hit = True
@@ -394,9 +437,11 @@ class JobManager:
         self._emit(job, self._completed_frame(job))
         return job
 
-    def _finish(self, job: Job, state: JobState, detail: str | None = None) -> None:
+    def _finish(
+        self, job: Job, state: JobState, detail: str | None = None, code: str | None = None
+    ) -> None:
         job.move(state)
-        job.detail = detail
+        job.detail, job.code = detail, code
         job.durations["total"] = _ms(time.perf_counter() - job.created)
         job.prepared = without_image(job.prepared)  # kept jobs must not keep request bytes
         if job.flush is not None:
@@ -408,9 +453,10 @@ class JobManager:
         if state is JobState.COMPLETED:
             self._emit(job, self._completed_frame(job))
         elif state is JobState.FAILED:
-            self._emit(job, schemas.Failed(job_id=job.id, detail=detail or "failed"))
+            self._emit(job, schemas.Failed(job_id=job.id, detail=detail or "failed", code=code))
         else:
             self._emit(job, schemas.Cancelled(job_id=job.id, detail=detail))
+        self._release(job)
         job.done.set()
 
     def _completed_frame(self, job: Job) -> schemas.Completed:

@@ -86,6 +86,8 @@ class FallbackResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
     taskId: str | None = None
     result_url: str | None = None
     detail: str | None = None
+    code: str | None = None
+    """With ``failed``: the kind of failure, as in error bodies (``disk_full``...)."""
 
 
 class JobView(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -102,6 +104,8 @@ class JobView(msgspec.Struct, kw_only=True, omit_defaults=True):
     result_url: str | None = None
     result_path: str | None = None
     detail: str | None = None
+    code: str | None = None
+    """With ``failed``: the kind of failure, as in error bodies (``disk_full``...)."""
     durations: dict[str, float] = msgspec.field(default_factory=dict)
     threads: int | None = None
     """onnxruntime threads the job's model ran on: all cores when it had the pool alone."""
@@ -426,6 +430,9 @@ class Completed(_JobFrame, tag="completed", kw_only=True):
 
 class Failed(_JobFrame, tag="failed", kw_only=True):
     detail: str
+    code: str | None = None
+    """The kind of failure, as in error bodies: ``disk_full`` (no room to write the result;
+    retry later), ``op_failed``, ``invalid_image``..."""
 
 
 class Cancelled(_JobFrame, tag="cancelled", kw_only=True):
@@ -451,6 +458,18 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
     started_ms: int
 
 
+class ResultsHeld(msgspec.Struct, kw_only=True):
+    """The results folder against its retention bounds (``results_max_bytes``/``_age_s``)."""
+
+    files: int = 0
+    bytes: int = 0
+    max_bytes: int = 0
+    max_age_s: float = 0.0
+    evictions: dict[str, int] = msgspec.field(default_factory=dict)
+    """Results removed since start-up, by reason: ``bytes`` (over ``max_bytes``), ``age``
+    (unused for ``max_age_s``), ``disk_full`` (room made for a write on a full disk)."""
+
+
 class Telemetry(_ServerFrame, tag="telemetry", kw_only=True):
     queue_depth: int
     running: int
@@ -459,6 +478,7 @@ class Telemetry(_ServerFrame, tag="telemetry", kw_only=True):
     clients: dict[str, MetricsReport] = msgspec.field(default_factory=dict)
     cluster: list[WorkerStatus] = msgspec.field(default_factory=list)
     """Remote mode: every live worker process (the figures above are the cluster's)."""
+    results: ResultsHeld | None = None
 
 
 class Error(_ServerFrame, tag="error", kw_only=True):

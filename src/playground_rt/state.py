@@ -14,6 +14,7 @@ from .datasets import Datasets
 from .hub import Hub
 from .jobs import JobManager
 from .models import ModelRegistry
+from .retention import Retention
 from .telemetry import Telemetry
 from .thumbnails import Thumbnails
 
@@ -22,6 +23,7 @@ from .thumbnails import Thumbnails
 class AppState:
     settings: Settings
     store: ResultStore
+    retention: Retention
     models: ModelRegistry
     jobs: JobManager
     telemetry: Telemetry

@@ -28,11 +28,16 @@ STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 
 class Telemetry:
     def __init__(
-        self, stats: Stats, cluster: Callable[[], list[schemas.WorkerStatus]] | None = None
+        self,
+        stats: Stats,
+        cluster: Callable[[], list[schemas.WorkerStatus]] | None = None,
+        results: Callable[[], schemas.ResultsHeld] | None = None,
     ) -> None:
         self.stats = stats
         self.cluster = cluster
         """Remote mode: the live workers (``stats`` is then the cluster's)."""
+        self.results = results
+        """The results folder against its bounds (``Retention.figures``), read when asked."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.jobs_total = Counter(
@@ -85,6 +90,22 @@ class Telemetry:
             ["model", "provider"],
             registry=r,
         )
+        self.results_bytes = Gauge(
+            "playground_rt_results_bytes", "Bytes the results folder holds.", registry=r
+        )
+        self.results_files = Gauge(
+            "playground_rt_results_files", "Results in the results folder.", registry=r
+        )
+        self.results_max_bytes = Gauge(
+            "playground_rt_results_max_bytes", "The results folder's cap.", registry=r
+        )
+        self.results_evictions = Counter(
+            "playground_rt_results_evictions",
+            "Results removed by retention, by reason (bytes, age, disk_full).",
+            ["reason"],
+            registry=r,
+        )
+        self._evictions_seen: dict[str, int] = {}
         self._clients: dict[str, tuple[float, schemas.MetricsReport]] = {}
 
     def job_event(self, event: JobEvent) -> None:
@@ -154,12 +175,23 @@ class Telemetry:
             durations_ms={k: round(v * 1000, 3) for k, v in self.stats.durations_s.items()},
             clients=dict(_redacted(key, report) for key, (_, report) in self._clients.items()),
             cluster=self.cluster() if self.cluster is not None else [],
+            results=self.results() if self.results is not None else None,
         )
 
     def prometheus(self) -> bytes:
         self.queue_depth.set(self.stats.queue_depth)
         self.running.set(self.stats.running)
+        if self.results is not None:
+            self._export_results(self.results())
         return generate_latest(self.registry)
+
+    def _export_results(self, held: schemas.ResultsHeld) -> None:
+        self.results_bytes.set(held.bytes)
+        self.results_files.set(held.files)
+        self.results_max_bytes.set(held.max_bytes)
+        for reason, count in held.evictions.items():  # retention counts; the counter follows
+            self.results_evictions.labels(reason).inc(count - self._evictions_seen.get(reason, 0))
+            self._evictions_seen[reason] = count
 
 
 def _redacted(key: str, report: schemas.MetricsReport) -> tuple[str, schemas.MetricsReport]:

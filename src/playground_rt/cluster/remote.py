@@ -46,6 +46,7 @@ from ..intake import Intake
 from ..job import Job, JobEvent, JobState, Prepared, without_image
 from ..jobs import QUEUED_NOTE, JobManager, Mode, Submission
 from ..models import ModelRegistry
+from ..retention import Retention
 from . import wire
 from .feed import Feed
 from .figures import ClusterModels, Figures
@@ -62,8 +63,10 @@ CLIENT_NOTE = "Client should use cache_key to reuse previously computed previews
 
 
 class RemoteJobs(JobManager):
-    def __init__(self, settings: Settings, store: ResultStore, models: ModelRegistry) -> None:
-        super().__init__(settings, store, models)
+    def __init__(
+        self, settings: Settings, store: ResultStore, models: ModelRegistry, retention: Retention
+    ) -> None:
+        super().__init__(settings, store, models, retention)
         self.name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.link = Link(settings)
         self.figures = Figures(self.link, self.executor.stats)

@@ -52,6 +52,7 @@ from ..job import JobEvent, Prepared
 from ..jobs import JobManager
 from ..models import ModelRegistry
 from ..paths import confine
+from ..retention import Retention
 from . import gpu, wire
 from .gpu import GpuRequired
 from .link import BACKOFF_S, BLOCK_MS, LOST, Link, retrying, text
@@ -104,7 +105,11 @@ class Worker:
             settings.intra_op_threads,
             wide_threads=settings.wide_threads,
         )
-        self.jobs = JobManager(settings, self.store, self.models)
+        # Workers write into the shared results folder: their writes count and trim too.
+        self.retention = Retention(
+            settings.results_root, settings.results_max_bytes, settings.results_max_age_s
+        )
+        self.jobs = JobManager(settings, self.store, self.models, self.retention)
         self.jobs.listeners.append(self._on_event)
         self.link = Link(settings)
         self.threads = settings.worker_count
@@ -128,8 +133,10 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down gracefully."""
         await asyncio.to_thread(self.prepare_models)
+        await asyncio.to_thread(self.retention.load)
         self.jobs.start()
         tasks = [
+            asyncio.create_task(self.retention.keep(), name="worker-retention"),
             asyncio.create_task(self._take_loop(), name="worker-take"),
             asyncio.create_task(self._every(WATCH_S, self._watch), name="worker-watch"),
             asyncio.create_task(
