@@ -34,7 +34,7 @@ from typing import Literal
 import msgspec
 from PIL import Image
 
-from . import errors, images, outlines, pipelines, schemas
+from . import arenas, errors, images, outlines, pipelines, schemas
 from .cache import ResultStore
 from .config import Settings
 from .executor import Executor
@@ -49,6 +49,8 @@ log = logging.getLogger("playground_rt.jobs")
 
 Mode = Literal["preview", "fallback"]
 PROGRESS_INTERVAL_S = 0.1
+TRIM_PIXELS = 4_000_000
+"""A job on an image this big gives its freed memory back to the system when it ends."""
 FINISHED_KEPT = 2000
 QUEUED_NOTE = "queued on the server; follow job_id over /ws or GET /api/jobs/{job_id}"
 REMOVED_NOTE = (
@@ -322,6 +324,9 @@ class JobManager:
         path = self.retention.write(self.store, job.prepared.pipeline_id, job.id, data)
         job.durations["write"] = _ms(time.perf_counter() - started)
         self._hold(job, path)
+        if job.prepared.size[0] * job.prepared.size[1] >= TRIM_PIXELS:
+            del image, data
+            arenas.malloc_trim()  # the next big job may run on the other worker's heap
         return path
 
     def _hold(self, job: Job, path: Path) -> None:
