@@ -138,6 +138,7 @@ async def test_a_job_handed_out_too_often_goes_to_the_dead_letters(
     failed = frames[-1]
     assert isinstance(failed, schemas.Failed)
     assert failed.detail.startswith("given up after 3 attempts: the worker running it stopped")
+    assert failed.code == "op_failed"
     dead: Any = await store.xrange(wire.DEAD)
     assert [f[b"job_id"] for _, f in dead] == [prepared.job_id.encode()]
     assert dead[0][1][b"deliveries"] == b"4"

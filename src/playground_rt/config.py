@@ -23,7 +23,8 @@ WsImpl = Literal["wsproto", "websockets", "websockets-sansio"]
 Execute = Literal["local", "remote"]
 
 
-def _cores() -> int:
+def cores() -> int:
+    """The CPUs this process may run on (its affinity), the unit of every default split."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -44,7 +45,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_image_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 20 * MiB
     max_pixels: Annotated[int, msgspec.Meta(ge=1)] = 16_800_000
     """Decoded-size ceiling, checked from the header before any pixel is decoded."""
-    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 0
+    workers: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
     """Executor threads; 0 picks ``cores // intra_op_threads``."""
     intra_op_threads: Annotated[int, msgspec.Meta(ge=0, le=64)] = 1
     """onnxruntime threads per session run; workers x this never exceeds the cores."""
@@ -134,7 +135,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def worker_count(self) -> int:
         if self.workers:
             return self.workers
-        return max(1, _cores() // max(1, self.intra_op_threads))
+        return max(1, cores() // max(1, self.intra_op_threads))
 
     @property
     def wide_threads(self) -> int:

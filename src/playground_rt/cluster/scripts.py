@@ -238,7 +238,8 @@ if active(v[1]) and v[2] == A[2] then
     'deliveries', A[3], 'reason', A[4], 'consumer', A[5])
   redis.call('ZREM', QUEUE, id)
   redis.call('HSET', job, 'state', 'failed', 'detail', A[4], 'ended', tostring(NOW))
-  emit(A[2], cjson.encode({type = 'failed', job_id = id, detail = A[4]}), tasks_of(id), false)
+  emit(A[2], cjson.encode({type = 'failed', job_id = id, detail = A[4], code = 'op_failed'}),
+    tasks_of(id), false)
   ended(id)
   done = 1
 end

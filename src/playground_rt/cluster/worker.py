@@ -286,7 +286,7 @@ class Worker:
         try:  # off the loop: hashing, and the probe (Pillow may inflate text chunks)
             prepared = await asyncio.to_thread(self._rebuild, fields.get(b"body", b""))
         except errors.PlaygroundError as exc:
-            await self._fail(job_id, entry, exc.detail)
+            await self._fail(job_id, entry, exc)
             return
         if held is not None:  # an older run of the same job is still winding down here
             held.stale.append(held.entry)
@@ -302,7 +302,7 @@ class Worker:
                 idle_ms = int(self.settings.claim_idle_s * 1000)
                 self._queue(("release", (self.name, idle_ms, hand.entry, *hand.stale)))
             elif hand is not None:
-                await self._fail(job_id, entry, exc.detail)
+                await self._fail(job_id, entry, exc)
 
     def _rebuild(self, data: bytes) -> Prepared:
         """The entry's job, checked: the id must still be what its bytes and checkpoint hash
@@ -347,9 +347,10 @@ class Worker:
             self._digests[key] = pipelines.file_sha256(path)
         return self._digests[key]
 
-    async def _fail(self, job_id: str, entry: str, detail: str) -> None:
-        frame = wire.encode_frame(schemas.Failed(job_id=job_id, detail=detail))
-        await self.link.run("finish", job_id, entry, "failed", frame, detail, "", "", 0)
+    async def _fail(self, job_id: str, entry: str, error: errors.PlaygroundError) -> None:
+        failed = schemas.Failed(job_id=job_id, detail=error.detail, code=error.code)
+        frame = wire.encode_frame(failed)
+        await self.link.run("finish", job_id, entry, "failed", frame, error.detail, "", "", 0)
         self.failed += 1
 
     # --- the job manager's events → the cluster --------------------------------------------
