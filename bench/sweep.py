@@ -21,6 +21,7 @@ Inputs are made once and kept in ``bench/results/sweep-inputs`` (the 12 MP PNGs 
 while); results go to ``bench/results/sweep-<time>.json``::
 
     python -m bench.sweep [--quick] [--sizes 0.3,2,12] [--formats jpeg,png] [--no-ab]
+        [--pipelines "rembg 0.85,rembg {}"] [--queued 0]
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     cli.add_argument("--quick", action="store_true", help="0.3 and 2 MP, JPEG, one job each")
     cli.add_argument("--sizes", help="comma-separated, of 0.3, 2, 12 (default all; none: skip)")
     cli.add_argument("--formats", help="comma-separated, of jpeg, png (default both)")
+    cli.add_argument(
+        "--pipelines", help=f"comma-separated, of {', '.join(map(repr, PIPELINES))} (default all)"
+    )
     cli.add_argument("--queued", type=int, help="12 MP jobs submitted at once (default 30)")
     cli.add_argument("--ab-rounds", type=int, help="arena A/B rounds (default 2)")
     cli.add_argument("--no-ab", action="store_true", help="skip the arena A/B")
@@ -114,6 +118,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     sizes = args.sizes or ("0.3,2" if args.quick else ",".join(SIZES))
     args.sizes = [] if sizes == "none" else sizes.split(",")
     args.formats = (args.formats or ("jpeg" if args.quick else ",".join(FORMATS))).split(",")
+    args.pipelines = args.pipelines.split(",") if args.pipelines else list(PIPELINES)
+    unknown = sorted(set(args.pipelines) - set(PIPELINES))
+    if unknown:
+        cli.error(f"unknown pipelines {unknown}: known {list(PIPELINES)}")
     args.queued = args.queued if args.queued is not None else (4 if args.quick else 30)
     args.ab_rounds = args.ab_rounds or (1 if args.quick else 2)
     args.model_home = args.model_home.expanduser().resolve()
@@ -131,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for fmt in args.formats:
                 count = 1 if args.quick else JOBS[size]
                 files = make_inputs(size, fmt, count)
-                for name in PIPELINES:
+                for name in args.pipelines:
                     print(f"{size} MP {fmt} {name}: floor, then server", flush=True)
                     results.rows.append(_config(size, fmt, name, files, floor, args, work))
                     save(results, path)

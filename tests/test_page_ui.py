@@ -323,6 +323,28 @@ async def test_live_slider_paints_while_dragging_then_runs_full_size(
     await page.close()
 
 
+async def test_a_big_server_job_shows_its_outline_until_the_result(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    """Issue 12: a >= 1 MP rembg job's outline (<= 256 px) is drawn at the image's size,
+    the marker says "Outline", and the full result replaces it."""
+    page = await open_page(browser, server.url)
+    await expect(page.locator("#socket-state")).to_have_attribute("data-state", "open")
+    await upload(page, tmp_path, sample_image(1600, 1200, seed=41), name="big.png")
+    await page.check("#run-on-server")
+    await page.select_option("#pipeline", "rembg")
+    await page.wait_for_function("window.playground.freshness.state === 'outline'")
+    await expect(page.locator("#after-caption")).to_contain_text("Outline · 256\u00d7192")
+    shown = await stage(page)
+    assert shown["outlinePaints"] == 1 and shown["scale"] > 0, shown
+    await wait_for_result(page, "server", "rembg:")
+    await wait_current(page)
+    result = await hook(page, "result")
+    assert (result["width"], result["height"]) == (1600, 1200)
+    await expect(page.locator("#after-caption")).to_contain_text("Result 1600\u00d71200")
+    await page.close()
+
+
 async def test_server_jobs_start_on_release_and_superseded_rows_end_cancelled(
     slow_server: Server, browser: Browser, tmp_path: Path
 ) -> None:

@@ -63,19 +63,50 @@ def test_bytes_are_stable_across_calls_and_threads() -> None:
     assert images.encode_png(image) == first  # the server's and the CLI's encoder is this one
 
 
-def test_chunks_are_well_formed() -> None:
-    data = png.encode(pixels(33, 17, "RGBA"))
+def chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """``(kind, body)`` of every chunk, each one's CRC checked."""
     assert data.startswith(png.SIGNATURE)
-    offset, kinds = len(png.SIGNATURE), []
+    offset, found = len(png.SIGNATURE), []
     while offset < len(data):
         length = int.from_bytes(data[offset : offset + 4], "big")
         kind = data[offset + 4 : offset + 8]
         body = data[offset + 8 : offset + 8 + length]
         crc = int.from_bytes(data[offset + 8 + length : offset + 12 + length], "big")
         assert zlib.crc32(kind + body) == crc, kind
-        kinds.append(kind)
+        found.append((kind, body))
         offset += 12 + length
-    assert kinds == [b"IHDR", b"IDAT", b"IEND"]
+    return found
+
+
+def test_chunks_are_well_formed() -> None:
+    data = png.encode(pixels(33, 17, "RGBA"))
+    assert [kind for kind, _ in chunks(data)] == [b"IHDR", b"IDAT", b"IEND"]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 5])
+def test_segments_on_threads_make_one_valid_stream_and_the_same_bytes(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big image is deflated in independent segments, on threads or not: the same bytes,
+    one zlib stream whose Adler-32 (checked by ``zlib.decompress``) covers them all."""
+    monkeypatch.setattr(png, "SEGMENT_BYTES", 20_000)
+    monkeypatch.setattr(png, "STRIP_BYTES", 7_000)  # several strips per segment, ragged
+    image = pixels(301, 211, "RGBA")  # 1205 bytes a row: 17 rows a segment, 13 segments
+    data = png.encode(image, threads=threads)
+    assert data == png.encode(image)
+    (idat,) = [body for kind, body in chunks(data) if kind == b"IDAT"]
+    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(211, 1205)
+    assert (raw[:, 0] == 2).all()  # every row Up-filtered
+    assert np.array_equal(np.asarray(decoded(data)), np.asarray(image))
+
+
+def test_adler32_combine_is_zlibs() -> None:
+    rng = np.random.default_rng(1)
+    for first_length, second_length in [(0, 0), (1, 0), (0, 5), (70_000, 65_521), (3, 200_000)]:
+        first = rng.integers(0, 256, first_length, np.uint8).tobytes()
+        second = rng.integers(0, 256, second_length, np.uint8).tobytes()
+        combined = png.adler32_combine(zlib.adler32(first), zlib.adler32(second), len(second))
+        assert combined == zlib.adler32(first + second)
 
 
 def test_keeps_the_icc_profile_and_transparency_as_pillow_does() -> None:

@@ -202,6 +202,19 @@ async def job_status(request: Request) -> Response:
     return MsgspecResponse(await app.jobs.view_of(check_job_id(request.path_params["job_id"])))
 
 
+async def job_outline(request: Request) -> Response:
+    """A running (or recent) big job's outline PNG (``outlines``), 404 when it has none."""
+    authorize(request)
+    job_id = check_job_id(request.path_params["job_id"])
+    data = state(request).jobs.outlines.get(job_id)
+    if data is None:
+        raise errors.NotFound(
+            f"no outline for job {job_id!r}: jobs on images under 1 MP have none, and only "
+            "the newest are kept"
+        )
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
+
+
 async def job_cancel(request: Request) -> Response:
     """``?taskId=`` withdraws that task's interest; without it the job is cancelled for
     everyone, which needs the server's token (job ids are public: content hashes)."""

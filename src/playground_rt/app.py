@@ -193,6 +193,7 @@ def _routes(state: AppState) -> list[BaseRoute]:
         Route("/api/pipelines/fallback", api.fallback, methods=["POST"]),
         Route("/api/pipelines", api.list_pipelines, methods=["GET"]),
         Route("/api/jobs/{job_id}", api.job_status, methods=["GET"]),
+        Route("/api/jobs/{job_id}/outline", api.job_outline, methods=["GET"]),
         Route("/api/jobs/{job_id}", api.job_cancel, methods=["DELETE"]),
         Route("/api/commands/build", api.build_command, methods=["POST"]),
         Route("/api/commands", api.list_commands, methods=["GET"]),

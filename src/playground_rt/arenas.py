@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-__all__ = ["IDLE_RELEASE_S", "SHARED_ARENA", "IdleRelease", "use_shared_arena"]
+__all__ = ["IDLE_RELEASE_S", "SHARED_ARENA", "IdleRelease", "malloc_trim", "use_shared_arena"]
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class IdleRelease:
                 session.shrink()
             except Exception:  # a task boundary: a failed shrink must not kill the thread
                 log.exception("shrinking an onnxruntime arena failed")
-        _malloc_trim()
+        malloc_trim()
         self.releases += 1
         log.debug("arenas of %d sessions shrunk in %.0f ms", len(sessions), _ms(started))
 
@@ -185,8 +185,10 @@ def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _malloc_trim() -> None:
-    """glibc: give the heap's free memory back to the system (elsewhere: nothing)."""
+def malloc_trim() -> None:
+    """glibc: give the free memory of every thread's heap back to the system (elsewhere:
+    nothing). A worker thread's heap otherwise keeps what its last big job freed, and the
+    next big job may run on the other worker and grow that one's heap too."""
     name = ctypes.util.find_library("c")
     with contextlib.suppress(OSError, AttributeError, TypeError):
         ctypes.CDLL(name).malloc_trim(0)

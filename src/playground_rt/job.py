@@ -79,6 +79,10 @@ class Job:
     stop: threading.Event = field(default_factory=threading.Event)
     last_progress: float = 0.0
     pending_progress: schemas.Progress | None = None
+    progress: schemas.Progress | None = None
+    """The latest progress frame made (emitted or pending)."""
+    outline_url: str | None = None
+    """Its outline, once there is one (``outlines``): every later progress frame says so."""
     wide: bool = False
     """Alone in the pool when it started: its model runs on every core."""
     flush: asyncio.TimerHandle | None = None

@@ -31,7 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from . import errors, images, pipelines, schemas
+import msgspec
+from PIL import Image
+
+from . import arenas, errors, images, outlines, pipelines, schemas
 from .cache import ResultStore
 from .config import Settings
 from .executor import Executor
@@ -46,6 +49,8 @@ log = logging.getLogger("playground_rt.jobs")
 
 Mode = Literal["preview", "fallback"]
 PROGRESS_INTERVAL_S = 0.1
+TRIM_PIXELS = 4_000_000
+"""A job on an image this big gives its freed memory back to the system when it ends."""
 FINISHED_KEPT = 2000
 QUEUED_NOTE = "queued on the server; follow job_id over /ws or GET /api/jobs/{job_id}"
 REMOVED_NOTE = (
@@ -82,6 +87,7 @@ class JobManager:
         self.active: dict[str, Job] = {}
         self.finished: OrderedDict[str, Job] = OrderedDict()
         self.masks = MaskCache(settings.mask_cache_bytes)
+        self.outlines = outlines.OutlineStore()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
         self.executor: Executor[Job, Path] = Executor(
@@ -274,6 +280,7 @@ class JobManager:
             code=job.code,
             durations=job.durations,
             threads=self._threads(job),
+            outline_url=job.outline_url if job.state is JobState.RUNNING else None,
         )
 
     def _threads(self, job: Job) -> int | None:
@@ -303,18 +310,23 @@ class JobManager:
             wide=job.wide,
             image_key=job.prepared.source.sha256,
             masks=self.masks,
+            outline=lambda image, mask: self._outline(job, image, mask),
         )
         ops_started = time.perf_counter()
         image = pipelines.apply(steps, image, ctx, job.durations)
         job.durations["ops"] = _ms(time.perf_counter() - ops_started)
         job.check()
         started = time.perf_counter()
-        data = images.encode_png(image)
+        # A job alone in the pool deflates on every core too (the bytes do not change).
+        data = images.encode_png(image, max(1, self.settings.wide_threads) if job.wide else 1)
         job.durations["encode"] = _ms(time.perf_counter() - started)
         started = time.perf_counter()
         path = self.retention.write(self.store, job.prepared.pipeline_id, job.id, data)
         job.durations["write"] = _ms(time.perf_counter() - started)
         self._hold(job, path)
+        if job.prepared.size[0] * job.prepared.size[1] >= TRIM_PIXELS:
+            del image, data
+            arenas.malloc_trim()  # the next big job may run on the other worker's heap
         return path
 
     def _hold(self, job: Job, path: Path) -> None:
@@ -338,6 +350,16 @@ class JobManager:
         frame = schemas.Progress(job_id=job.id, stage=stage, step=step, total=total)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._progress, job, frame)
+
+    def _outline(self, job: Job, image: Image.Image, mask: Image.Image) -> None:
+        """The mask is known: a big job's outline is rendered, kept and announced now."""
+        if job.outline_url is not None or not outlines.wanted(image):
+            return
+        started = time.perf_counter()
+        self.outlines.put(job.id, outlines.render(image, mask))
+        job.durations["outline"] = _ms(time.perf_counter() - started)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._outlined, job, outlines.url(job.id))
 
     # --- on the loop -----------------------------------------------------------------------
 
@@ -364,9 +386,23 @@ class JobManager:
             detail = f"{type(outcome).__name__}: {outcome}"
             self._finish(job, JobState.FAILED, detail=detail, code=errors.OpFailed.code)
 
+    def _outlined(self, job: Job, url: str) -> None:
+        """The outline's frame goes out at once (the throttle would delay it, and a job
+        that ends within the interval would never send it): the latest stage, plus the URL."""
+        job.outline_url = url
+        if job.terminal:
+            return
+        base = job.progress or schemas.Progress(job_id=job.id, stage="rembg", step=0, total=1)
+        job.pending_progress = None  # made before the URL was known: this frame replaces it
+        job.last_progress = 0.0
+        self._progress(job, msgspec.structs.replace(base, outline_url=url))
+
     def _progress(self, job: Job, frame: schemas.Progress) -> None:
         if job.terminal:
             return
+        if job.outline_url is not None and frame.outline_url is None:
+            frame = msgspec.structs.replace(frame, outline_url=job.outline_url)
+        job.progress = frame
         now = time.monotonic()
         wait = job.last_progress + PROGRESS_INTERVAL_S - now
         if wait <= 0:

@@ -192,10 +192,13 @@ def remove(
     post_process_mask: bool = False,
 ) -> Image.Image:
     """``rembg.remove(image, session=session, ...)`` for a Pillow image, with the mask from
-    ``ctx.masks`` when it was computed before (see the module docstring)."""
+    ``ctx.masks`` when it was computed before (see the module docstring). The first mask
+    goes to ``ctx.outline`` as soon as it is known."""
     upright = _upright(image)
     masks = _predict(ctx, upright, session)
     ctx.check_cancelled()
+    if masks:
+        ctx.outline(upright, masks[0])  # the job's outline (playground_rt.outlines)
     cutouts = []
     for kept in masks:
         mask = Image.fromarray(post_process(np.array(kept))) if post_process_mask else kept

@@ -70,6 +70,16 @@ OPERATIONS = (
         params=JOB_ID,
     ),
     Operation(
+        "get",
+        "/api/jobs/{job_id}/outline",
+        "A big job's outline: its cut-out at <= 256 px, once the model's mask is known.",
+        None,
+        bytes,
+        (401, 404),
+        params=JOB_ID,
+        media=("image/png",),
+    ),
+    Operation(
         "delete",
         "/api/jobs/{job_id}",
         "Cancel a job (or withdraw one taskId's interest).",

@@ -109,6 +109,8 @@ class JobView(msgspec.Struct, kw_only=True, omit_defaults=True):
     durations: dict[str, float] = msgspec.field(default_factory=dict)
     threads: int | None = None
     """onnxruntime threads the job's model ran on: all cores when it had the pool alone."""
+    outline_url: str | None = None
+    """While it runs, once its model's mask is known: its outline (as in ``progress``)."""
 
 
 class OpInfo(msgspec.Struct, kw_only=True):
@@ -420,6 +422,11 @@ class Progress(_JobFrame, tag="progress", kw_only=True):
     stage: str
     step: int
     total: int
+    outline_url: str | None = None
+    """A small preview (PNG, at most 256 px on its long side: the cut-out on the model's
+    mask), ``GET`` it while the job finishes: set on every progress frame once the mask is
+    known, for jobs on images of 1 MP or more; absent otherwise. Kept a while only (404
+    after)."""
 
 
 class Completed(_JobFrame, tag="completed", kw_only=True):

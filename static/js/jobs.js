@@ -143,10 +143,12 @@ export class JobList {
         if (job.state !== "running") job.runningSince = now;
         Object.assign(job, { state: "running", stage: message.stage, step: message.step });
         job.total = message.total;
+        if (message.outline_url) job.outlineUrl = message.outline_url;
         break;
       case "running":
         if (job.state !== "running") job.runningSince = now;
         job.state = "running";
+        if (message.outline_url) job.outlineUrl = message.outline_url;
         break;
       case "completed":
         Object.assign(job, { state: "completed", resultUrl: message.result_url, ended: now });

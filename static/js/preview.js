@@ -12,8 +12,10 @@
 //     the start when the user ticks "Run on server", when the device is downgraded, or when
 //     placement.js finds the server faster (measured) or the device unfit for the model.
 //  4. Server jobs are followed over the WebSocket (progress rows in jobs.js); while the
-//     socket is down they are polled with GET /api/jobs/{id}. Their result PNG is fetched,
-//     decoded, memoized under the cache key, and shown if it is still the latest request.
+//     socket is down they are polled with GET /api/jobs/{id}. A big job's outline (its
+//     cut-out at <= 256 px, `outline_url` once the model's mask is known) is shown until
+//     its result arrives. The result PNG is fetched, decoded, memoized under the cache key,
+//     and shown if it is still the latest request.
 
 import * as api from "./api.js";
 import { cacheKey, canonicalJson, enabledSteps, isFlat, opProperties } from "./cachekey.js";
@@ -126,6 +128,10 @@ export class Previewer {
   /** A job row changed (frame or JobView): finish the preview waiting on it, if any. */
   async jobChanged(job) {
     const wait = this.waiting.get(job.id);
+    if (wait && job.state === "running" && job.outlineUrl && wait.outline !== job.outlineUrl) {
+      wait.outline = job.outlineUrl;
+      return this.#showOutline(job, wait);
+    }
     if (!wait || !["completed", "failed", "cancelled"].includes(job.state)) return;
     this.waiting.delete(job.id);
     if (wait.model && !job.cacheHit) this.placement?.observeServerJob(wait.model, job.durations);
@@ -318,6 +324,22 @@ export class Previewer {
       });
       if (stalled.length) await this.refetch(stalled.map(([jobId]) => jobId));
     }, POLL_MS);
+  }
+
+  /**
+   * A big server job's outline (its cut-out at <= 256 px, once the model's mask is known):
+   * drawn at the image's size until the full result arrives. A nicety: a failure to
+   * fetch it only logs, and a result (or a newer run) that beat it wins.
+   */
+  async #showOutline(job, wait) {
+    try {
+      const image = await decodeBlob(await api.fetchBlob(job.outlineUrl));
+      if (wait.seq !== this.seq || !this.waiting.has(job.id)) return;
+      const width = this.image?.pixels?.width ?? image.width;
+      this.viewer.showOutline(image, width / image.width);
+    } catch (error) {
+      console.warn(`outline of ${job.id}:`, error.message);
+    }
   }
 
   async #showServer(url, key, seq, { cacheHit, started, plan = null }) {

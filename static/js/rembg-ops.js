@@ -1,6 +1,6 @@
-// The rembg op around the model, as the server runs it (ops/background.py over rembg 2.0.86),
-// for the page's model worker (ort-worker.js). Pure functions, no DOM, no runtime: the
-// model's run is the caller's. tests/test_rembg_js.py checks each one under node against
+// The rembg op around the model, as the server runs it (ops/background.py, ops/compose.py
+// over rembg 2.0.86), for the page's model worker (ort-worker.js). Pure functions, no DOM,
+// no runtime: the model's run is the caller's. tests/test_rembg_js.py checks each one under node against
 // rembg and Pillow, bit for bit.
 //
 //   u2netpInput(img)        rembg's BaseSession.normalize for U2netpSession: RGB, 320x320
@@ -91,31 +91,44 @@ export function naiveCutout(img, mask) {
 }
 
 /**
- * The server's strength dial (ops/background.py `_blend_cutout`): alpha
- * a0 - rint(s * (a0 - a)), colours blended premultiplied and divided by the blended weight.
+ * The blend's lookup tables over (a0, a), indexed `a0 << 8 | a` (ops/compose.py `tables`):
+ * the blended alpha a0 - rint(s * (a0 - a)), and the cut-out's share of the colour
+ * M = rint(255 * s a / (s a + (1 - s) a0)) (255 where both weights are 0), in float64.
+ */
+export function blendTables(strength) {
+  const alpha = new Uint8Array(65536);
+  const share = new Uint8Array(65536);
+  const keep = 1.0 - strength;
+  for (let a0 = 0; a0 < 256; a0++) {
+    for (let a = 0; a < 256; a++) {
+      const after = strength * a;
+      const total = after + keep * a0;
+      alpha[(a0 << 8) | a] = a0 - rint(strength * (a0 - a));
+      share[(a0 << 8) | a] = total > 0 ? rint((255 * after) / total) : 255;
+    }
+  }
+  return { alpha, share };
+}
+
+/**
+ * The server's strength dial (ops/compose.py `blend_cutout`): alpha from the table, colours
+ * (c M + c0 (255 - M)) / 255 rounded as Pillow's paste does.
  */
 export function blendCutout(original, cutout, strength) {
   const before = original.data;
   const after = cutout.data;
   const out = new Uint8ClampedArray(before.length);
-  const keep = 1.0 - strength;
+  const { alpha, share } = blendTables(strength);
   for (let i = 0; i < before.length; i += 4) {
-    const a0 = before[i + 3];
-    const a1 = after[i + 3];
-    out[i + 3] = a0 - rint(strength * (a0 - a1));
-    const wAfter = strength * a1;
-    const wBefore = keep * a0;
-    const total = wAfter + wBefore;
-    for (let c = 0; c < 3; c++) {
-      const colour =
-        total > 0 ? (wAfter * after[i + c] + wBefore * before[i + c]) / total : after[i + c];
-      out[i + c] = Math.min(255, Math.max(0, rint(colour)));
-    }
+    const key = (before[i + 3] << 8) | after[i + 3];
+    const m = share[key];
+    out[i + 3] = alpha[key];
+    for (let c = 0; c < 3; c++) out[i + c] = div255(after[i + c] * m + before[i + c] * (255 - m));
   }
   return { width: original.width, height: original.height, data: out };
 }
 
-/** The server's `_blend_mask`: 255 - rint(s * (255 - m)). */
+/** The server's `blend_mask` (ops/compose.py): 255 - rint(s * (255 - m)). */
 export function blendMask(mask, strength) {
   return mask.map((m) => 255 - rint(strength * (255 - m)));
 }

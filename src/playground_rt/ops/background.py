@@ -12,11 +12,11 @@ from typing import Annotated, Any
 
 import msgspec
 import numpy as np
-import numpy.typing as npt
 from PIL import Image
-from rembg.bg import alpha_matting_cutout, apply_background_color, decontaminate_cutout
+from rembg.bg import alpha_matting_cutout, decontaminate_cutout
 
 from playground_rt import masks
+from playground_rt.ops import compose
 from playground_rt.ops.base import OpContext, OpSpec
 
 Byte = Annotated[int, msgspec.Meta(ge=0, le=255)]
@@ -29,7 +29,8 @@ class RembgParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ``rembg.remove``; 0 leaves the image unchanged and opaque as it was; in between, alpha
     is blended linearly, ``a' = a0 - round(strength * (a0 - a))`` (a0: the input's alpha,
     255 for RGB; a: rembg's), and the colours so that the result composited over any
-    background is the same blend of the original and of the full removal. With
+    background is the same blend of the original and of the full removal (to within one
+    level of 255: the weight is rounded to 1/255, see ``ops/compose.py``). With
     ``only_mask`` the same blend applies to the mask. ``bgcolor`` (RGBA) is composited
     under the result last; it is ignored with ``only_mask``. A request's checkpoint, when
     given, replaces ``model``.
@@ -68,60 +69,10 @@ class RembgParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = None
 
 
-U8 = npt.NDArray[np.uint8]
-
 MATTING_MAX_PIXELS = 1_000_000
 """Pixels alpha matting works on (see ``RembgParams``): about 0.65 GB at its peak."""
 MATTING_MIN_SIDE = 3
 """Closed-form matting solves over 3x3 windows; a thinner image has none."""
-
-TILE_PIXELS = 1 << 16
-"""Pixels per tile of the strength blend: its float64 temporaries stay a few MB."""
-
-
-def _row_tiles(height: int, width: int) -> list[slice]:
-    step = max(1, TILE_PIXELS // max(1, width))
-    return [slice(top, top + step) for top in range(0, height, step)]
-
-
-def _toward(original: U8, removed: U8, strength: float) -> U8:
-    """``original - round(strength * (original - removed))`` element-wise, exact in uint8."""
-    delta = original.astype(np.int16) - removed.astype(np.int16)
-    blended: U8 = (original - np.rint(strength * delta)).astype(np.uint8)
-    return blended
-
-
-def _blend_rows(before: U8, after: U8, strength: float, out: U8) -> None:
-    """One tile of :func:`_blend_cutout`, written into ``out`` (RGBA uint8 rows)."""
-    out[..., 3] = _toward(before[..., 3], after[..., 3], strength)
-    # Blend premultiplied colours, then divide by the blended alpha: over any backdrop
-    # the result equals strength x removal + (1 - strength) x original. float64 as the
-    # reference computation, so results do not move by a rounding step.
-    weight_after = strength * after[..., 3:].astype(np.float64)
-    weight_before = (1.0 - strength) * before[..., 3:].astype(np.float64)
-    total = weight_after + weight_before
-    premultiplied = weight_after * after[..., :3] + weight_before * before[..., :3]
-    colour = np.divide(premultiplied, total, out=after[..., :3].astype(np.float64), where=total > 0)
-    out[..., :3] = np.clip(np.rint(colour), 0, 255)
-
-
-def _blend_cutout(original: Image.Image, cutout: Image.Image, strength: float) -> Image.Image:
-    """The cutout with its removal scaled down to ``strength`` (see ``RembgParams``), in
-    row tiles: a few bytes per pixel beyond the two RGBA images, whatever their size."""
-    before = np.asarray(original.convert("RGBA"))
-    after = np.asarray(cutout.convert("RGBA"))
-    out = np.empty_like(after)
-    for rows in _row_tiles(*after.shape[:2]):
-        _blend_rows(before[rows], after[rows], strength, out[rows])
-    return Image.fromarray(out, "RGBA")
-
-
-def _blend_mask(mask: Image.Image, strength: float) -> Image.Image:
-    removed = np.asarray(mask, dtype=np.uint8)
-    out = np.empty_like(removed)
-    for rows in _row_tiles(*removed.shape):
-        out[rows] = _toward(np.full_like(removed[rows], 255), removed[rows], strength)
-    return Image.fromarray(out, "L")
 
 
 def _scaled_matting(image: Image.Image, mask: Image.Image, params: RembgParams) -> Image.Image:
@@ -182,13 +133,15 @@ def remove_background(image: Image.Image, params: RembgParams, ctx: OpContext) -
         ctx.check_cancelled()
     if matting:
         ctx.report("compose", 2, len(stages))
+    # ``result`` is this job's own image (masks.remove never hands out a kept mask), so
+    # the blend and the colour are written over it, band by band (ops/compose.py).
     if params.strength < 1.0:
         if params.only_mask:
-            result = _blend_mask(result.convert("L"), params.strength)
+            result = compose.blend_mask(result, params.strength)
         else:
-            result = _blend_cutout(image, result, params.strength)
+            result = compose.blend_cutout(image, result, params.strength)
     if params.bgcolor is not None and not params.only_mask:
-        result = apply_background_color(result.convert("RGBA"), params.bgcolor)
+        result = compose.over_colour(result, params.bgcolor)
     ctx.report("compose", len(stages), len(stages))
     return result
 

@@ -43,6 +43,10 @@ def _never_cancelled() -> None:
     return None
 
 
+def _no_outline(image: Image.Image, mask: Image.Image) -> None:
+    return None
+
+
 @dataclass
 class OpContext:
     """Everything an op may use besides its image and params.
@@ -64,6 +68,10 @@ class OpContext:
     ``pipelines.apply`` derives anew after each op. ``None``: unknown (nothing is cached)."""
     masks: MaskCache | None = None
     """Where the model's masks are kept between jobs (``playground_rt.masks``)."""
+    outline: Callable[[Image.Image, Image.Image], None] = _no_outline
+    """Called by a model's op as soon as its mask is known, with the op's input and the L
+    mask (the same size): the job may show a small preview (``playground_rt.outlines``).
+    It must not modify either image."""
 
 
 P = TypeVar("P", bound=msgspec.Struct)

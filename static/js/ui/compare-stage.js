@@ -66,6 +66,7 @@ export class CompareStage {
     this.showMask = false;
     this.paints = 0; // results painted (full or live), for tests
     this.livePaints = 0;
+    this.outlinePaints = 0; // outlines painted, for tests
     this.listeners = new Set(); // view changes (overlays follow)
     this.frame = 0;
     this.size = { width: 0, height: 0, dpr: 1 };
@@ -106,6 +107,18 @@ export class CompareStage {
     this.els.afterCaption.textContent = `Live preview · display copy ${img.width}×${img.height}`;
     this.paints += 1;
     this.livePaints += 1;
+    this.#changed();
+  }
+
+  /** A server job's outline (its cut-out at <= 256 px), drawn at the result's size. */
+  showOutline(img, scale) {
+    this.#setAfter(img, scale);
+    this.afterPixels = null;
+    this.live = false;
+    const size = `${img.width}×${img.height}`;
+    this.els.afterCaption.textContent = `Outline · ${size}, the full result is on its way`;
+    this.els.canvas.dataset.source = "outline";
+    this.outlinePaints += 1;
     this.#changed();
   }
 
@@ -204,6 +217,7 @@ export class CompareStage {
       maskAvailable: Boolean(this.tint),
       paints: this.paints,
       livePaints: this.livePaints,
+      outlinePaints: this.outlinePaints,
       live: Boolean(this.live),
       width: this.size.width,
       height: this.size.height,

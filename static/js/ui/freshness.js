@@ -21,6 +21,7 @@ const LABELS = {
   current: "Current",
   live: "Live preview",
   running: "Updating…",
+  outline: "Outline",
   invalid: "Out of date",
   failed: "Out of date",
   stale: "Out of date",
@@ -36,6 +37,7 @@ export class Freshness {
     this.isLive = false;
     this.pending = null; // identity of the run in flight
     this.activity = ""; // what the run in flight is doing
+    this.outlined = null; // identity of the run in flight whose outline is on the stage
     this.failure = null; // {id, text}
     this.manual = false;
     this.render();
@@ -49,7 +51,7 @@ export class Freshness {
 
   /** A preview run started for `id`. */
   started(id, text = "Starting…") {
-    Object.assign(this, { pending: id, activity: text, failure: null });
+    Object.assign(this, { pending: id, activity: text, failure: null, outlined: null });
     this.render();
   }
 
@@ -59,9 +61,16 @@ export class Freshness {
     this.render();
   }
 
+  /** The run in flight's outline is on the stage (a server job's cut-out at <= 256 px). */
+  outline() {
+    this.outlined = this.pending;
+    this.render();
+  }
+
   /** The run in flight painted its result. */
   painted() {
     Object.assign(this, { shown: this.pending, pending: null, isLive: false, failure: null });
+    this.outlined = null;
     this.render();
   }
 
@@ -90,6 +99,7 @@ export class Freshness {
   get state() {
     if (this.errors.length) return "invalid";
     if (this.shown !== null && this.shown === this.wanted && !this.isLive) return "current";
+    if (this.pending !== null && this.outlined === this.pending) return "outline";
     if (this.pending !== null) return "running";
     if (this.shown !== null && this.shown === this.wanted && this.isLive) return "live";
     if (this.failure && this.failure.id === this.wanted) return "failed";
@@ -108,6 +118,10 @@ export class Freshness {
       }
       case "running":
         return this.activity;
+      case "outline": {
+        const doing = this.activity.replace(/\.$/, "");
+        return `The model's outline at a small size; the full result is on its way (${doing}).`;
+      }
       case "live":
         return "Shown on a display-size copy while you drag; the full image runs on release.";
       case "failed":

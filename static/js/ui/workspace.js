@@ -80,6 +80,12 @@ export class Workspace {
         const result = this.previewer.state.result;
         this.takeaway.setShown({ image: img, key: result?.key, source: meta.source });
       },
+      // A server job's outline until its result arrives: the marker says so.
+      showOutline: (img, scale) => {
+        this.live.stop();
+        this.stage.showOutline(img, scale);
+        this.freshness.outline();
+      },
     };
   }
 
