@@ -161,11 +161,13 @@ class Worker:
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         log.info("worker %s stopping: %d job(s) in hand", self.name, len(self.hands))
         self._stop.set()
-        # The take loop finishes the entries it has read (a blocking read ends soon).
-        await asyncio.wait(tasks[:1], timeout=BLOCK_MS / 1000 + 1)
         for hand in self.hands.values():
             hand.after_cancel = "release"
-        await self.jobs.stop(self.settings.shutdown_grace_s)
+        # The grace starts now, not when the take loop's blocking read ends (up to BLOCK_MS
+        # later): an entry it takes meanwhile is refused (NotReady) and handed back.
+        stopping = asyncio.ensure_future(self.jobs.stop(self.settings.shutdown_grace_s))
+        await asyncio.wait(tasks[:1], timeout=BLOCK_MS / 1000 + 1)
+        await stopping
         try:
             async with asyncio.timeout(DRAIN_S):
                 await self._outbox.join()
