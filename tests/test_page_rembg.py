@@ -82,6 +82,7 @@ async def open_page(
     bodies = Bodies(page)
     await page.goto(url + ("&" if "?" in url else "/?") + SEED_PLACE)
     await expect(page.locator("#pipeline option")).not_to_have_count(0)
+    await page.wait_for_function("window.playground !== undefined")  # wired up
     if wait_model:
         await page.wait_for_function(
             "window.playground !== undefined && window.playground.rembg?.state !== 'loading'"

@@ -333,8 +333,10 @@ async def test_a_big_server_job_shows_its_outline_until_the_result(
     await upload(page, tmp_path, sample_image(1600, 1200, seed=41), name="big.png")
     await page.check("#run-on-server")
     await page.select_option("#pipeline", "rembg")
-    await page.wait_for_function("window.playground.freshness.state === 'outline'")
-    await expect(page.locator("#after-caption")).to_contain_text("Outline · 256\u00d7192")
+    # Counted, not sampled: on a busy machine the result may follow the outline within a frame.
+    await page.wait_for_function("window.playground.stage.outlinePaints >= 1")
+    if (await hook(page, "freshness"))["state"] == "outline":
+        await expect(page.locator("#after-caption")).to_contain_text("Outline · 256\u00d7192")
     shown = await stage(page)
     assert shown["outlinePaints"] == 1 and shown["scale"] > 0, shown
     await wait_for_result(page, "server", "rembg:")
