@@ -144,3 +144,29 @@ async def browser() -> AsyncIterator[Browser]:
         )
         yield launched
         await launched.close()
+
+
+@pytest.fixture(scope="module")
+async def redis(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
+    """A private redis-server for the module (the cluster tests)."""
+    from .hubfixtures import Redis  # hubfixtures imports this module
+
+    server = Redis(tmp_path_factory.mktemp("redis"))
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def store(redis: Any) -> AsyncIterator[Any]:
+    """A client on the module's Redis, emptied for each test."""
+    import redis.asyncio as aioredis
+
+    found = aioredis.from_url(redis.url)
+    await found.flushall()
+    try:
+        yield found
+    finally:
+        await found.aclose()

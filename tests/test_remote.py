@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +19,6 @@ from .conftest import Server, make_settings, running
 from .hubfixtures import Redis, client, unique_png
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture(scope="module")
-async def redis(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Redis]:
-    server = Redis(tmp_path_factory.mktemp("redis"))
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def store(redis: Redis) -> AsyncIterator[aioredis.Redis]:
-    """A client on the module's Redis, emptied for each test."""
-    found = aioredis.from_url(redis.url)
-    await found.flushall()
-    try:
-        yield found
-    finally:
-        await found.aclose()
 
 
 def web(root: Path, redis: Redis, **overrides: Any) -> Any:

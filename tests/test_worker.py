@@ -31,26 +31,6 @@ from .hubfixtures import Redis, unique_png
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture(scope="module")
-async def redis(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Redis]:
-    server = Redis(tmp_path_factory.mktemp("redis"))
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def store(redis: Redis) -> AsyncIterator[aioredis.Redis]:
-    found = aioredis.from_url(redis.url)
-    await found.flushall()
-    try:
-        yield found
-    finally:
-        await found.aclose()
-
-
 def settings_for(root: Path, redis: Redis, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"broker": redis.url, "workers": 1, "claim_idle_s": 0.5}
     return make_settings(root, **(values | overrides))

@@ -443,11 +443,7 @@ class RemoteJobs(JobManager):
 
     def _emit_event(self, event: JobEvent) -> None:
         """Frames made here (a cache hit's ``completed``) go to the history like all others."""
-        for listener in self.listeners:
-            try:
-                listener(event)
-            except Exception:
-                log.exception("job listener failed")
+        super()._emit_event(event)
         tasks = wire.encode_task_ids(event.task_ids)
         flag = "1" if event.withdrawn else "0"
         self._outbox.put_nowait(("notify", (wire.encode_frame(event.frame), tasks, flag)))
