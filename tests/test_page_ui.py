@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.async_api import Browser, FloatRect, Page, Request, expect
+from playwright.async_api import Browser, FloatRect, Page, Request, Route, expect
 
 from .conftest import SEED_IMAGE, Server, encode, make_settings, running, sample_image
 from .test_page import blocker, drop, hook, open_page, page_pixels, upload, wait_for_result
@@ -332,13 +332,31 @@ async def test_a_big_server_job_shows_its_outline_until_the_result(
     await expect(page.locator("#socket-state")).to_have_attribute("data-state", "open")
     await upload(page, tmp_path, sample_image(1600, 1200, seed=41), name="big.png")
     await page.check("#run-on-server")
+    # The result's download waits until the outline is up: the job may end (its encode is
+    # quick on a fast machine) before the page has fetched the outline, and the outline must
+    # still show until the result is painted.
+    held: list[Route] = []
+    released = asyncio.Event()
+
+    async def hold(route: Route) -> None:
+        if released.is_set():
+            await route.continue_()
+        else:
+            held.append(route)
+
+    await page.route("**/results/**", hold)
     await page.select_option("#pipeline", "rembg")
-    # Counted, not sampled: on a busy machine the result may follow the outline within a frame.
     await page.wait_for_function("window.playground.stage.outlinePaints >= 1")
-    if (await hook(page, "freshness"))["state"] == "outline":
-        await expect(page.locator("#after-caption")).to_contain_text("Outline · 256\u00d7192")
+    await expect(page.locator("#after-caption")).to_contain_text("Outline · 256\u00d7192")
+    assert await hook(page, "freshness.state") == "outline"
     shown = await stage(page)
     assert shown["outlinePaints"] == 1 and shown["scale"] > 0, shown
+    async with asyncio.timeout(30):
+        while not held:  # the completed frame may still be on its way
+            await asyncio.sleep(0.05)
+    released.set()
+    for route in held:
+        await route.continue_()
     await wait_for_result(page, "server", "rembg:")
     await wait_current(page)
     result = await hook(page, "result")

@@ -140,6 +140,7 @@ export class Previewer {
         cacheHit: job.cacheHit,
         started: wait.started,
         plan: wait.plan,
+        wait,
       });
     } else if (wait.seq === this.seq) {
       const why = job.detail ? `: ${job.detail}` : "";
@@ -329,12 +330,13 @@ export class Previewer {
   /**
    * A big server job's outline (its cut-out at <= 256 px, once the model's mask is known):
    * drawn at the image's size until the full result arrives. A nicety: a failure to
-   * fetch it only logs, and a result (or a newer run) that beat it wins.
+   * fetch it only logs, and a result (or a newer run) that beat it wins. The job may end
+   * while the outline is fetched: the outline still shows until the result is painted.
    */
   async #showOutline(job, wait) {
     try {
       const image = await decodeBlob(await api.fetchBlob(job.outlineUrl));
-      if (wait.seq !== this.seq || !this.waiting.has(job.id)) return;
+      if (wait.seq !== this.seq || wait.painted) return;
       const width = this.image?.pixels?.width ?? image.width;
       this.viewer.showOutline(image, width / image.width);
     } catch (error) {
@@ -342,7 +344,7 @@ export class Previewer {
     }
   }
 
-  async #showServer(url, key, seq, { cacheHit, started, plan = null }) {
+  async #showServer(url, key, seq, { cacheHit, started, plan = null, wait = null }) {
     try {
       const image = await decodeBlob(await api.fetchBlob(url));
       const source = `server${cacheHit ? " (cached)" : ""}`;
@@ -354,6 +356,8 @@ export class Previewer {
       this.ui.status("Preview computed on the server");
     } catch (error) {
       if (seq === this.seq) this.ui.status(`Could not load the result: ${error.message}`, true);
+    } finally {
+      if (wait) wait.painted = true; // a late outline must not cover the result (or its error)
     }
   }
 
