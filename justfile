@@ -22,11 +22,11 @@ install-gpu:
 
 # put u2netp where rembg finds it (offline-capable)
 models:
-    {{py}} -m playground_rt.cli models pull
+    {{py}} -m playground_rt.cli.main models pull
 
 # run the server on the embedded defaults (pulls the model on first start)
 serve *ARGS:
-    {{py}} -m playground_rt.cli serve {{ARGS}}
+    {{py}} -m playground_rt.cli.main serve {{ARGS}}
 
 # system packages the tests use: Debian's chromium and redis-server
 system-deps:
@@ -44,7 +44,7 @@ lint:
 
 # benchmarks: pipeline (raw ORT ceiling, rembg s, playground-rt), hub fan-out, browser
 bench *ARGS:
-    {{py}} -m playground_rt.cli bench {{ARGS}}
+    {{py}} -m playground_rt.cli.main bench {{ARGS}}
 
 # the page's u2netp (Chromium, onnxruntime-web) against the server's; server jobs per 100 previews
 bench-browser *ARGS:

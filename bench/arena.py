@@ -1,7 +1,7 @@
 """onnxruntime memory options: idle RSS against inference throughput, one process per variant.
 
 The server holds two u2netp sessions (one of 1 intra-op thread shared by the two workers, one
-on every core for a lone job: ``playground_rt.models``). Each variant builds that pair with
+on every core for a lone job: ``pipeline.sessions``). Each variant builds that pair with
 its options in a fresh process, warms up as the server does (lone runs on the wide session,
 then both workers on the narrow one), then measures inference throughput with both workers
 busy (what concurrency 8 is for the model) and the RSS left when idle. Variants alternate
@@ -35,7 +35,7 @@ VARIANTS: dict[str, str] = {
     "no-arena+trim": "no arena; malloc_trim(0) after each run",
     "no-arena+arena-max-2": "no arena, MALLOC_ARENA_MAX=2 (glibc)",
     "shared": "one env arena for both sessions, kSameAsRequested (no release)",
-    "shared+idle release (chosen)": "playground_rt.models' options and arenas.IdleRelease",
+    "shared+idle release (chosen)": "pipeline.sessions' options and arenas.IdleRelease",
 }
 ENV: dict[str, dict[str, str]] = {"no-arena+arena-max-2": {"MALLOC_ARENA_MAX": "2"}}
 
@@ -145,7 +145,7 @@ def _release(name: str, narrow: Any, wide: Any) -> Any:
     """For the chosen variant: the registry's idle release around the two sessions."""
     if not name.startswith("shared+idle"):
         return None
-    from playground_rt import arenas
+    from playground_rt.pipeline import arenas
 
     release = arenas.IdleRelease(0.2)
     holders = [type("Holder", (), {"inner_session": s})() for s in (narrow, wide)]
@@ -160,7 +160,9 @@ def _sessions(name: str, home: Path) -> tuple[Any, Any, Any]:
 
     path = str(home / "u2netp.onnx")
     run_options = onnxruntime.RunOptions()
-    shared = name == "shared"  # the chosen variant registers it through playground_rt.arenas
+    shared = (
+        name == "shared"
+    )  # the chosen variant registers it through playground_rt.pipeline.arenas
     if shared:
         info = onnxruntime.OrtMemoryInfo(
             "Cpu",
@@ -175,7 +177,7 @@ def _sessions(name: str, home: Path) -> tuple[Any, Any, Any]:
 
     def options(threads: int) -> onnxruntime.SessionOptions:
         if name.startswith("shared+idle"):
-            from playground_rt.models import _session_options
+            from playground_rt.pipeline.sessions import _session_options
 
             chosen: onnxruntime.SessionOptions = _session_options(threads)
             return chosen

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from playground_rt import arenas, cli
+from playground_rt.cli import main as cli
+from playground_rt.pipeline import arenas
 
 if __name__ == "__main__":
     arenas.IDLE_RELEASE_S = None

@@ -62,7 +62,7 @@ def splits(cores: int) -> list[Split]:
 
 
 def session(intra: int, model_home: Path) -> BaseSession:
-    """A u2netp rembg session with the server's options (see ``playground_rt.models``)."""
+    """A u2netp rembg session with the server's options (see ``pipeline.sessions``)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = intra
     opts.inter_op_num_threads = 1

@@ -217,7 +217,7 @@ def _remote(work: Path, url: str, model_home: Path) -> Iterator[tuple[str, Calla
     """A remote web node; ``add(name)`` starts one more worker and waits for it."""
     outputs = work / "outputs-remote"
     port = servers.free_port()
-    argv = [sys.executable, "-m", "playground_rt.cli", "serve", "--port", str(port)]
+    argv = [sys.executable, "-m", "playground_rt.cli.main", "serve", "--port", str(port)]
     argv += ["--outputs-root", str(outputs), "--data-root", str(work / "data")]
     argv += ["--model-home", str(model_home), "--no-pull", "--log-level", "warning"]
     env = _env(model_home, broker=url, execute="remote")
@@ -225,7 +225,7 @@ def _remote(work: Path, url: str, model_home: Path) -> Iterator[tuple[str, Calla
     workers: list[subprocess.Popen[bytes]] = []
 
     def add(name: str) -> None:
-        cmd = [sys.executable, "-m", "playground_rt.cli", "worker", "--name", name]
+        cmd = [sys.executable, "-m", "playground_rt.cli.main", "worker", "--name", name]
         cmd += ["--outputs-root", str(outputs), "--model-home", str(model_home), "--no-pull"]
         cmd += ["--workers", "1", "--intra-op-threads", "1", "--log-level", "warning"]
         with (work / f"worker-{name}.log").open("wb") as log:

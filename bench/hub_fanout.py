@@ -63,10 +63,10 @@ async def uvicorn_on(app: Any, ws_impl: str) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def hub_server(ws_impl: str) -> AsyncIterator[tuple[str, Publish]]:
-    from playground_rt.app import create_app
     from playground_rt.config import Settings
-    from playground_rt.job import JobEvent
+    from playground_rt.jobs.job import JobEvent
     from playground_rt.schemas import Progress
+    from playground_rt.web.app import create_app
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(

@@ -29,8 +29,9 @@ from rembg.sessions.base import BaseSession
 from tests.conftest import sample_image
 from tests.test_images import scan_bomb
 
-from playground_rt import errors, images
-from playground_rt.ops import OpContext, SessionProvider, get_op, parse_params
+from playground_rt import errors
+from playground_rt.pipeline import images
+from playground_rt.pipeline.ops import OpContext, SessionProvider, get_op, parse_params
 
 DEFAULT_CASES = (
     "4000x3000:",

@@ -220,7 +220,7 @@ def server(root: Path, workers: int) -> Iterator[tuple[str, int, Path]]:
     port = servers.free_port()
     data, outputs = root / "data", root / "outputs"
     data.mkdir()
-    argv = [sys.executable, "-m", "playground_rt.cli", "serve", "--port", str(port)]
+    argv = [sys.executable, "-m", "playground_rt.cli.main", "serve", "--port", str(port)]
     argv += ["--data-root", str(data), "--outputs-root", str(outputs), "--no-pull"]
     argv += ["--model-home", str(MODEL_HOME), "--log-level", "warning"]
     if workers:

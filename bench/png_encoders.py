@@ -3,7 +3,7 @@
 Images: ``synth.scene`` at 0.3, 2 and 12 MP run through the three pipelines of the sweep
 (rembg ``{}``: an RGBA cut-out, transparent black outside the subject; rembg
 ``{"strength": 0.85}``: RGBA with 15 % of the background kept; preprocessing autocontrast +
-blur 5 + sharpen: RGB). Encoders: Pillow's levels and strategies, ``playground_rt.png``
+blur 5 + sharpen: RGB). Encoders: Pillow's levels and strategies, ``playground_rt.pipeline.png``
 (chosen) and the same writer with other filters and deflaters, and whichever of the other
 maintained PyPI encoders are importable (none is a dependency; to include them::
 
@@ -18,7 +18,7 @@ Every output is decoded with Pillow and compared with the input, pixel for pixel
 
 Measured at 12 MP (2-core Xeon, shared; CPU ms, best of 3, and MB), cut-out / strength /
 photo: Pillow level 1 + Z_RLE (before) 1087 / 1817 / 1620 ms, 6.01 / 22.01 / 10.44 MB;
-``playground_rt.png`` 201 / 440 / 398 ms, 6.10 / 22.53 / 12.46 MB; own Up + isal L1 120 /
+``playground_rt.pipeline.png`` 201 / 440 / 398 ms, 6.10 / 22.53 / 12.46 MB; own Up + isal L1 120 /
 310 / 211 ms, 6.96 / 25.18 / 13.71 MB; fpng 86 / 144 / 131 ms, 7.30 / 26.95 / 15.40 MB;
 cv2 L1 Z_RLE Sub 435 / 832 / 744 ms; imagecodecs png L1 1178 / 1569 / 1039 ms; Pillow's
 default level 6 1738 / 11550 / 8518 ms.
@@ -104,16 +104,16 @@ def _time(encode: Encoder, array: U8, repeat: int) -> tuple[float, bytes]:
 
 def results_at(size: str, model_home: Path) -> dict[str, U8]:
     """The three kinds of result the sweep's pipelines make from the sweep's scene."""
-    from playground_rt import pipelines
-    from playground_rt.models import ModelRegistry
-    from playground_rt.ops.base import OpContext
+    from playground_rt.pipeline import registry
+    from playground_rt.pipeline.ops.base import OpContext
+    from playground_rt.pipeline.sessions import ModelRegistry
 
     models = ModelRegistry(model_home, Path("."), 1)
     scene = synth.scene(SIZES[size], seed=1)
     out = {}
     for kind, (pipeline, params) in KINDS.items():
-        plan = pipelines.get_pipeline(pipeline).plan(params)
-        out[kind] = np.asarray(pipelines.apply(plan.steps, scene, OpContext(models=models)))
+        plan = registry.get_pipeline(pipeline).plan(params)
+        out[kind] = np.asarray(registry.apply(plan.steps, scene, OpContext(models=models)))
     return out
 
 
@@ -122,11 +122,11 @@ def results_at(size: str, model_home: Path) -> dict[str, U8]:
 
 def candidates() -> dict[str, Encoder]:
     """Every encoder that can run here, by name."""
-    from playground_rt import png
+    from playground_rt.pipeline import png
 
     found: dict[str, Encoder] = {
         BASELINE: lambda a: _pillow(a, compress_level=1, compress_type=zlib.Z_RLE),
-        "playground_rt.png (chosen: Up + zlib-ng L1 Z_RLE)": lambda a: png.encode(
+        "playground_rt.pipeline.png (chosen: Up + zlib-ng L1 Z_RLE)": lambda a: png.encode(
             Image.fromarray(a)
         ),
         "Pillow L0": lambda a: _pillow(a, compress_level=0),

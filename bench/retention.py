@@ -86,7 +86,7 @@ def body(image: str, task_id: str) -> bytes:
 @contextlib.contextmanager
 def server(data: Path, outputs: Path, cap: int, log: Path) -> Iterator[tuple[str, int]]:
     port = servers.free_port()
-    argv = [sys.executable, "-m", "playground_rt.cli", "serve", "--port", str(port)]
+    argv = [sys.executable, "-m", "playground_rt.cli.main", "serve", "--port", str(port)]
     argv += ["--data-root", str(data), "--outputs-root", str(outputs), "--no-pull"]
     argv += ["--model-home", str(MODEL_HOME), "--log-level", "warning"]
     argv += ["--results-max-bytes", str(cap)]

@@ -131,7 +131,7 @@ def rembg_server(model_home: Path, logs: Path) -> Iterator[str]:
 def playground_server(config: PlaygroundConfig, logs: Path) -> Iterator[str]:
     """``playground-rt serve`` with ``config`` on a free port; yields its base URL."""
     port = free_port()
-    argv = [sys.executable, "-m", "playground_rt.cli", "serve", "--port", str(port)]
+    argv = [sys.executable, "-m", "playground_rt.cli.main", "serve", "--port", str(port)]
     argv += ["--workers", str(config.workers), "--intra-op-threads", str(config.intra)]
     argv += ["--outputs-root", str(config.outputs_root), "--data-root", str(config.data_root)]
     argv += ["--model-home", str(config.model_home), "--no-pull", "--log-level", "warning"]

@@ -13,7 +13,7 @@ is what one job of that size costs. Then:
 
 * a strength change on an image already seen (0.85 -> 0.5), against the first job's time;
 * A/B of onnxruntime's CPU arena (the options before issue 12, ``bench.arena_serve``) against
-  the lean options now in ``playground_rt.models``: idle RSS after a concurrency-8 warm-up
+  the lean options now in ``pipeline.sessions``: idle RSS after a concurrency-8 warm-up
   and 640x480 throughput at concurrency 8, alternating, fresh servers;
 * RSS with ``--queued`` (30) 12 MP jobs submitted at once (2 running, the rest queued).
 
@@ -47,7 +47,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from playground_rt.arenas import IDLE_RELEASE_S
+from playground_rt.pipeline.arenas import IDLE_RELEASE_S
 
 from . import httpload, servers, synth
 
@@ -213,8 +213,8 @@ class Floor:
     session with the server's options on every core (what a lone server job gets)."""
 
     def __init__(self, model_home: Path) -> None:
-        from playground_rt import images
-        from playground_rt.models import ModelRegistry
+        from playground_rt.pipeline import images
+        from playground_rt.pipeline.sessions import ModelRegistry
 
         cores = len(os.sched_getaffinity(0))
         registry = ModelRegistry(model_home, Path(tempfile.gettempdir()), 1, wide_threads=cores)
@@ -231,8 +231,9 @@ class Floor:
     def _one(self, pipeline: str, data: bytes) -> dict[str, float]:
         import rembg
 
-        from playground_rt import images, pipelines
-        from playground_rt.ops.base import OpContext
+        from playground_rt.pipeline import images
+        from playground_rt.pipeline import registry as pipelines
+        from playground_rt.pipeline.ops.base import OpContext
 
         pid, params = PIPELINES[pipeline]
         t0 = time.perf_counter()
@@ -292,7 +293,7 @@ def serve(
 ) -> Iterator[Served]:
     """A fresh server (fresh outputs root) on the sweep inputs; ``arena``: the old options."""
     port = servers.free_port()
-    module = "bench.arena_serve" if arena else "playground_rt.cli"
+    module = "bench.arena_serve" if arena else "playground_rt.cli.main"
     argv = [sys.executable, "-m", module, "serve", "--port", str(port), "--no-pull"]
     argv += ["--outputs-root", str(work / f"outputs-{label}-{time.monotonic_ns()}")]
     argv += ["--data-root", str(INPUTS), "--model-home", str(args.model_home)]

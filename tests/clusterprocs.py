@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from playground_rt.cluster import wire
+from playground_rt.jobs.cluster import wire
 
 from .conftest import MODEL_HOME, make_settings, require_model
 from .hubfixtures import Redis
@@ -62,7 +62,7 @@ class Cluster:
 
     def start_web(self, name: str) -> Proc:
         port = free_port()
-        argv = [sys.executable, "-m", "playground_rt.cli", "serve", "--port", str(port)]
+        argv = [sys.executable, "-m", "playground_rt.cli.main", "serve", "--port", str(port)]
         argv += ["--data-root", str(self.root / "data"), "--outputs-root", str(self.outputs)]
         argv += ["--model-home", str(MODEL_HOME)]
         env = environment(execute="remote", broker=self.redis.url, **self.settings)
@@ -72,7 +72,7 @@ class Cluster:
         return proc
 
     def start_worker(self, name: str) -> Proc:
-        argv = [sys.executable, "-m", "playground_rt.cli", "worker", "--name", name]
+        argv = [sys.executable, "-m", "playground_rt.cli.main", "worker", "--name", name]
         argv += ["--outputs-root", str(self.outputs), "--model-home", str(MODEL_HOME)]
         argv += ["--workers", "1", "--intra-op-threads", "1"]
         env = environment(broker=self.redis.url, **self.settings)

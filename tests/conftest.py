@@ -19,10 +19,10 @@ from PIL import Image
 from playwright.async_api import Browser, async_playwright
 from starlette.applications import Starlette
 
-from playground_rt import serving
-from playground_rt.app import create_app
 from playground_rt.config import Settings
-from playground_rt.state import AppState
+from playground_rt.web import serving
+from playground_rt.web.app import create_app
+from playground_rt.web.state import AppState
 
 MODEL_HOME = Path.home() / ".u2net"
 CHROMIUM = Path("/usr/bin/chromium")

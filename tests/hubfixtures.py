@@ -25,8 +25,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from playground_rt import schemas
-from playground_rt.app import create_app
 from playground_rt.config import Settings
+from playground_rt.web.app import create_app
 
 from .conftest import Server, b64, encode, require_model, sample_image
 

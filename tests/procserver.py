@@ -96,7 +96,7 @@ def serve_process(root: Path, ready: str = "/readyz", **settings: object) -> Ite
     make_settings(root)  # plants the seed image under root/data
     port = free_port()
     log = root / "server.log"
-    argv = [sys.executable, "-m", "playground_rt.cli", "serve", "--port", str(port)]
+    argv = [sys.executable, "-m", "playground_rt.cli.main", "serve", "--port", str(port)]
     # Paths go as flags: PLAYGROUND_DATA_ROOT & co. fail in config.from_env (str -> Path).
     argv += ["--data-root", str(root / "data"), "--outputs-root", str(root / "outputs")]
     argv += ["--model-home", str(MODEL_HOME)]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from playground_rt.job import JobState
+from playground_rt.jobs.job import JobState
 
 from .conftest import SEED_IMAGE, Server, b64, encode, sample_image
 
@@ -497,15 +497,15 @@ async def test_job_state_machine_refuses_illegal_moves(server: Server) -> None:
 
 def test_sha256_is_used_not_python_hash() -> None:
     # the key must not depend on the process: recompute it from the documented form
-    from playground_rt import pipelines
+    from playground_rt.pipeline import registry
 
-    plan = pipelines.get_pipeline("preprocessing").plan({"blur": {"kernelSize": 3}})
+    plan = registry.get_pipeline("preprocessing").plan({"blur": {"kernelSize": 3}})
     assert plan.canonical == '{"blur":{"kernelSize":3}}'
     image_sha = hashlib.sha256(b"x").hexdigest()
     text = "\n".join(
         ["playground-rt/cache-v2", "preprocessing", "1", plan.canonical, "", image_sha]
     )
-    assert pipelines.digest(plan, image_sha) == hashlib.sha256(text.encode()).hexdigest()[:32]
+    assert registry.digest(plan, image_sha) == hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 async def test_dataset_file_serves_image_bytes_under_the_root_only(server: Server) -> None:

@@ -13,8 +13,8 @@ import pytest
 import rembg
 from PIL import Image
 
-from playground_rt import arenas
-from playground_rt.models import ModelRegistry
+from playground_rt.pipeline import arenas
+from playground_rt.pipeline.sessions import ModelRegistry
 
 from .conftest import MODEL_HOME, require_model, sample_image
 

@@ -18,8 +18,8 @@ import rembg.bg
 from PIL import Image
 from rembg.sessions.base import BaseSession
 
-from playground_rt.ops import OpContext, SessionProvider, compose, get_op, parse_params
-from playground_rt.ops import background as bg
+from playground_rt.pipeline.ops import OpContext, SessionProvider, compose, get_op, parse_params
+from playground_rt.pipeline.ops import background as bg
 
 from .conftest import MODEL_HOME, sample_image
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from playground_rt import cache, errors
-from playground_rt.cache import STALE_TEMP_S, TEMP_PREFIX, ResultStore
+from playground_rt import errors
+from playground_rt.pipeline import results as cache
+from playground_rt.pipeline.results import STALE_TEMP_S, TEMP_PREFIX, ResultStore
 
 JOB = "preprocessing-" + "a" * 32
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64 + b"IEND\xaeB`\x82"

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from playground_rt import errors, pipelines, schemas
-from playground_rt.commands import RUN_COMMAND, UPLOADED_IMAGE, Catalog, CatalogError
+from playground_rt import errors, schemas
+from playground_rt.commands.builder import RUN_COMMAND, UPLOADED_IMAGE, Catalog, CatalogError
+from playground_rt.pipeline import registry
 
 from .conftest import SEED_IMAGE, Server, make_settings, running
 
@@ -50,7 +51,7 @@ def test_builtin_catalog_lists_the_run_command_first() -> None:
     (run,) = Catalog.load(None).describe().commands
     assert (run.id, run.program, run.subcommand) == (RUN_COMMAND, "playground-rt", "run")
     options = {o.name: o for o in run.options}
-    assert options["pipeline"].choices == sorted(pipelines.PIPELINES)
+    assert options["pipeline"].choices == sorted(registry.PIPELINES)
     assert options["pipeline"].required and options["image"].required
 
 
@@ -88,14 +89,14 @@ def test_params_reproduce_the_previews_plan_and_cache_key(
         catalog, preview=preview(pipeline_id=pipeline_id, image_path="x.png", params=params)
     ).argv
     given = json.loads(argv[argv.index("--params") + 1])
-    pipeline = pipelines.get_pipeline(pipeline_id)
+    pipeline = registry.get_pipeline(pipeline_id)
     original, rerun = pipeline.plan(params), pipeline.plan(given)
     assert rerun.steps == original.steps
-    assert pipelines.digest(rerun, "0" * 64) == pipelines.digest(original, "0" * 64)
+    assert registry.digest(rerun, "0" * 64) == registry.digest(original, "0" * 64)
 
 
 def test_default_params_are_left_out(catalog: Catalog) -> None:
-    for pipeline_id in pipelines.PIPELINES:
+    for pipeline_id in registry.PIPELINES:
         argv = build(catalog, preview=preview(pipeline_id=pipeline_id, image_path="x.png")).argv
         assert argv == ["playground-rt", "run", "--pipeline", pipeline_id, "--image", "data/x.png"]
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from playground_rt import cli, config
+from playground_rt import config
+from playground_rt.cli import main as cli
 
 
 def test_workers_zero_picks_cores_over_threads() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from playground_rt.datasets import Datasets
+from playground_rt.web.datasets import Datasets
 
 from .conftest import SEED_IMAGE, Server, b64, encode, make_settings, running, sample_image
 

@@ -19,10 +19,12 @@ import httpx
 import msgspec
 import pytest
 
-from playground_rt import cli, config, serving
-from playground_rt.app import create_app
+from playground_rt import config
+from playground_rt.cli import main as cli
 from playground_rt.config import Settings
-from playground_rt.hosts import HostPolicy, host_name
+from playground_rt.web import serving
+from playground_rt.web.app import create_app
+from playground_rt.web.hosts import HostPolicy, host_name
 
 from .conftest import SEED_IMAGE, Server, make_settings, require_model, running
 from .hubfixtures import client

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from playground_rt import errors
-from playground_rt.executor import Executor
+from playground_rt.jobs.executor import Executor
 
 
 @dataclass(eq=False)

@@ -28,8 +28,8 @@ import pytest
 from PIL import Image
 
 from playground_rt import errors, schemas
-from playground_rt.ops import OPS
-from playground_rt.ops.base import OpContext
+from playground_rt.pipeline.ops import OPS
+from playground_rt.pipeline.ops.base import OpContext
 
 from .conftest import Server, b64, encode, make_settings, running, sample_image
 from .hubfixtures import client

@@ -27,7 +27,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.schemas import BaseSchema
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from playground_rt import openapi
+from playground_rt.web import openapi
 
 from .procserver import ProcServer, serve_process
 

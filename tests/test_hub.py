@@ -13,8 +13,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from playground_rt import schemas
-from playground_rt.job import JobEvent
-from playground_rt.replay import DEFAULT_CAPACITY
+from playground_rt.hub.replay import DEFAULT_CAPACITY
+from playground_rt.jobs.job import JobEvent
 
 from .conftest import Server, make_settings
 from .hubfixtures import (

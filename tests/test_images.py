@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps, PngImagePlugin
 
-from playground_rt import errors, images
+from playground_rt import errors
+from playground_rt.pipeline import images
 
 from .conftest import encode, sample_image
 

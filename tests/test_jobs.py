@@ -17,10 +17,11 @@ import pytest
 import rembg
 from PIL import Image
 
-from playground_rt import images, pipelines, schemas
-from playground_rt.job import JobEvent
-from playground_rt.ops import OPS
-from playground_rt.ops.base import OpContext, OpSpec
+from playground_rt import schemas
+from playground_rt.jobs.job import JobEvent
+from playground_rt.pipeline import images, registry
+from playground_rt.pipeline.ops import OPS
+from playground_rt.pipeline.ops.base import OpContext, OpSpec
 
 from .conftest import MODEL_HOME, Server, b64, encode, make_settings, running, sample_image
 from .hubfixtures import Client, client
@@ -178,11 +179,11 @@ def explode(image: Image.Image, params: ExplodeParams, ctx: OpContext) -> Image.
 @pytest.fixture
 def faulty_pipeline() -> Iterator[None]:
     OPS["explode"] = OpSpec("explode", ExplodeParams, explode, client=False, summary="fails")
-    pipelines.PIPELINES["faulty"] = pipelines._pipeline(
+    registry.PIPELINES["faulty"] = registry._pipeline(
         "faulty", "1", "fails", ("explode",), flat=True
     )
     yield
-    del pipelines.PIPELINES["faulty"]
+    del registry.PIPELINES["faulty"]
     del OPS["explode"]
 
 
@@ -228,7 +229,7 @@ async def test_progress_is_coalesced_to_ten_frames_a_second(server: Server) -> N
 
     server.state.jobs.listeners.append(listen)
     try:
-        params: dict[str, Any] = {op: True for op in pipelines.PREPROCESSING_OPS}
+        params: dict[str, Any] = {op: True for op in registry.PREPROCESSING_OPS}
         params["resize"] = {"width": 64}
         body = {
             "pipeline_id": "preprocessing",
@@ -240,7 +241,7 @@ async def test_progress_is_coalesced_to_ten_frames_a_second(server: Server) -> N
         server.state.jobs.listeners.remove(listen)
     assert answer["status"] == "completed"
     mine = [(at, frame) for at, frame in seen if frame.job_id == answer["job_id"]]
-    assert 1 <= len(mine) < len(pipelines.PREPROCESSING_OPS)
+    assert 1 <= len(mine) < len(registry.PREPROCESSING_OPS)
     gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(mine)]
     assert all(gap >= 0.09 for gap in gaps), gaps
 

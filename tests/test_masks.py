@@ -16,9 +16,10 @@ from PIL import Image
 from rembg.bg import naive_cutout
 from rembg.sessions.base import BaseSession
 
-from playground_rt import errors, masks, pipelines
-from playground_rt.masks import MaskCache, MaskKey
-from playground_rt.ops.base import OpContext, SessionProvider
+from playground_rt import errors
+from playground_rt.pipeline import masks, registry
+from playground_rt.pipeline.masks import MaskCache, MaskKey
+from playground_rt.pipeline.ops.base import OpContext, SessionProvider
 
 from .conftest import Server, encode, require_model, sample_image
 
@@ -128,14 +129,14 @@ def test_the_kept_mask_is_never_handed_out(u2netp: BaseSession) -> None:
     ],
 )
 def test_op_reblends_without_inference(u2netp: BaseSession, second: dict[str, Any]) -> None:
-    plan_first = pipelines.get_pipeline("rembg").plan({"strength": 0.85})
-    plan_second = pipelines.get_pipeline("rembg").plan(second)
+    plan_first = registry.get_pipeline("rembg").plan({"strength": 0.85})
+    plan_second = registry.get_pipeline("rembg").plan(second)
     counting = Counting(u2netp)
     cache = MaskCache(1 << 20)
 
-    def run(plan: pipelines.Plan, cache: MaskCache, session: object) -> Image.Image:
+    def run(plan: registry.Plan, cache: MaskCache, session: object) -> Image.Image:
         ctx = OpContext(models=OneSession(session), image_key=KEY, masks=cache)
-        return pipelines.apply(plan.steps, subject(), ctx)
+        return registry.apply(plan.steps, subject(), ctx)
 
     run(plan_first, cache, counting)
     warm = run(plan_second, cache, counting)
@@ -152,16 +153,16 @@ def test_keys_follow_the_ops_before_the_model() -> None:
         seen.append(ctx.image_key)
         return image
 
-    plan = pipelines.get_pipeline("preprocessing").plan({"blur": {"kernelSize": 3}})
-    other = pipelines.get_pipeline("preprocessing").plan({"blur": {"kernelSize": 5}})
-    spy = pipelines.Step(
+    plan = registry.get_pipeline("preprocessing").plan({"blur": {"kernelSize": 3}})
+    other = registry.get_pipeline("preprocessing").plan({"blur": {"kernelSize": 5}})
+    spy = registry.Step(
         plan.steps[0].op.__class__(
             "spy", plan.steps[0].op.params, spy_op, client=False, summary="spy"
         ),
         plan.steps[0].params,
     )
     for steps in ((spy,), (*plan.steps, spy), (*other.steps, spy), (*plan.steps, spy)):
-        pipelines.apply(steps, subject(), OpContext(image_key=KEY))
+        registry.apply(steps, subject(), OpContext(image_key=KEY))
     assert seen[0] == KEY
     assert seen[1] not in (None, KEY)
     assert seen[2] not in (None, KEY, seen[1])  # other params, another image

@@ -17,8 +17,8 @@ from rembg.sessions.base import BaseSession
 from rembg.sessions.u2netp import U2netpSession
 
 from playground_rt.errors import InvalidParams, ModelUnavailable, PathOutsideRoot
-from playground_rt.models import ModelRegistry, choose_providers, model_file, rembg_home
-from playground_rt.modelstore import U2NETP_MD5, pull
+from playground_rt.pipeline.model_files import U2NETP_MD5, pull
+from playground_rt.pipeline.sessions import ModelRegistry, choose_providers, model_file, rembg_home
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

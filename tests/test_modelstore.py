@@ -13,8 +13,7 @@ from rembg.sessions.u2net import U2netSession
 from rembg.sessions.u2netp import U2netpSession
 
 from playground_rt.errors import InvalidParams, ModelUnavailable
-from playground_rt.models import rembg_home
-from playground_rt.modelstore import (
+from playground_rt.pipeline.model_files import (
     U2NET_MD5,
     U2NETP_MD5,
     WHEEL_ENV,
@@ -23,6 +22,7 @@ from playground_rt.modelstore import (
     list_models,
     pull,
 )
+from playground_rt.pipeline.sessions import rembg_home
 
 # A proxy on the discard port refuses at once: rembg's own download fails fast instead of
 # hanging, as it would on a machine without internet.

@@ -21,7 +21,7 @@ from PIL import Image, ImageFilter, ImageOps
 from rembg.sessions.base import BaseSession
 
 from playground_rt import errors
-from playground_rt.ops import OPS, OpContext, SessionProvider, get_op, parse_params
+from playground_rt.pipeline.ops import OPS, OpContext, SessionProvider, get_op, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 OPS_CHECK = ROOT / "tests" / "js" / "ops_check.mjs"

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from playground_rt import outlines, schemas
+from playground_rt import schemas
+from playground_rt.pipeline import outlines
 
 from .conftest import Server, b64, encode, sample_image
 from .hubfixtures import Client, client

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 from playwright.async_api import Browser, Page, expect
 
-from playground_rt.connection import Close
+from playground_rt.hub.connection import Close
 
 from .conftest import SEED_IMAGE, Server, b64, encode, make_settings, running, sample_image
 

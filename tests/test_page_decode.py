@@ -20,7 +20,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 from playwright.async_api import Browser, Page, async_playwright
 
-from playground_rt import images
+from playground_rt.pipeline import images
 
 from .conftest import CHROMIUM, CHROMIUM_ARGS, Server, b64, encode, sample_image
 from .test_images import XMP_6, exif, exif_after_idat_png, raw_profile_png, saved, xmp_png

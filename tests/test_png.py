@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from playground_rt import images, png
+from playground_rt.pipeline import images, png
 
 
 def pixels(width: int, height: int, mode: str, seed: int = 5) -> Image.Image:

@@ -21,7 +21,7 @@ from PIL import Image
 from rembg.sessions.base import BaseSession
 from rembg.sessions.u2netp import U2netpSession
 
-from playground_rt.ops import OpContext, SessionProvider, get_op, parse_params
+from playground_rt.pipeline.ops import OpContext, SessionProvider, get_op, parse_params
 
 from .conftest import MODEL_HOME, require_model, sample_image
 

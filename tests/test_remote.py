@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from playground_rt import schemas
-from playground_rt.cluster import wire
+from playground_rt.jobs.cluster import wire
 
 from .conftest import Server, make_settings, running
 from .hubfixtures import Redis, client, unique_png

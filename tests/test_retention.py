@@ -20,9 +20,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from playground_rt import cache, images, runner, schemas
-from playground_rt.cache import TEMP_PREFIX, ResultStore
-from playground_rt.retention import Retention
+from playground_rt import schemas
+from playground_rt.cli import run as runner
+from playground_rt.jobs.retention import Retention
+from playground_rt.pipeline import images
+from playground_rt.pipeline import results as cache
+from playground_rt.pipeline.results import TEMP_PREFIX, ResultStore
 
 from .conftest import Server, b64, encode, make_settings, running, sample_image
 from .hubfixtures import client

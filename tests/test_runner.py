@@ -22,7 +22,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYGROUND_")}
     env["COLUMNS"] = "200"  # rich's tables on a pipe: keep each row on one line
     return subprocess.run(
-        [sys.executable, "-m", "playground_rt.cli", *args],
+        [sys.executable, "-m", "playground_rt.cli.main", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 

@@ -15,15 +15,16 @@ import onnxruntime as ort
 import pytest
 import redis.asyncio as aioredis
 
-from playground_rt import cli, schemas
-from playground_rt.cluster import wire
-from playground_rt.cluster.gpu import GpuRequired
-from playground_rt.cluster.link import Link
-from playground_rt.cluster.worker import Worker
+from playground_rt import schemas
+from playground_rt.cli import main as cli
 from playground_rt.config import Settings
-from playground_rt.intake import Intake
-from playground_rt.job import Prepared
-from playground_rt.models import ModelRegistry
+from playground_rt.jobs.cluster import wire
+from playground_rt.jobs.cluster.gpu import GpuRequired
+from playground_rt.jobs.cluster.link import Link
+from playground_rt.jobs.cluster.worker import Worker
+from playground_rt.jobs.intake import Intake
+from playground_rt.jobs.job import Prepared
+from playground_rt.pipeline.sessions import ModelRegistry
 
 from .conftest import MODEL_HOME, encode, make_settings, require_model, sample_image
 from .hubfixtures import Redis, unique_png

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from . import errors
+from playground_rt import errors
 
 
 def relative_parts(root: Path, given: str) -> tuple[str, ...] | None:

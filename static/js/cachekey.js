@@ -1,5 +1,5 @@
 // The server's cache key, computed in the browser (and under node by
-// tests/js/cachekey_check.mjs). It must match src/playground_rt/pipelines.py bit for bit:
+// tests/js/cachekey_check.mjs). It must match src/playground_rt/pipeline/registry.py bit for bit:
 //
 //   sha256 hex of the UTF-8 text
 //     "playground-rt/cache-v2\n" + pipeline_id + "\n" + version + "\n" +

@@ -13,7 +13,7 @@ function canvas(width, height) {
 /**
  * Decode an image Blob to {width, height, data: Uint8ClampedArray RGBA, translucent}.
  *
- * The server decodes by the same rule (images.py): EXIF orientation from JPEG APP1 and PNG
+ * The server decodes by the same rule (pipeline/images.py): EXIF orientation from JPEG APP1 and PNG
  * eXIf only (what createImageBitmap applies), no colour conversion, 16-bit samples cut to
  * their high byte. One thing a canvas cannot do is keep colours under alpha: it stores
  * premultiplied pixels, so colour under alpha 0 comes back as 0 and partial alpha loses

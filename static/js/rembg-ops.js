@@ -1,4 +1,4 @@
-// The rembg op around the model, as the server runs it (ops/background.py, ops/compose.py
+// The rembg op around the model, as the server runs it (pipeline/ops/background.py, pipeline/ops/compose.py
 // over rembg 2.0.86), for the page's model worker (ort-worker.js). Pure functions, no DOM,
 // no runtime: the model's run is the caller's. tests/test_rembg_js.py checks each one under node against
 // rembg and Pillow, bit for bit.
@@ -91,7 +91,7 @@ export function naiveCutout(img, mask) {
 }
 
 /**
- * The blend's lookup tables over (a0, a), indexed `a0 << 8 | a` (ops/compose.py `tables`):
+ * The blend's lookup tables over (a0, a), indexed `a0 << 8 | a` (pipeline/ops/compose.py `tables`):
  * the blended alpha a0 - rint(s * (a0 - a)), and the cut-out's share of the colour
  * M = rint(255 * s a / (s a + (1 - s) a0)) (255 where both weights are 0), in float64.
  */
@@ -111,7 +111,7 @@ export function blendTables(strength) {
 }
 
 /**
- * The server's strength dial (ops/compose.py `blend_cutout`): alpha from the table, colours
+ * The server's strength dial (pipeline/ops/compose.py `blend_cutout`): alpha from the table, colours
  * (c M + c0 (255 - M)) / 255 rounded as Pillow's paste does.
  */
 export function blendCutout(original, cutout, strength) {
@@ -128,7 +128,7 @@ export function blendCutout(original, cutout, strength) {
   return { width: original.width, height: original.height, data: out };
 }
 
-/** The server's `blend_mask` (ops/compose.py): 255 - rint(s * (255 - m)). */
+/** The server's `blend_mask` (pipeline/ops/compose.py): 255 - rint(s * (255 - m)). */
 export function blendMask(mask, strength) {
   return mask.map((m) => 255 - rint(strength * (255 - m)));
 }

@@ -1,0 +1,1 @@
+"""playground-rt: a realtime server for an ML image-preprocessing playground."""

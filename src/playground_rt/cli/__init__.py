@@ -1,0 +1,1 @@
+"""``playground-rt``: serve, worker, run, models, bench."""

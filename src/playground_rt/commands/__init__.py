@@ -1,0 +1,1 @@
+"""The command builder behind ``POST /api/commands/build``."""

@@ -1,0 +1,1 @@
+"""Frames out: fan-out, connections, replay, the broker between processes."""

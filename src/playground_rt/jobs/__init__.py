@@ -1,0 +1,1 @@
+"""How a request becomes a job: intake, the manager, the executor, the cluster."""

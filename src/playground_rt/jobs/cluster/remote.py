@@ -1,0 +1,550 @@
+"""The web node (``PLAYGROUND_EXECUTE=remote``): jobs go to the workers through Redis.
+
+:class:`RemoteJobs` is the :class:`~playground_rt.jobs.manager.JobManager` of a web node. Requests
+are validated and keyed as always; then, instead of the local executor, the ``submit``
+script queues the job on the ``jobs`` stream, or joins the run already in flight anywhere in
+the cluster (single-flight across nodes), with the queue's depth, the supersede of the
+task's older job and the ``queued`` frame in the same atomic step. Withdrawals and cancels
+are scripts too, so they reach a job whichever node queued it, and the worker that runs it.
+
+Frames: every frame of a remote job goes to the cluster's ``history`` stream, and every web
+node delivers what it reads there (:class:`~.feed.Feed`) to its own sockets; nothing goes
+to the hub directly. A node keeps a *proxy* :class:`~playground_rt.jobs.job.Job` per run it was
+asked for, moved along by the frames it reads: ``/fallback`` waits on it and
+``GET /api/jobs/{id}`` shows it (a job this node never saw is read from Redis).
+
+Failures: while Redis is away, submissions fail with 503 (``NotReady``); the node keeps its
+sockets, and the feed goes on from where it stopped once Redis is back. If Redis lost its
+data (restarted without persistence), the node queues its runs in flight again from the
+bytes its proxies still hold (content-addressed: a result already written is a cache hit),
+so nothing acknowledged is lost while the node that took it lives. A web node that stops
+leaves its jobs to the cluster: they run, and their frames reach the nodes the clients
+reconnect to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import os
+import secrets
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from playground_rt import errors, schemas
+from playground_rt.config import Settings
+from playground_rt.jobs.cluster import wire
+from playground_rt.jobs.cluster.feed import Feed
+from playground_rt.jobs.cluster.figures import ClusterModels, Figures
+from playground_rt.jobs.cluster.link import LOST, Link, retrying, text
+from playground_rt.jobs.executor import default_duration_s
+from playground_rt.jobs.intake import Intake
+from playground_rt.jobs.job import Job, JobEvent, JobState, Prepared, without_image
+from playground_rt.jobs.manager import QUEUED_NOTE, JobManager, Mode, Submission
+from playground_rt.jobs.retention import Retention
+from playground_rt.pipeline import images, registry
+from playground_rt.pipeline.results import ResultStore
+from playground_rt.pipeline.sessions import ModelRegistry
+
+log = logging.getLogger("playground_rt.jobs.cluster")
+
+ACTIVE_TTL_S = 86_400
+"""A job record in flight expires after a day (a safety net: the job ends long before)."""
+ANNOUNCE_DELAY_S = 0.1
+"""A job started somewhere: this node re-announces its queued jobs' positions this soon."""
+WITHDRAWN_WAIT_S = 1.0
+CLIENT_NOTE = "Client should use cache_key to reuse previously computed previews."
+
+
+class RemoteJobs(JobManager):
+    def __init__(
+        self, settings: Settings, store: ResultStore, models: ModelRegistry, retention: Retention
+    ) -> None:
+        super().__init__(settings, store, models, retention)
+        self.name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.link = Link(settings)
+        self.figures = Figures(self.link, self.executor.stats)
+        self.intake = Intake(settings, ClusterModels(lambda: self.figures.workers))
+        self.limits = self.intake.limits
+        self.sinks: list[Callable[[wire.HistoryEntry], None]] = []
+        """Who gets every history entry (the hub: ``Hub.deliver``)."""
+        self.lost: list[Callable[[str], None]] = []
+        """Told when history entries may be missing (the hub sends its sockets a ``gap``)."""
+        self.feed = Feed(self.link, self._on_history, self._on_lost, self._on_state)
+        self._runs: dict[str, Job] = {}
+        """Proxies in flight, by run (the ``jobs`` entry id of the run)."""
+        self._run_of: dict[Job, str] = {}
+        self._mine: set[str] = set()
+        """Runs this node queued: it announces their positions."""
+        self._listening: dict[str, list[list[wire.HistoryEntry]]] = {}
+        """Per job id, the entries read while a submission of it awaits its script."""
+        self.positions: dict[str, tuple[int, int]] = {}
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._announce: asyncio.TimerHandle | None = None
+        self._outbox: asyncio.Queue[tuple[str, tuple[str | bytes | int | float, ...]]] = (
+            asyncio.Queue()
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tasks = [
+            asyncio.create_task(self.feed.run(self._stop), name="cluster-feed"),
+            asyncio.create_task(self.figures.run(), name="cluster-figures"),
+            asyncio.create_task(self._send(), name="cluster-send"),
+        ]
+
+    async def stop(self, grace_s: float) -> None:
+        """Leave the jobs to the cluster (they run on; their frames reach the nodes the
+        clients reconnect to); wake this node's waiters; close the connection."""
+        if self._stopped:
+            return
+        self._stopped = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(grace_s, 2.0)):
+                await self._outbox.join()
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.link.close()
+
+    @property
+    def accepting(self) -> bool:
+        return self.feed.connected.is_set() and not self._stopped
+
+    async def wait(self, job: Job, timeout_s: float) -> bool:
+        """As :meth:`JobManager.wait`, but also returns (False) when this node stops."""
+        stopping = asyncio.ensure_future(self._stop.wait())
+        done = asyncio.ensure_future(job.done.wait())
+        try:
+            await asyncio.wait([stopping, done], timeout=timeout_s, return_when="FIRST_COMPLETED")
+        finally:
+            stopping.cancel()
+            done.cancel()
+        return job.terminal
+
+    # --- requests --------------------------------------------------------------------------
+
+    async def submit(
+        self, prepared: Prepared, mode: Mode, task_id: str | None, client: str | None = None
+    ) -> Submission:
+        """As :meth:`JobManager.submit`, across the cluster: a run in flight on any node is
+        joined, the queue's depth is the cluster's, a task's older job anywhere is
+        superseded."""
+        interest = task_id or f"anon:{uuid.uuid4().hex}"
+        notes = list(prepared.notes)
+        route_client, backend = self._route(prepared, mode, notes)
+        path = self.store.lookup(prepared.pipeline_id, prepared.job_id)
+        if path is not None:
+            if task_id is not None:
+                await self._script("supersede", task_id, prepared.job_id)
+            hit = self._cache_hit(prepared, backend, interest, path)
+            return Submission(hit, "completed", notes)
+        if not route_client:
+            self._check_cluster_share(client)
+        reply = await self._queue(prepared, interest, task_id, join_only=route_client)
+        status = text(reply[0])
+        if status == "completed":  # it ended between the lookup and the script
+            if (path := self.store.lookup(prepared.pipeline_id, prepared.job_id)) is not None:
+                hit = self._cache_hit(prepared, backend, interest, path)
+                return Submission(hit, "completed", notes)
+            reply = await self._queue(prepared, interest, task_id, force=True)
+            status = text(reply[0])
+        if status == "full":
+            raise self._queue_full(int(reply[1]))
+        if status == "absent":  # the page's own work, nothing in flight to join
+            notes.append(CLIENT_NOTE)
+            return Submission(
+                Job(prepared, backend, interests={interest}, client=client), "accepted", notes
+            )
+        return self._proxy(prepared, backend, interest, client, reply, notes)
+
+    async def _queue(
+        self,
+        prepared: Prepared,
+        interest: str,
+        task_id: str | None,
+        *,
+        join_only: bool = False,
+        force: bool = False,
+    ) -> list[Any]:
+        """The ``submit`` script, with what is read meanwhile about this job kept aside (a
+        fast run may end before the script's answer is back)."""
+        body = wire.QueuedJob(
+            job_id=prepared.job_id,
+            pipeline_id=prepared.pipeline_id,
+            params=prepared.plan.canonical,
+            image=prepared.source.data,
+            checkpoint=self._checkpoint_arg(prepared.checkpoint),
+            origin=self.name,
+        )
+        kind = prepared.kind
+        buffer: list[wire.HistoryEntry] = []
+        self._listening.setdefault(prepared.job_id, []).append(buffer)
+        try:
+            reply: list[Any] = await self._script(
+                "submit",
+                prepared.job_id,
+                interest,
+                task_id or "",
+                wire.encode_body(body),
+                self.settings.queue_size,
+                kind,
+                int(default_duration_s(kind) * 1000),
+                max(1, self.executor.stats.workers),
+                self.name,
+                ACTIVE_TTL_S * 1000,
+                "1" if force else "0",
+                "1" if join_only else "0",
+            )
+        finally:
+            buffers = self._listening[prepared.job_id]
+            buffers.remove(buffer)
+            if not buffers:
+                del self._listening[prepared.job_id]
+        reply.append(buffer)
+        return reply
+
+    def _proxy(
+        self,
+        prepared: Prepared,
+        backend: str,
+        interest: str,
+        client: str | None,
+        reply: list[Any],
+        notes: list[str],
+    ) -> Submission:
+        """The run's proxy on this node, caught up with what was read while the script ran."""
+        status, run, position, state, buffer = text(reply[0]), text(reply[1]), *reply[2:]
+        job = self._runs.get(run)
+        if job is None:
+            job = Job(prepared, backend, client=client)
+            self._track(job, run)
+            if text(state) == "running":
+                job.move(JobState.RUNNING)
+        job.interests.add(interest)
+        if status == "queued":
+            self._mine.add(run)
+        if int(position) >= 0:
+            self.positions[run] = (int(position), self._eta_ms(int(position), prepared.kind))
+        for entry in buffer:
+            if entry.run == run:
+                self._apply(job, run, entry)
+        if status == "joined":
+            notes.append("an identical job is already in flight; joined it")
+        else:
+            notes.append(QUEUED_NOTE)
+        return Submission(job, "accepted", notes, joined=status == "joined")
+
+    def _track(self, job: Job, run: str) -> None:
+        self._runs[run] = job
+        self._run_of[job] = run
+        self.active[job.id] = job
+
+    def _check_cluster_share(self, client: str | None) -> None:
+        """``client_queue_share`` over this node's waiting jobs (a client's requests reach
+        one node at a time; the share is not summed across nodes)."""
+        share = self.settings.client_queue_share
+        if client is None or share == 0:
+            return
+        mine = [
+            job
+            for job in self._runs.values()
+            if job.client == client and job.state is JobState.QUEUED
+        ]
+        if len(mine) >= share:
+            seconds = self._retry_after(len(mine))
+            raise errors.ClientQueueFull(
+                f"you have {len(mine)} jobs waiting (client_queue_share={share}); "
+                f"retry in {seconds} s",
+                retry_after=seconds,
+            )
+
+    def _queue_full(self, depth: int) -> errors.QueueFull:
+        seconds = self._retry_after(depth)
+        return errors.QueueFull(
+            f"queue full ({depth} jobs waiting in the cluster); retry in {seconds} s "
+            "or keep the work client-side",
+            retry_after=seconds,
+        )
+
+    def _retry_after(self, jobs: int) -> int:
+        stats = self.executor.stats
+        average = max(stats.durations_s.values(), default=default_duration_s("rembg:u2netp"))
+        return max(1, math.ceil(jobs * average / max(1, stats.workers)))
+
+    def _eta_ms(self, position: int, kind: str) -> int:
+        stats = self.executor.stats
+        average = stats.durations_s.get(kind, default_duration_s(kind))
+        return int(1000 * (position * average / max(1, stats.workers) + average))
+
+    def _checkpoint_arg(self, checkpoint: Path | None) -> str | None:
+        if checkpoint is None:
+            return None
+        return checkpoint.relative_to(self.settings.outputs_root.resolve()).as_posix()
+
+    # --- withdrawals and cancels -----------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> Job:
+        ended = await self._script("cancel", job_id, "cancelled outright")
+        return await self._settled(job_id, ended=bool(ended))
+
+    async def withdraw(self, job_id: str, task_id: str) -> Job:
+        status = await self.withdraw_status(job_id, task_id)
+        if status == "unknown":
+            return self.get(job_id)  # UnknownJob unless this node knew it
+        if status == "not_following":
+            raise errors.UnknownJob(f"task {task_id!r} does not follow job {job_id!r}")
+        return await self._settled(job_id, ended=status == "cancelled")
+
+    async def withdraw_status(self, job_id: str, task_id: str) -> str:
+        """Withdraw ``task_id`` from the job wherever it runs: ``withdrawn``, ``cancelled``
+        (it was the last interest), ``not_following``, ``finished`` or ``unknown``."""
+        return text(await self._script("withdraw", job_id, task_id, "cancelled by the client"))
+
+    async def withdraw_task(self, task_id: str) -> list[Job]:
+        status, job_id = await self._script("withdraw_task", task_id, "cancelled by the client")
+        if text(status) not in ("withdrawn", "cancelled"):
+            return []
+        return [await self._settled(text(job_id), ended=text(status) == "cancelled")]
+
+    async def _settled(self, job_id: str, ended: bool) -> Job:
+        """The job after a withdrawal: its proxy (once the frame that ended it was read, when
+        the withdrawal ended it: it is on its way), else what Redis says."""
+        job = self.active.get(job_id)
+        if job is None:
+            job = self.finished.get(job_id) or await self._detached(job_id)
+        elif ended:
+            await self.wait(job, WITHDRAWN_WAIT_S)
+        return job
+
+    # --- views -----------------------------------------------------------------------------
+
+    def view(self, job: Job) -> schemas.JobView:
+        view = super().view(job)
+        run = self._run_of.get(job)
+        if job.state is JobState.QUEUED and run in self.positions:
+            view.position, view.eta_ms = self.positions[run]
+        view.threads = None  # the worker's business
+        return view
+
+    async def view_of(self, job_id: str) -> schemas.JobView:
+        """Known here, else the cluster's record, else the result on disk."""
+        with contextlib.suppress(errors.UnknownJob):
+            return self.view(self.get(job_id))
+        with contextlib.suppress(errors.UnknownJob):
+            view = self.view(await self._detached(job_id))
+            if view.state == "queued":  # its place in the cluster's queue
+                redis = self.link.redis
+                rank: Any = await redis.zrank(wire.QUEUE, job_id)
+                kind = text(await redis.hget(wire.job_key(job_id), "kind") or view.pipeline_id)
+                if rank is not None:
+                    view.position, view.eta_ms = int(rank), self._eta_ms(int(rank), kind)
+            return view
+        return await super().view_of(job_id)
+
+    async def _detached(self, job_id: str) -> Job:
+        """A job this node holds no proxy for, from its record in Redis (``UnknownJob``
+        when there is none)."""
+        try:
+            fields: dict[Any, Any] = await self.link.redis.hgetall(wire.job_key(job_id))
+        except LOST as exc:
+            raise errors.NotReady(f"the cluster's Redis is unreachable: {exc}") from None
+        if not fields or job_id.rpartition("-")[0] not in registry.PIPELINES:
+            raise errors.UnknownJob(f"no job {job_id!r} (finished jobs are kept for a while only)")
+        pipeline_id, hex_digest = registry.split_job_id(job_id)
+        plan = registry.get_pipeline(pipeline_id).plan({})
+        prepared = Prepared(
+            plan,
+            images.Source(b"", ""),
+            None,
+            job_id,
+            registry.cache_key(pipeline_id, hex_digest),
+            (),
+            (0, 0),
+        )
+        job = Job(prepared, f"server-{pipeline_id}", state=JobState(text(fields[b"state"])))
+        job.detail = text(fields[b"detail"]) if fields.get(b"detail") else None
+        if job.state is JobState.COMPLETED:
+            job.result_path = self.store.lookup(pipeline_id, job_id)
+            if job.result_path is None:
+                raise errors.UnknownJob(f"job {job_id!r} has no result on this node's disk")
+        return job
+
+    # --- the cluster's frames --------------------------------------------------------------
+
+    def _on_history(self, entry: wire.HistoryEntry) -> None:
+        for sink in self.sinks:
+            sink(entry)
+        for buffer in self._listening.get(entry.frame.job_id, ()):
+            buffer.append(entry)
+        frame = entry.frame
+        if isinstance(frame, schemas.Progress) and frame.step == 0:
+            self._schedule_announce()
+        job = self._runs.get(entry.run)
+        if job is not None:
+            self._apply(job, entry.run, entry)
+
+    def _apply(self, job: Job, run: str, entry: wire.HistoryEntry) -> None:
+        """Move a proxy along with a frame of its run."""
+        frame = entry.frame
+        if job.terminal:
+            return
+        if entry.withdrawn:
+            job.interests -= entry.task_ids
+        elif isinstance(frame, schemas.Queued):
+            self.positions[run] = (frame.position, frame.eta_ms)
+        elif isinstance(frame, schemas.Progress):
+            if job.state is JobState.QUEUED:
+                job.move(JobState.RUNNING)
+        elif isinstance(frame, schemas.Completed):
+            job.result_path = self.store.path(job.prepared.pipeline_id, job.id)
+            job.durations = dict(frame.durations)
+            self._end(job, run, JobState.COMPLETED, None, frame)
+        elif isinstance(frame, schemas.Failed):
+            self._end(job, run, JobState.FAILED, frame.detail, frame)
+        else:
+            self._end(job, run, JobState.CANCELLED, frame.detail, frame)
+
+    def _end(
+        self, job: Job, run: str, state: JobState, detail: str | None, frame: schemas.JobFrame
+    ) -> None:
+        if job.state is JobState.QUEUED and state is JobState.COMPLETED:
+            job.move(JobState.RUNNING)
+        job.move(state)
+        job.detail = detail
+        job.durations.setdefault("total", round((time.perf_counter() - job.created) * 1000, 3))
+        job.prepared = without_image(job.prepared)
+        self._untrack(job, run)
+        self._retire(job)
+        for listener in self.listeners:  # telemetry (the hub reads the history itself)
+            try:
+                listener(JobEvent(frame, job.task_ids))
+            except Exception:
+                log.exception("job listener failed")
+        job.done.set()
+
+    def _untrack(self, job: Job, run: str) -> None:
+        self._runs.pop(run, None)
+        self._run_of.pop(job, None)
+        self._mine.discard(run)
+        self.positions.pop(run, None)
+        if self.active.get(job.id) is job:
+            del self.active[job.id]
+
+    def _emit_event(self, event: JobEvent) -> None:
+        """Frames made here (a cache hit's ``completed``) go to the history like all others."""
+        super()._emit_event(event)
+        tasks = wire.encode_task_ids(event.task_ids)
+        flag = "1" if event.withdrawn else "0"
+        self._outbox.put_nowait(("notify", (wire.encode_frame(event.frame), tasks, flag)))
+
+    def _schedule_announce(self) -> None:
+        if self._announce is None and self._mine and self._loop is not None:
+            self._announce = self._loop.call_later(ANNOUNCE_DELAY_S, self._announce_queued)
+
+    def _announce_queued(self) -> None:
+        """A job started: tell the followers of this node's queued runs where they are."""
+        self._announce = None
+        for run in sorted(self._mine):
+            job = self._runs.get(run)
+            if job is None or job.state is not JobState.QUEUED:
+                continue
+            last = self.positions.get(run, (-1, 0))[0]
+            kind = job.prepared.kind
+            default_ms = int(default_duration_s(kind) * 1000)
+            threads = max(1, self.executor.stats.workers)
+            self._outbox.put_nowait(("announce", (job.id, last, default_ms, threads, run)))
+
+    def _on_state(self, connected: bool) -> None:
+        if connected:
+            log.info("cluster: connected to %s as web node %s", self.link.where, self.name)
+
+    def _on_lost(self, detail: str) -> None:
+        """Redis lost entries: tell the sockets, and queue this node's runs again."""
+        for handler in self.lost:
+            handler(detail)
+        if self._loop is not None and not self._stopped:
+            task = self._loop.create_task(self._requeue(), name="cluster-requeue")
+            self._tasks.append(task)
+
+    async def _requeue(self) -> None:
+        """Queue again every run this node has in flight (Redis restarted empty). Results
+        already written come back as cache hits; nothing runs twice for nothing."""
+        try:
+            await self._requeue_all()
+        except Exception:  # task boundary
+            log.exception("cluster: queueing the jobs in flight again failed")
+
+    async def _requeue_all(self) -> None:
+        for run, job in list(self._runs.items()):
+            if job.terminal:
+                continue
+            log.warning("cluster: queueing job %s again (Redis lost it)", job.id)
+            interests = sorted(job.interests) or [f"anon:{uuid.uuid4().hex}"]
+            self._untrack(job, run)
+            if job.state is JobState.RUNNING:
+                job.state = JobState.QUEUED  # not a transition: a new run of the same job
+            for interest in interests:
+                if not await self._requeue_one(job, interest):
+                    return
+
+    async def _requeue_one(self, job: Job, interest: str) -> bool:
+        task = None if interest.startswith("anon:") else interest
+
+        def call() -> Awaitable[list[Any]]:
+            return self._queue(job.prepared, interest, task, force=True)
+
+        retry_on = (*LOST, errors.NotReady)
+        reply = await retrying(call, f"requeue {job.id}", self._stop, retry_on)
+        if reply is None:
+            return False
+        status, run = text(reply[0]), text(reply[1]) if len(reply) > 2 else ""
+        if status in ("queued", "joined") and run not in self._runs:
+            self._track(job, run)
+            self._mine.add(run)
+            for entry in reply[-1]:
+                if entry.run == run:
+                    self._apply(job, run, entry)
+        return True
+
+    # --- background ------------------------------------------------------------------------
+
+    async def _script(self, name: str, *args: str | bytes | int | float) -> Any:
+        """Run a script now (a request waits for it): ``NotReady`` while Redis is away."""
+        try:
+            return await self.link.run(name, *args)
+        except LOST as exc:
+            raise errors.NotReady(
+                f"the cluster's Redis is unreachable ({exc}); retry shortly"
+            ) from None
+
+    async def _send(self) -> None:
+        """Frames and announcements made here, in order; retried while Redis is away."""
+        while True:
+            name, args = await self._outbox.get()
+            try:
+                result = await retrying(
+                    functools.partial(self.link.run, name, *args), f"cluster {name}", self._stop
+                )
+                if name == "announce" and result is not None and int(result) >= 0:
+                    self._positioned(text(args[4]), int(result))
+            except Exception:
+                log.exception("cluster %s failed", name)
+            finally:
+                self._outbox.task_done()
+
+    def _positioned(self, run: str, position: int) -> None:
+        job = self._runs.get(run)
+        if job is not None:
+            self.positions[run] = (position, self._eta_ms(position, job.prepared.kind))

@@ -1,0 +1,522 @@
+"""``playground-rt worker``: runs the cluster's server jobs, taken from a Redis Stream.
+
+A worker is the one-process server without its web half: the same
+:class:`~playground_rt.jobs.manager.JobManager` (executor threads, time budget, progress coalescing,
+the result cache, ``registry.apply``, ``images.decode``/``encode_png``, ``ResultStore``),
+fed from the ``jobs`` stream's consumer group instead of HTTP, its events turned into the
+cluster's scripts (:mod:`.scripts`) instead of frames to sockets.
+
+Delivery is at-least-once, and a job's end is exactly-once:
+
+* It reads an entry only when a thread is free (``XREADGROUP``), so entries wait in the
+  stream, not in a worker's memory, and any worker may take the next one.
+* ``start`` moves the job to ``running`` under this worker's name (or skips an entry whose
+  job was cancelled, ended, or queued again meanwhile).
+* While it runs, the worker renews its claim every third of ``claim_idle_s`` (``XCLAIM
+  JUSTID`` of its own entries) and reads the job's state every ``WATCH_S``: a job cancelled
+  in the cluster (or ended by another worker) is stopped between ops.
+* ``finish`` ends the job (its terminal frame, once: a job that already ended is only
+  acknowledged), then ``XACK``/``XDEL``. A result is written (atomically, content-addressed)
+  before its job ends, so running a job twice only costs time.
+* A worker killed mid-job renews nothing: after ``claim_idle_s`` another worker's
+  ``XAUTOCLAIM`` takes the entry over and runs it again. An entry handed out more than
+  ``max_deliveries`` times goes to the ``dead`` stream and its job fails with the reason.
+* On SIGTERM it stops taking entries, gives running jobs ``shutdown_grace_s``, and hands the
+  rest back (claimable at once by the other workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+from redis.exceptions import ResponseError
+
+from playground_rt import errors, schemas
+from playground_rt.config import Settings
+from playground_rt.jobs.cluster import gpu, wire
+from playground_rt.jobs.cluster.gpu import GpuRequired
+from playground_rt.jobs.cluster.link import BACKOFF_S, BLOCK_MS, LOST, Link, retrying, text
+from playground_rt.jobs.executor import EWMA_WEIGHT
+from playground_rt.jobs.job import JobEvent, Prepared
+from playground_rt.jobs.manager import JobManager
+from playground_rt.jobs.retention import Retention
+from playground_rt.paths import confine
+from playground_rt.pipeline import images, registry
+from playground_rt.pipeline.results import ResultStore
+from playground_rt.pipeline.sessions import ModelRegistry
+
+log = logging.getLogger("playground_rt.worker")
+
+WATCH_S = 0.1
+"""How often a worker reads the state of the jobs it runs (cancel reaches it this fast)."""
+HEARTBEAT_S = 1.0
+HEARTBEAT_TTL_MS = 5000
+"""A worker silent this long is gone from telemetry."""
+CLEANUP_S = 30.0
+"""How often a worker forgets the group's dead consumers (no entries, no heartbeat)."""
+DRAIN_S = 5.0
+SEND_BATCH = 64
+FREE_POLL_S = 0.1
+"""How often a worker with every thread taken looks again (a cancelled op may have ended)."""
+
+
+AfterCancel = Literal["ack", "release", "leave"]
+
+
+@dataclass
+class Hand:
+    """A job this worker holds: its run's entry, and what to do if it ends cancelled."""
+
+    job_id: str
+    entry: str
+    kind: str
+    enqueued_ms: int
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    stale: list[str] = field(default_factory=list)
+    """Entries of older runs of the same job it also holds (acknowledged with this one)."""
+    after_cancel: AfterCancel = "release"
+    """``ack``: it ended in the cluster; ``leave``: another worker holds it now; ``release``
+    (shutdown, or anything unforeseen): hand it back for another worker."""
+
+
+Op = tuple[str, tuple[str | bytes | int | float, ...]]
+
+
+class Worker:
+    def __init__(self, settings: Settings, name: str | None = None) -> None:
+        self.settings = settings
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.store = ResultStore(settings.results_root)
+        self.models = ModelRegistry(
+            settings.model_home,
+            settings.outputs_root,
+            settings.intra_op_threads,
+            wide_threads=settings.wide_threads,
+        )
+        # Workers write into the shared results folder: their writes count and trim too.
+        self.retention = Retention(
+            settings.results_root, settings.results_max_bytes, settings.results_max_age_s
+        )
+        self.jobs = JobManager(settings, self.store, self.models, self.retention)
+        self.jobs.listeners.append(self._on_event)
+        self.link = Link(settings)
+        self.threads = settings.worker_count
+        self.hands: dict[str, Hand] = {}
+        self.done = 0
+        self.failed = 0
+        self.started_ms = int(time.time() * 1000)
+        self._stop = asyncio.Event()
+        self._abandon = asyncio.Event()
+        self._free = asyncio.Event()
+        self._outbox: asyncio.Queue[Op] = asyncio.Queue()
+        self._digests: dict[tuple[Path, int, int], str] = {}
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def prepare_models(self) -> None:
+        """Pull and load the preload models before anything is taken from the stream
+        (``GpuRequired`` when asked for and absent)."""
+        gpu.load_models(self.settings, self.models)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then shut down gracefully."""
+        await asyncio.to_thread(self.prepare_models)
+        await asyncio.to_thread(self.retention.load)
+        self.jobs.start()
+        tasks = [
+            asyncio.create_task(self.retention.keep(), name="worker-retention"),
+            asyncio.create_task(self._take_loop(), name="worker-take"),
+            asyncio.create_task(self._every(WATCH_S, self._watch), name="worker-watch"),
+            asyncio.create_task(
+                self._every(self.settings.claim_idle_s / 3, self._keepalive),
+                name="worker-keepalive",
+            ),
+            asyncio.create_task(self._every(HEARTBEAT_S, self._heartbeat), name="worker-beat"),
+            asyncio.create_task(self._every(CLEANUP_S, self._cleanup), name="worker-cleanup"),
+            asyncio.create_task(self._send(), name="worker-send"),
+        ]
+        log.info(
+            "worker %s ready: %d thread(s), models %s on %s, broker %s",
+            self.name,
+            self.threads,
+            ", ".join(self.models.available()) or "-",
+            ", ".join(self._providers()) or "-",
+            self.link.where,
+        )
+        await stop.wait()
+        await self._shutdown(tasks)
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        log.info("worker %s stopping: %d job(s) in hand", self.name, len(self.hands))
+        self._stop.set()
+        for hand in self.hands.values():
+            hand.after_cancel = "release"
+        # The grace starts now, not when the take loop's blocking read ends (up to BLOCK_MS
+        # later): an entry it takes meanwhile is refused (NotReady) and handed back.
+        stopping = asyncio.ensure_future(self.jobs.stop(self.settings.shutdown_grace_s))
+        await asyncio.wait(tasks[:1], timeout=BLOCK_MS / 1000 + 1)
+        await stopping
+        try:
+            async with asyncio.timeout(DRAIN_S):
+                await self._outbox.join()
+        except TimeoutError:
+            log.warning(
+                "worker %s: Redis unreachable; %d update(s) dropped",
+                self.name,
+                self._outbox.qsize(),
+            )
+        self._abandon.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(*LOST):
+            await self.link.redis.delete(wire.worker_key(self.name))
+            await self.link.redis.srem(wire.WORKERS, self.name)
+        await self.link.close()
+
+    async def _every(self, interval: float, action: Callable[[], Awaitable[None]]) -> None:
+        while not self._stop.is_set():
+            try:
+                await action()
+            except LOST:
+                pass  # the take loop reports Redis's absence
+            except Exception:  # task boundary: log, keep going
+                log.exception("worker %s failed", action.__name__)
+            await asyncio.sleep(interval)
+
+    # --- taking entries --------------------------------------------------------------------
+
+    async def _take_loop(self) -> None:
+        backoff = BACKOFF_S[0]
+        last_reclaim = 0.0
+        reclaim_s = max(0.2, self.settings.claim_idle_s / 2)
+        while not self._stop.is_set():
+            free = self.threads - self._busy()
+            if free <= 0:
+                self._free.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FREE_POLL_S):
+                        await self._free.wait()
+                continue
+            try:
+                entries: list[tuple[str, dict[bytes, bytes], int]] = []
+                if time.monotonic() - last_reclaim >= reclaim_s:
+                    last_reclaim = time.monotonic()
+                    entries = await self._reclaim(free)
+                if not entries:
+                    entries = await self._read(free)
+                for entry_id, fields, deliveries in entries:
+                    await self._take(entry_id, fields, deliveries)
+                backoff = BACKOFF_S[0]
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    await self.link.ensure_group()  # Redis came back empty
+                    continue
+                log.exception("worker %s: reading the stream failed", self.name)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_S[1])
+            except LOST as exc:
+                log.warning("worker %s: Redis unreachable (%s); retrying", self.name, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_S[1])
+
+    def _busy(self) -> int:
+        """Threads taken: by the jobs in hand, and by cancelled jobs whose op has not reached
+        its next check yet (an entry read now would wait behind them, unseen by the other
+        workers)."""
+        executor = self.jobs.executor
+        return max(len(self.hands), executor.stats.running + executor.stats.queue_depth)
+
+    async def _read(self, count: int) -> list[tuple[str, dict[bytes, bytes], int]]:
+        reply: Any = await self.link.redis.xreadgroup(
+            wire.GROUP, self.name, {wire.JOBS: ">"}, count=count, block=BLOCK_MS
+        )
+        return [(text(i), fields, 1) for _stream, entries in reply or () for i, fields in entries]
+
+    async def _reclaim(self, count: int) -> list[tuple[str, dict[bytes, bytes], int]]:
+        """Entries whose worker stopped renewing its claim (it died), with their delivery
+        counts (``XAUTOCLAIM`` counted this one)."""
+        redis = self.link.redis
+        idle_ms = int(self.settings.claim_idle_s * 1000)
+        reply: Any = await redis.xautoclaim(
+            wire.JOBS, wire.GROUP, self.name, idle_ms, start_id="0-0", count=count
+        )
+        found = []
+        for entry_id, fields in reply[1]:
+            if not fields:
+                continue
+            pending: Any = await redis.xpending_range(
+                wire.JOBS, wire.GROUP, min=entry_id, max=entry_id, count=1
+            )
+            deliveries = int(pending[0]["times_delivered"]) if pending else 1
+            log.warning(
+                "worker %s took over entry %s (delivery %d)", self.name, text(entry_id), deliveries
+            )
+            found.append((text(entry_id), fields, deliveries))
+        return found
+
+    async def _take(self, entry: str, fields: dict[bytes, bytes], deliveries: int) -> None:
+        job_id = text(fields.get(b"job", b""))
+        if deliveries > self.settings.max_deliveries:
+            reason = (
+                f"given up after {deliveries - 1} attempts: the worker running it stopped "
+                "each time (killed, crashed or out of memory)"
+            )
+            log.error("job %s: %s; entry %s goes to %s", job_id, reason, entry, wire.DEAD)
+            await self.link.run(
+                "dead", job_id, entry, deliveries, reason, self.name, wire.DEAD_KEPT
+            )
+            return
+        held = self.hands.get(job_id)
+        if held is not None and held.entry == entry:
+            return  # its own entry, idle while Redis was away: still running here
+        if text(await self.link.run("start", job_id, self.name, entry)) != "run":
+            await self.link.run("ack", entry)
+            return
+        try:  # off the loop: hashing, and the probe (Pillow may inflate text chunks)
+            prepared = await asyncio.to_thread(self._rebuild, fields.get(b"body", b""))
+        except errors.PlaygroundError as exc:
+            await self._fail(job_id, entry, exc)
+            return
+        if held is not None:  # an older run of the same job is still winding down here
+            held.stale.append(held.entry)
+            held.entry = entry
+        else:
+            enqueued = wire.stream_id(entry)[0]
+            self.hands[job_id] = Hand(job_id, entry, prepared.kind, enqueued)
+        try:
+            await self.jobs.submit(prepared, "fallback", None)
+        except errors.PlaygroundError as exc:  # stopping (NotReady): another worker runs it
+            hand = self.hands.pop(job_id, None)
+            if hand is not None and isinstance(exc, errors.NotReady):
+                idle_ms = int(self.settings.claim_idle_s * 1000)
+                self._queue(("release", (self.name, idle_ms, hand.entry, *hand.stale)))
+            elif hand is not None:
+                await self._fail(job_id, entry, exc)
+
+    def _rebuild(self, data: bytes) -> Prepared:
+        """The entry's job, checked: the id must still be what its bytes and checkpoint hash
+        to (``OpFailed`` otherwise: a changed checkpoint, another version of the pipeline)."""
+        try:
+            body = wire.decode_body(data)
+            params = msgspec.json.decode(body.params)
+        except msgspec.DecodeError as exc:
+            raise errors.OpFailed(f"the queued entry cannot be read: {exc}") from None
+        s = self.settings
+        plan = registry.get_pipeline(body.pipeline_id).plan(params)
+        image_sha = hashlib.sha256(body.image).hexdigest()
+        checkpoint = None
+        ckpt_sha = ""
+        if body.checkpoint is not None:
+            checkpoint = confine(s.outputs_root, body.checkpoint, field="checkpoint_path")
+            ckpt_sha = self._digest(checkpoint)
+        probed = images.probe(body.image, images.Limits(s.max_image_bytes, s.max_pixels))
+        digest = registry.digest(plan, image_sha, ckpt_sha)
+        if registry.job_id(plan.pipeline.id, digest) != body.job_id:
+            raise errors.OpFailed(
+                f"job {body.job_id} does not match what this worker has (its checkpoint "
+                "changed since it was queued, or the worker runs another pipeline version)"
+            )
+        return Prepared(
+            plan,
+            images.Source(body.image, image_sha),
+            checkpoint,
+            body.job_id,
+            registry.cache_key(plan.pipeline.id, digest),
+            (),
+            probed.size,
+        )
+
+    def _digest(self, path: Path) -> str:
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise errors.ModelUnavailable(f"checkpoint_path {path.name} not found: {exc}") from None
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key not in self._digests:
+            self._digests[key] = registry.file_sha256(path)
+        return self._digests[key]
+
+    async def _fail(self, job_id: str, entry: str, error: errors.PlaygroundError) -> None:
+        failed = schemas.Failed(job_id=job_id, detail=error.detail, code=error.code)
+        frame = wire.encode_frame(failed)
+        await self.link.run("finish", job_id, entry, "failed", frame, error.detail, "", "", 0)
+        self.failed += 1
+
+    # --- the job manager's events → the cluster --------------------------------------------
+
+    def _on_event(self, event: JobEvent) -> None:
+        frame = event.frame
+        hand = self.hands.get(frame.job_id)
+        if hand is None or isinstance(frame, schemas.Queued):
+            return
+        if isinstance(frame, schemas.Progress):
+            args = (hand.job_id, self.name, hand.entry, wire.encode_frame(frame))
+            self._queue(("progress", args))
+            return
+        del self.hands[hand.job_id]
+        self._free.set()
+        if hand.stale:
+            self._queue(("ack", tuple(hand.stale)))
+        if isinstance(frame, schemas.Completed | schemas.Failed):
+            self._finish(hand, frame)
+        elif hand.after_cancel == "ack":
+            self._queue(("ack", (hand.entry,)))
+        elif hand.after_cancel == "release":
+            idle_ms = int(self.settings.claim_idle_s * 1000)
+            self._queue(("release", (self.name, idle_ms, hand.entry)))
+
+    def _finish(self, hand: Hand, frame: schemas.Completed | schemas.Failed) -> None:
+        run_ms: float | str = ""
+        if isinstance(frame, schemas.Completed):
+            self.done += 1
+            durations = dict(frame.durations)
+            local_queue = durations.pop("queue", 0.0)
+            queue_ms = float(max(0, hand.started_ms - hand.enqueued_ms))
+            if "total" in durations:
+                run_ms = round(durations["total"] - local_queue, 3)
+                durations["total"] = round(durations["total"] - local_queue + queue_ms, 3)
+            durations["queue"] = queue_ms
+            frame = msgspec.structs.replace(frame, durations=durations)
+            state, detail = "completed", ""
+        else:
+            self.failed += 1
+            state, detail = "failed", frame.detail
+        args = (
+            hand.job_id,
+            hand.entry,
+            state,
+            wire.encode_frame(frame),
+            detail,
+            hand.kind,
+            run_ms,
+            EWMA_WEIGHT,
+        )
+        self._queue(("finish", args))
+
+    def _queue(self, op: Op) -> None:
+        self._outbox.put_nowait(op)
+
+    async def _send(self) -> None:
+        """The cluster updates, in order, what is waiting sent in one round trip: a job's
+        ends are retried until Redis takes them; progress alone is dropped while Redis is
+        away (every script is safe to run twice)."""
+        while True:
+            ops = [await self._outbox.get()]
+            while not self._outbox.empty() and len(ops) < SEND_BATCH:
+                ops.append(self._outbox.get_nowait())
+            try:
+                if all(name == "progress" for name, _ in ops):
+                    with contextlib.suppress(*LOST):
+                        await self.link.batch(ops)
+                else:
+                    call = functools.partial(self.link.batch, ops)
+                    await retrying(call, "updates", self._abandon)
+            except Exception:
+                log.exception("worker %s: sending %d update(s) failed", self.name, len(ops))
+            finally:
+                for _ in ops:
+                    self._outbox.task_done()
+
+    # --- watching the jobs in hand ---------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Stop jobs that ended in the cluster (cancelled, or run by another worker now)."""
+        hands = list(self.hands.values())
+        if not hands:
+            return
+        async with self.link.redis.pipeline(transaction=False) as pipe:
+            for hand in hands:
+                pipe.hmget(wire.job_key(hand.job_id), ["state", "worker", "entry"])
+            states: list[list[bytes | None]] = await pipe.execute()
+        for hand, (state, worker, entry) in zip(hands, states, strict=True):
+            if self.hands.get(hand.job_id) is not hand:
+                continue
+            mine = entry is not None and text(entry) == hand.entry
+            if mine and state == b"running" and worker is not None and text(worker) == self.name:
+                continue
+            hand.after_cancel = "leave" if mine and state == b"running" else "ack"
+            why = "another worker took it over" if hand.after_cancel == "leave" else "it ended"
+            log.info("job %s: stopping here (%s)", hand.job_id, why)
+            await self.jobs.cancel(hand.job_id)
+
+    async def _keepalive(self) -> None:
+        """Renew the claim on the entries in hand (a live worker's jobs are never taken)."""
+        entries = [hand.entry for hand in self.hands.values()]
+        if entries:
+            await self.link.run("keepalive", self.name, *entries)
+
+    async def _heartbeat(self) -> None:
+        beat = schemas.WorkerStatus(
+            name=self.name,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            threads=self.threads,
+            models=self.models.available(),
+            providers=self._providers(),
+            running=len(self.hands),
+            done=self.done,
+            failed=self.failed,
+            started_ms=self.started_ms,
+        )
+        async with self.link.redis.pipeline(transaction=False) as pipe:
+            pipe.set(wire.worker_key(self.name), wire.encode_beat(beat), px=HEARTBEAT_TTL_MS)
+            pipe.sadd(wire.WORKERS, self.name)
+            await pipe.execute()
+
+    async def _cleanup(self) -> None:
+        """Forget consumers of the group that hold nothing and have no heartbeat (workers
+        that are gone), so the group's consumer list does not grow forever."""
+        redis = self.link.redis
+        try:
+            consumers: Any = await redis.xinfo_consumers(wire.JOBS, wire.GROUP)
+        except ResponseError:  # no stream or group yet: no consumer to forget
+            return
+        for consumer in consumers:
+            name = text(consumer["name"])
+            if name == self.name or int(consumer["pending"]) > 0:
+                continue
+            if int(consumer.get("idle", 0)) > CLEANUP_S * 1000 and not await redis.exists(
+                wire.worker_key(name)
+            ):
+                await redis.xgroup_delconsumer(wire.JOBS, wire.GROUP, name)
+
+    def _providers(self) -> list[str]:
+        seen: list[str] = []
+        for info in self.models.info():
+            seen += [p for p in info.providers if p not in seen]
+        return seen
+
+
+def main(settings: Settings, name: str | None) -> int:
+    """``playground-rt worker``: 0 after a graceful stop, 2 when it refuses to start."""
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Worker(settings, name).run(stop)
+
+    try:
+        asyncio.run(serve())
+    except GpuRequired as exc:
+        log.error("%s", exc)
+        return 2
+    except errors.PlaygroundError as exc:  # a preload model that cannot be pulled or loaded
+        log.error("worker cannot start: %s", exc.detail)
+        return 2
+    return 0

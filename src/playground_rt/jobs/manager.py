@@ -1,0 +1,536 @@
+"""The job lifecycle: validate, key, route, run once, tell everyone who asked.
+
+A request becomes a :class:`~playground_rt.jobs.job.Prepared` (``intake``: pipeline plan, image
+bytes, cache key). Then, in order: an identical job already queued or running is *joined*
+(single-flight: it runs once); a whole result on disk is answered at once (cache hit); a
+client-capable preview is left to the browser's workers; anything else is queued on the
+executor.
+
+A queued job holds what it was sent (the image bytes), never pixels: the image is decoded
+on the worker thread that runs it, inside its time budget and after the queue admitted it,
+so a full queue refuses without decoding and a hostile file costs one worker slot.
+
+A job is wanted by *interests*: the taskIds that asked for it (or an anonymous token). A
+withdrawal (a cancel with a taskId, or a supersede) removes one interest and tells that
+taskId's followers ``cancelled``; the job itself is cancelled when no interest is left, so
+one tab cancelling never kills the same work another tab is waiting for. Only an outright
+:meth:`JobManager.cancel` (the API requires the server token for it) stops a job for
+everyone. A cancelled job is terminal at once: its followers hear it then, and an
+identical request arriving while its thread winds down starts a new job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+from PIL import Image
+
+from playground_rt import errors, schemas
+from playground_rt.config import Settings
+from playground_rt.jobs.executor import Executor
+from playground_rt.jobs.intake import Intake
+from playground_rt.jobs.job import Job, JobEvent, JobState, Listener, Prepared, without_image
+from playground_rt.jobs.retention import Retention
+from playground_rt.paths import display
+from playground_rt.pipeline import arenas, images, outlines, registry
+from playground_rt.pipeline.masks import MaskCache
+from playground_rt.pipeline.ops.base import OpContext, SessionProvider
+from playground_rt.pipeline.results import ResultStore
+
+log = logging.getLogger("playground_rt.jobs.manager")
+
+Mode = Literal["preview", "fallback"]
+PROGRESS_INTERVAL_S = 0.1
+TRIM_PIXELS = 4_000_000
+"""A job on an image this big gives its freed memory back to the system when it ends."""
+FINISHED_KEPT = 2000
+QUEUED_NOTE = "queued on the server; follow job_id over /ws or GET /api/jobs/{job_id}"
+REMOVED_NOTE = (
+    "its result has since been removed by retention (results_max_bytes, results_max_age_s); "
+    "ask for the preview again to recompute it"
+)
+
+
+@dataclass
+class Submission:
+    job: Job
+    status: Literal["accepted", "completed", "failed", "cancelled"]
+    notes: list[str]
+    joined: bool = False
+    """True when an identical job was already in flight (single-flight)."""
+
+
+class JobManager:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ResultStore,
+        models: SessionProvider,
+        retention: Retention,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.retention = retention
+        self._holding = threading.Lock()  # a result's pin: handed from its writer to _finish
+        self.models = models
+        self.intake = Intake(settings, models)
+        self.limits = self.intake.limits
+        self.listeners: list[Listener] = []
+        self.active: dict[str, Job] = {}
+        self.finished: OrderedDict[str, Job] = OrderedDict()
+        self.masks = MaskCache(settings.mask_cache_bytes)
+        self.outlines = outlines.OutlineStore()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
+        self.executor: Executor[Job, Path] = Executor(
+            workers=settings.worker_count,
+            queue_size=settings.queue_size,
+            timeout_s=settings.job_timeout_s,
+            run=self._execute,
+            settle=self._settle,
+            started=self._started,
+            kind=lambda job: job.prepared.kind,
+            on_timeout=lambda job: job.stop.set(),
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.executor.start()
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop for shutdown: queued jobs are cancelled at once, running ones get ``grace_s``
+        to finish and are then cancelled; every job ends with a terminal frame. Threads
+        still inside an op are not waited for (they are daemon threads)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for job in self.executor.close():
+            self._finish(job, JobState.CANCELLED, detail="server shutting down")
+        running = [job for job in self.active.values() if not job.terminal]
+        if running:
+            await asyncio.wait(
+                [asyncio.ensure_future(j.done.wait()) for j in running], timeout=grace_s
+            )
+        for job in list(self.active.values()):
+            self._cancel(job, "server shutting down")
+        await self.executor.join(timeout_s=0)
+
+    # --- requests --------------------------------------------------------------------------
+
+    async def prepare(self, request: schemas.PipelineRequest) -> Prepared:
+        """Validate a request without running it (``PlaygroundError`` on bad input)."""
+        return await self.intake.prepare(request)
+
+    async def submit(
+        self, prepared: Prepared, mode: Mode, task_id: str | None, client: str | None = None
+    ) -> Submission:
+        """Run ``prepared`` (or join, answer from the cache, leave it to the browser).
+
+        ``client`` names who queues it (the remote address): one client holds at most
+        ``client_queue_share`` places in the queue, so one busy tab or script cannot shut
+        everyone else out.
+        """
+        interest = task_id or f"anon:{uuid.uuid4().hex}"
+        notes = list(prepared.notes)
+        route_client, backend = self._route(prepared, mode, notes)
+        if task_id is not None:
+            self._supersede(task_id, prepared.job_id)
+        if (job := self.active.get(prepared.job_id)) is not None:
+            job.interests.add(interest)
+            notes.append("an identical job is already in flight; joined it")
+            self._announce_position(job)
+            return Submission(job, "accepted", notes, joined=True)
+        if (hit := self._from_cache(prepared, backend, interest)) is not None:
+            return Submission(hit, "completed", notes)
+        job = Job(prepared, backend, interests={interest}, client=client)
+        if route_client:
+            notes.append("Client should use cache_key to reuse previously computed previews.")
+            return Submission(job, "accepted", notes)
+        self._check_share(client)
+        position = self.executor.submit(job)  # QueueFull before anything is decoded
+        self.active[job.id] = job
+        self._emit(
+            job,
+            schemas.Queued(job_id=job.id, position=position, eta_ms=self.executor.eta_ms(position)),
+        )
+        notes.append(QUEUED_NOTE)
+        return Submission(job, "accepted", notes)
+
+    @staticmethod
+    def _route(prepared: Prepared, mode: Mode, notes: list[str]) -> tuple[bool, str]:
+        """Whether the page's workers run it, and the ``routed_backend`` to report."""
+        route_client = mode == "preview" and prepared.plan.route == "client"
+        if route_client and (why := prepared.plan.server_reasons(prepared.checkpoint is not None)):
+            notes.append("; ".join(why) + ": running on the server")
+            route_client = False
+        return route_client, "client-workers" if route_client else f"server-{prepared.pipeline_id}"
+
+    @property
+    def accepting(self) -> bool:
+        """Whether jobs can be submitted now (``/readyz``)."""
+        return self.executor.accepting
+
+    def _check_share(self, client: str | None) -> None:
+        share = self.settings.client_queue_share
+        if client is None or share == 0:
+            return
+        mine = [job for job in self.executor.queued() if job.client == client]
+        if len(mine) >= share:
+            seconds = self.executor.retry_after(mine)
+            raise errors.ClientQueueFull(
+                f"you have {len(mine)} jobs waiting (client_queue_share={share}); "
+                f"retry in {seconds} s",
+                retry_after=seconds,
+            )
+
+    async def wait(self, job: Job, timeout_s: float) -> bool:
+        """Wait until ``job`` is terminal or ``timeout_s`` passed; True when terminal."""
+        try:
+            await asyncio.wait_for(asyncio.shield(job.done.wait()), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job outright, for every follower (the API asks for the token first)."""
+        job = self.active.get(job_id)
+        if job is None:
+            return self.get(job_id)
+        self._cancel(job, "cancelled outright")
+        return job
+
+    async def withdraw(self, job_id: str, task_id: str) -> Job:
+        """Withdraw ``task_id``'s interest in a job: its followers get ``cancelled``; the job
+        goes on while another interest is left. ``UnknownJob`` when the task does not follow
+        a job in flight (a finished job is returned as it is)."""
+        job = self.active.get(job_id)
+        if job is None:
+            return self.get(job_id)
+        if not self._withdraw(job, task_id, "cancelled by the client"):
+            raise errors.UnknownJob(f"task {task_id!r} does not follow job {job_id!r}")
+        return job
+
+    async def withdraw_task(self, task_id: str) -> list[Job]:
+        """Withdraw ``task_id`` from every job in flight it follows; those jobs."""
+        jobs = [job for job in self.active.values() if task_id in job.interests]
+        for job in jobs:
+            self._withdraw(job, task_id, "cancelled by the client")
+        return jobs
+
+    def follows(self, job_id: str, task_ids: set[str]) -> set[str]:
+        """Which of ``task_ids`` follow the job in flight ``job_id``."""
+        job = self.active.get(job_id)
+        return task_ids & job.interests if job is not None else set()
+
+    def get(self, job_id: str) -> Job:
+        job = self.active.get(job_id) or self.finished.get(job_id)
+        if job is not None:
+            return job
+        raise errors.UnknownJob(f"no job {job_id!r} (finished jobs are kept for a while only)")
+
+    async def view_of(self, job_id: str) -> schemas.JobView:
+        """The job's view; a job this process no longer (or never) knew is found by its
+        result on disk, since job ids are content addresses (after a restart, or on another
+        process behind the same outputs folder)."""
+        try:
+            return self.view(self.get(job_id))
+        except errors.UnknownJob:
+            pipeline_id, hex_digest = registry.split_job_id(job_id)
+            if pipeline_id not in registry.PIPELINES:
+                raise
+            path = self.store.lookup(pipeline_id, job_id)
+            if path is None:
+                raise
+        return schemas.JobView(
+            job_id=job_id,
+            pipeline_id=pipeline_id,
+            cache_key=registry.cache_key(pipeline_id, hex_digest),
+            state="completed",
+            routed_backend=f"server-{pipeline_id}",
+            cache_hit=True,
+            result_url=self.result_url(path),
+            result_path=display(self.settings.outputs_root, path),
+        )
+
+    def view(self, job: Job) -> schemas.JobView:
+        position = self.executor.position(job) if job.state is JobState.QUEUED else None
+        result = job.result_path
+        return schemas.JobView(
+            job_id=job.id,
+            pipeline_id=job.prepared.pipeline_id,
+            cache_key=job.prepared.cache_key,
+            state=job.state.value,
+            routed_backend=job.routed_backend,
+            position=position,
+            eta_ms=self.executor.eta_ms(position) if position is not None else None,
+            result_url=self.result_url(result) if result else None,
+            result_path=display(self.settings.outputs_root, result) if result else None,
+            cache_hit=job.cache_hit,
+            detail=job.detail if result is None or result.exists() else REMOVED_NOTE,
+            code=job.code,
+            durations=job.durations,
+            threads=self._threads(job),
+            outline_url=job.outline_url if job.state is JobState.RUNNING else None,
+        )
+
+    def _threads(self, job: Job) -> int | None:
+        if not job.prepared.plan.uses_model or job.state is JobState.QUEUED or job.cache_hit:
+            return None
+        if job.wide and job.prepared.checkpoint is None:
+            return self.settings.wide_threads
+        return max(1, self.settings.intra_op_threads)
+
+    def result_url(self, path: Path) -> str:
+        relative = path.resolve().relative_to(self.settings.results_root.resolve())
+        return "/results/" + relative.as_posix()
+
+    # --- running (worker thread) -----------------------------------------------------------
+
+    def _execute(self, job: Job) -> Path:
+        job.check()  # cancelled between being taken and reaching its thread
+        started = time.perf_counter()
+        image = images.decode(job.prepared.source.data, self.limits)
+        job.durations["decode"] = _ms(time.perf_counter() - started)
+        steps = job.prepared.plan.steps
+        ctx = OpContext(
+            models=self.models,
+            report=lambda stage, step, total: self._report(job, stage, step, total),
+            check_cancelled=job.check,
+            checkpoint=job.prepared.checkpoint,
+            wide=job.wide,
+            image_key=job.prepared.source.sha256,
+            masks=self.masks,
+            outline=lambda image, mask: self._outline(job, image, mask),
+        )
+        ops_started = time.perf_counter()
+        image = registry.apply(steps, image, ctx, job.durations)
+        job.durations["ops"] = _ms(time.perf_counter() - ops_started)
+        job.check()
+        started = time.perf_counter()
+        # A job alone in the pool deflates on every core too (the bytes do not change).
+        data = images.encode_png(image, max(1, self.settings.wide_threads) if job.wide else 1)
+        job.durations["encode"] = _ms(time.perf_counter() - started)
+        started = time.perf_counter()
+        path = self.retention.write(self.store, job.prepared.pipeline_id, job.id, data)
+        job.durations["write"] = _ms(time.perf_counter() - started)
+        self._hold(job, path)
+        if job.prepared.size[0] * job.prepared.size[1] >= TRIM_PIXELS:
+            del image, data
+            arenas.malloc_trim()  # the next big job may run on the other worker's heap
+        return path
+
+    def _hold(self, job: Job, path: Path) -> None:
+        """The written result stays pinned until ``_finish`` told the job's followers; a job
+        already finished (timed out, cancelled) will tell nobody: unpinned at once."""
+        with self._holding:
+            if not job.terminal:
+                job.held = path
+                return
+        self.retention.unpin(path)
+
+    def _release(self, job: Job) -> None:
+        """After the terminal frame: the result may go when the bounds say so."""
+        with self._holding:
+            path, job.held = job.held, None
+        if path is not None:
+            self.retention.unpin(path)
+            self.retention.nudge()
+
+    def _report(self, job: Job, stage: str, step: int, total: int) -> None:
+        frame = schemas.Progress(job_id=job.id, stage=stage, step=step, total=total)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._progress, job, frame)
+
+    def _outline(self, job: Job, image: Image.Image, mask: Image.Image) -> None:
+        """The mask is known: a big job's outline is rendered, kept and announced now."""
+        if job.outline_url is not None or not outlines.wanted(image):
+            return
+        started = time.perf_counter()
+        self.outlines.put(job.id, outlines.render(image, mask))
+        job.durations["outline"] = _ms(time.perf_counter() - started)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._outlined, job, outlines.url(job.id))
+
+    # --- on the loop -----------------------------------------------------------------------
+
+    def _started(self, job: Job) -> None:
+        job.move(JobState.RUNNING)
+        alone = self.executor.stats.running == 1 and not self.executor.queued()
+        job.wide = alone and self.settings.wide_threads > 0
+        job.durations["queue"] = _ms(time.perf_counter() - job.created)
+        for queued in self.executor.queued():
+            self._announce_position(queued)
+
+    def _settle(self, job: Job, outcome: Path | BaseException) -> None:
+        if job.terminal:  # cancelled while its thread ran: the outcome is nobody's now
+            return
+        if isinstance(outcome, Path):
+            job.result_path = outcome
+            self._finish(job, JobState.COMPLETED)
+        elif isinstance(outcome, errors.JobCancelled):
+            self._finish(job, JobState.CANCELLED, detail=outcome.detail)
+        elif isinstance(outcome, errors.PlaygroundError):
+            self._finish(job, JobState.FAILED, detail=outcome.detail, code=outcome.code)
+        else:
+            log.error("job %s failed", job.id, exc_info=outcome)
+            detail = f"{type(outcome).__name__}: {outcome}"
+            self._finish(job, JobState.FAILED, detail=detail, code=errors.OpFailed.code)
+
+    def _outlined(self, job: Job, url: str) -> None:
+        """The outline's frame goes out at once (the throttle would delay it, and a job
+        that ends within the interval would never send it): the latest stage, plus the URL."""
+        job.outline_url = url
+        if job.terminal:
+            return
+        base = job.progress or schemas.Progress(job_id=job.id, stage="rembg", step=0, total=1)
+        job.pending_progress = None  # made before the URL was known: this frame replaces it
+        job.last_progress = 0.0
+        self._progress(job, msgspec.structs.replace(base, outline_url=url))
+
+    def _progress(self, job: Job, frame: schemas.Progress) -> None:
+        if job.terminal:
+            return
+        if job.outline_url is not None and frame.outline_url is None:
+            frame = msgspec.structs.replace(frame, outline_url=job.outline_url)
+        job.progress = frame
+        now = time.monotonic()
+        wait = job.last_progress + PROGRESS_INTERVAL_S - now
+        if wait <= 0:
+            job.last_progress = now
+            self._emit(job, frame)
+            return
+        job.pending_progress = frame
+        if job.flush is None:
+            assert self._loop is not None
+            job.flush = self._loop.call_later(wait, self._flush_progress, job)
+
+    def _flush_progress(self, job: Job) -> None:
+        job.flush = None
+        frame, job.pending_progress = job.pending_progress, None
+        if frame is not None and not job.terminal:
+            job.last_progress = time.monotonic()
+            self._emit(job, frame)
+
+    def _supersede(self, task_id: str, keep: str) -> None:
+        """A task's newer request replaces its older ones, queued or running: while a
+        slider is dragged only the newest value matters (Gradio's ``always_last``). A job
+        another task still wants goes on for that task."""
+        for job in list(self.active.values()):
+            if job.id != keep and task_id in job.interests:
+                self._withdraw(job, task_id, f"superseded by a newer request of task {task_id}")
+
+    def _withdraw(self, job: Job, task_id: str, detail: str) -> bool:
+        """Take ``task_id``'s interest out of ``job``; False when it had none. The last
+        interest cancels the job itself, with ``task_id`` still among its followers."""
+        if task_id not in job.interests:
+            return False
+        if job.interests == {task_id}:
+            self._cancel(job, detail)
+        else:
+            job.interests.discard(task_id)
+            if not task_id.startswith("anon:"):
+                frame = schemas.Cancelled(job_id=job.id, detail=detail)
+                self._emit_event(JobEvent(frame, frozenset({task_id}), withdrawn=True))
+        return True
+
+    def _cancel(self, job: Job, detail: str) -> None:
+        """Terminal at once; a running job's thread stops at its next check, its slot
+        stays taken until then (the executor waits for it)."""
+        if job.state is JobState.QUEUED:
+            self.executor.remove(job)
+        elif job.state is JobState.RUNNING:
+            job.stop.set()
+        else:
+            return
+        self._finish(job, JobState.CANCELLED, detail=detail)
+
+    def _from_cache(self, prepared: Prepared, backend: str, interest: str) -> Job | None:
+        """A whole result on disk answers at once (a use); pinned from before the lookup
+        until its ``completed`` frame is out, so retention cannot remove it in between."""
+        pipeline_id, job_id = prepared.pipeline_id, prepared.job_id
+        path = self.store.path(pipeline_id, job_id)
+        with self.retention.pinned(path):
+            if self.store.lookup(pipeline_id, job_id) is None:
+                return None
+            self.retention.used(path)
+            return self._cache_hit(prepared, backend, interest, path)
+
+    def _cache_hit(self, prepared: Prepared, backend: str, interest: str, path: Path) -> Job:
+        job = Job(without_image(prepared), backend, interests={interest}, result_path=path)
+        job.cache_hit = True
+        job.state = JobState.COMPLETED
+        self._retire(job)
+        self._emit(job, self._completed_frame(job))
+        return job
+
+    def _finish(
+        self, job: Job, state: JobState, detail: str | None = None, code: str | None = None
+    ) -> None:
+        job.move(state)
+        job.detail, job.code = detail, code
+        job.durations["total"] = _ms(time.perf_counter() - job.created)
+        job.prepared = without_image(job.prepared)  # kept jobs must not keep request bytes
+        if job.flush is not None:
+            job.flush.cancel()
+            job.flush = None
+        if self.active.get(job.id) is job:  # an identical newer job may have taken the id
+            del self.active[job.id]
+        self._retire(job)
+        if state is JobState.COMPLETED:
+            self._emit(job, self._completed_frame(job))
+        elif state is JobState.FAILED:
+            self._emit(job, schemas.Failed(job_id=job.id, detail=detail or "failed", code=code))
+        else:
+            self._emit(job, schemas.Cancelled(job_id=job.id, detail=detail))
+        self._release(job)
+        job.done.set()
+
+    def _completed_frame(self, job: Job) -> schemas.Completed:
+        assert job.result_path is not None
+        return schemas.Completed(
+            job_id=job.id,
+            result_url=self.result_url(job.result_path),
+            cache_hit=job.cache_hit,
+            durations=job.durations,
+        )
+
+    def _retire(self, job: Job) -> None:
+        self.finished[job.id] = job
+        self.finished.move_to_end(job.id)
+        while len(self.finished) > FINISHED_KEPT:
+            self.finished.popitem(last=False)
+
+    def _announce_position(self, job: Job) -> None:
+        position = self.executor.position(job)
+        if position is not None:
+            self._emit(
+                job,
+                schemas.Queued(
+                    job_id=job.id, position=position, eta_ms=self.executor.eta_ms(position)
+                ),
+            )
+
+    def _emit(self, job: Job, frame: schemas.JobFrame) -> None:
+        self._emit_event(JobEvent(frame, job.task_ids))
+
+    def _emit_event(self, event: JobEvent) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("job listener failed")
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)

@@ -1,0 +1,1 @@
+"""What a job computes: synchronous, no asyncio, no HTTP."""

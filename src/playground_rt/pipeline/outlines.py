@@ -1,0 +1,90 @@
+"""Outlines: a small picture of a big job's cut-out, as soon as its mask is known.
+
+A rembg job on a big image spends a second or more after its model ran (cut-out, strength
+blend, PNG encode, write) and often as long before it (decode, the model). Once the mask
+is known (from the model, or from the mask cache) the job renders the image's cut-out on
+that mask at most ``SIDE`` pixels on its long side, keeps it here under its job id, and
+says so in a ``progress`` frame (``outline_url``: ``GET /api/jobs/{job_id}/outline``); the
+page shows it until the full result arrives.
+
+Only jobs on images of at least ``MIN_PIXELS`` get one: below that a job on the default
+two cores takes about half a second or less in all, which is about what fetching and
+showing an outline would take. Rendering one costs ~10-30 ms at 12 MP (a ``reduce`` by an
+integer factor first, then a bilinear resize of a small image).
+
+Bound: the store keeps the newest outlines up to ``MAX_BYTES`` of PNG (8 MiB: a few
+hundred outlines of 10-60 KB each; at most 256 KB each, so never fewer than 32); older
+ones are dropped first. Thread-safe: worker threads put, the event loop gets.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from PIL import Image
+
+from playground_rt.pipeline import png
+
+__all__ = ["MAX_BYTES", "MIN_PIXELS", "SIDE", "OutlineStore", "render", "url"]
+
+MIN_PIXELS = 1_000_000
+"""Images smaller than this get no outline (see the module docstring)."""
+SIDE = 256
+"""The outline's long side at most, in pixels."""
+MAX_BYTES = 8 * 1024 * 1024
+"""The store's bound: the PNG bytes it keeps, newest first."""
+
+
+def url(job_id: str) -> str:
+    return f"/api/jobs/{job_id}/outline"
+
+
+def wanted(image: Image.Image) -> bool:
+    """Whether a job on ``image`` gets an outline."""
+    return image.width * image.height >= MIN_PIXELS
+
+
+def render(image: Image.Image, mask: Image.Image) -> bytes:
+    """The cut-out of ``image`` on the L ``mask`` (its size), scaled to ``SIDE`` at most,
+    as an RGBA PNG."""
+    scale = min(1.0, SIDE / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    small = image.convert("RGB") if image.mode not in ("RGB", "RGBA") else image
+    small = small.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0).convert("RGBA")
+    alpha = mask.convert("L").resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    small.putalpha(alpha)
+    return png.encode(small)
+
+
+class OutlineStore:
+    """Outline PNGs by job id, newest kept, bounded by ``max_bytes`` (see the module)."""
+
+    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, job_id: str, data: bytes) -> None:
+        with self._lock:
+            old = self._items.pop(job_id, None)
+            self._bytes -= len(old) if old is not None else 0
+            if len(data) > self.max_bytes:
+                return
+            while self._items and self._bytes + len(data) > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= len(dropped)
+            self._items[job_id] = data
+            self._bytes += len(data)
+
+    def get(self, job_id: str) -> bytes | None:
+        with self._lock:
+            return self._items.get(job_id)

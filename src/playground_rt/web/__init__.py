@@ -1,0 +1,1 @@
+"""The edge: Starlette + uvicorn, REST, the WebSocket's admission and client frames."""

@@ -1,0 +1,274 @@
+"""``create_app()``: the routes as data and the lifespan that owns every long-lived thing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib.metadata import version
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from playground_rt import errors, schemas
+from playground_rt.commands.builder import Catalog
+from playground_rt.config import Settings
+from playground_rt.hub.connection import Close
+from playground_rt.hub.fanout import Hub
+from playground_rt.hub.telemetry import Telemetry
+from playground_rt.jobs.cluster.remote import RemoteJobs
+from playground_rt.jobs.manager import JobManager
+from playground_rt.jobs.retention import Retention
+from playground_rt.pipeline import model_files
+from playground_rt.pipeline.ops import OPS
+from playground_rt.pipeline.ops.background import CLIENT_MODELS
+from playground_rt.pipeline.registry import CANONICAL_FORM, PIPELINES, PLACED_OPS
+from playground_rt.pipeline.results import ResultStore
+from playground_rt.pipeline.sessions import ModelRegistry
+from playground_rt.web import openapi, rest, ws
+from playground_rt.web.datasets import Datasets
+from playground_rt.web.hosts import HostPolicy
+from playground_rt.web.resultfiles import ResultFiles
+from playground_rt.web.state import AppState
+from playground_rt.web.thumbnails import Thumbnails
+from playground_rt.web.webassets import IsolationMiddleware, ModelFiles, RuntimeFiles
+
+log = logging.getLogger("playground_rt")
+VERSION = version("playground-rt")
+
+
+def pipeline_list() -> schemas.PipelineList:
+    infos = [
+        schemas.PipelineInfo(
+            id=p.id,
+            version=p.version,
+            summary=p.summary,
+            ops=[
+                schemas.OpInfo(
+                    name=name,
+                    summary=OPS[name].summary,
+                    client=OPS[name].client,
+                    params_schema=msgspec.json.schema(OPS[name].params),
+                    placed=not p.flat and name in PLACED_OPS,
+                    client_models=list(CLIENT_MODELS) if name == "rembg" else [],
+                )
+                for name in p.ops
+            ],
+            params_schema=p.schema(),
+            flat=p.flat,
+            routing_keys=list(p.routing),
+        )
+        for p in PIPELINES.values()
+    ]
+    return schemas.PipelineList(infos, CANONICAL_FORM)
+
+
+def build_state(settings: Settings) -> AppState:
+    store = ResultStore(settings.results_root)
+    retention = Retention(
+        settings.results_root, settings.results_max_bytes, settings.results_max_age_s
+    )
+    models = ModelRegistry(
+        settings.model_home,
+        settings.outputs_root,
+        settings.intra_op_threads,
+        wide_threads=settings.wide_threads,
+    )
+    if settings.execute == "remote":
+        remote = RemoteJobs(settings, store, models, retention)
+        jobs: JobManager = remote
+        telemetry = Telemetry(
+            remote.executor.stats,
+            cluster=lambda: remote.figures.workers,
+            results=retention.figures,
+        )
+    else:
+        jobs = JobManager(settings, store, models, retention)
+        telemetry = Telemetry(jobs.executor.stats, results=retention.figures)
+    hub = Hub(settings, jobs, telemetry)
+    return AppState(
+        settings=settings,
+        store=store,
+        retention=retention,
+        models=models,
+        jobs=jobs,
+        telemetry=telemetry,
+        hub=hub,
+        commands=Catalog.load(
+            settings.commands_catalog,
+            data_root=settings.data_root,
+            outputs_root=settings.outputs_root,
+        ),
+        datasets=Datasets(settings.data_root),
+        thumbnails=Thumbnails(
+            settings.outputs_root / "thumbnails",
+            settings.data_root,
+            jobs.limits,
+            settings.thumbnail_cache_bytes,
+        ),
+        pipeline_list=pipeline_list(),
+        openapi=openapi.render(VERSION),
+    )
+
+
+def _warm(state: AppState) -> None:
+    """Pull (if allowed) and load the preload models; runs in a thread after start-up."""
+    home = state.settings.model_home
+    for model in state.settings.preload_models:
+        if state.settings.pull_models:
+            model_files.pull(model, home, log=log.info)
+    state.models.warm(state.settings.preload_models)
+    for info in state.models.info():
+        for provider in info.providers:
+            state.telemetry.session_info.labels(info.model, provider).set(1)
+
+
+async def _warm_task(state: AppState) -> None:
+    if state.models_ready:
+        return
+    try:
+        await asyncio.to_thread(_warm, state)
+    except Exception as exc:
+        state.model_error = str(exc)
+        log.exception("loading models failed; /readyz stays 503")
+    else:
+        state.models_ready = True
+        log.info("models ready: %s", ", ".join(m.model for m in state.models.info()))
+
+
+def webassets_routes(settings: Settings) -> list[BaseRoute]:
+    """The model files and onnxruntime-web's runtime, for the page's own model worker."""
+    models = ModelFiles(settings.model_home)
+    runtime = RuntimeFiles(settings.resolved_static_dir())
+    return [
+        Route("/models/{model}.onnx", models.endpoint, methods=["GET", "HEAD"]),
+        Route("/vendor/onnxruntime-web/{file}", runtime.endpoint, methods=["GET", "HEAD"]),
+    ]
+
+
+class TrustedHosts:
+    """ASGI middleware: requests and handshakes for another ``Host`` never reach the app
+    (``hosts``: the DNS-rebinding defence)."""
+
+    def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self.policy.any_host:
+            await self.app(scope, receive, send)
+            return
+        host = Headers(scope=scope).get("host")
+        if self.policy.allows_host(host):
+            await self.app(scope, receive, send)
+            return
+        log.debug("refused Host %r", host)
+        if scope["type"] == "websocket":  # before accept: uvicorn answers 403
+            await send({"type": "websocket.close", "code": Close.ORIGIN_DENIED, "reason": ""})
+            return
+        shown = "no Host header" if host is None else f"Host {host[:100]!r}"
+        refusal = errors.HostNotAllowed(
+            f"{shown} is not one of this server's allowed_hosts (PLAYGROUND_ALLOWED_HOSTS)"
+        )
+        await rest.error_response(refusal)(scope, receive, send)
+
+
+def _routes(state: AppState) -> list[BaseRoute]:
+    """The routes as data; the static app last, as the catch-all."""
+    settings = state.settings
+
+    async def metrics(request: Request) -> Response:
+        return Response(state.telemetry.prometheus(), media_type="text/plain; version=0.0.4")
+
+    return [
+        Route("/api/pipelines/preview", rest.preview, methods=["POST"]),
+        Route("/api/pipelines/fallback", rest.fallback, methods=["POST"]),
+        Route("/api/pipelines", rest.list_pipelines, methods=["GET"]),
+        Route("/api/jobs/{job_id}", rest.job_status, methods=["GET"]),
+        Route("/api/jobs/{job_id}/outline", rest.job_outline, methods=["GET"]),
+        Route("/api/jobs/{job_id}", rest.job_cancel, methods=["DELETE"]),
+        Route("/api/commands/build", rest.build_command, methods=["POST"]),
+        Route("/api/commands", rest.list_commands, methods=["GET"]),
+        Route("/api/metrics", rest.metrics_report, methods=["POST"]),
+        Route("/api/datasets", rest.datasets, methods=["GET"]),
+        Route("/api/datasets/file", rest.dataset_file, methods=["GET"]),
+        Route("/api/datasets/thumbnail", rest.dataset_thumbnail, methods=["GET"]),
+        Route("/api/datasets/uploads", rest.save_upload, methods=["POST"]),
+        Route("/healthz", rest.healthz, methods=["GET"]),
+        Route("/readyz", rest.readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", rest.openapi, methods=["GET"]),
+        *webassets_routes(settings),
+        WebSocketRoute("/ws", ws.Endpoint(state.hub, settings)),
+        Mount("/results", ResultFiles(settings.results_root, state.retention), name="results"),
+        Mount(
+            "/", StaticFiles(directory=settings.resolved_static_dir(), html=True, check_dir=False)
+        ),
+    ]
+
+
+def create_app(settings: Settings) -> Starlette:
+    state = build_state(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.playground = state
+        settings.results_root.mkdir(parents=True, exist_ok=True)
+        if swept := state.store.sweep():
+            log.info("removed %d stale temp files under %s", swept, settings.results_root)
+        await asyncio.to_thread(state.retention.load)  # a restart keeps the bounds
+        keeper = asyncio.create_task(state.retention.keep(), name="results-retention")
+        state.jobs.listeners.append(state.telemetry.job_event)
+        if isinstance(state.jobs, RemoteJobs):  # frames come back from the cluster's history
+            state.jobs.sinks.append(state.hub.deliver)
+            state.jobs.lost.append(state.hub.history_lost)
+            state.models_ready = True  # a web node runs no model: the workers do
+        else:
+            state.jobs.listeners.append(state.hub.publish_job)
+        state.jobs.start()
+        await state.hub.start()
+        warm = asyncio.create_task(_warm_task(state), name="warm-models")
+        try:
+            yield
+        finally:
+            warm.cancel()
+            await state.drain()
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    routes = _routes(state)
+    middleware = [
+        Middleware(TrustedHosts, HostPolicy.from_settings(settings)),
+        Middleware(IsolationMiddleware),
+    ]
+    if settings.allowed_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.allowed_origins,
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["authorization", "content-type"],
+            )
+        )
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        # Body size is enforced by rest.read_body (JSON 413, with or without Content-Length);
+        # Starlette's max_body_size would answer in plain text instead.
+        exception_handlers={
+            errors.PlaygroundError: rest.playground_error,
+            HTTPException: rest.http_error,
+        },
+    )
