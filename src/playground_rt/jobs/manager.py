@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -85,6 +86,8 @@ class JobManager:
         self.intake = Intake(settings, models)
         self.limits = self.intake.limits
         self.listeners: list[Listener] = []
+        self.submissions: list[Callable[[Submission], None]] = []
+        """Told of every submission (REST or WebSocket), after it was accepted."""
         self.active: dict[str, Job] = {}
         self.finished: OrderedDict[str, Job] = OrderedDict()
         self.masks = MaskCache(settings.mask_cache_bytes)
@@ -139,8 +142,17 @@ class JobManager:
 
         ``client`` names who queues it (the remote address): one client holds at most
         ``client_queue_share`` places in the queue, so one busy tab or script cannot shut
-        everyone else out.
+        everyone else out. REST and WebSocket submissions both come here, and so every
+        one reaches the ``submissions`` observers (the ``coalesced`` metric).
         """
+        submission = await self._accept(prepared, mode, task_id, client)
+        for observe in self.submissions:
+            observe(submission)
+        return submission
+
+    async def _accept(
+        self, prepared: Prepared, mode: Mode, task_id: str | None, client: str | None
+    ) -> Submission:
         interest = task_id or f"anon:{uuid.uuid4().hex}"
         notes = list(prepared.notes)
         route_client, backend = self._route(prepared, mode, notes)

@@ -229,6 +229,7 @@ def create_app(settings: Settings) -> Starlette:
         await asyncio.to_thread(state.retention.load)  # a restart keeps the bounds
         keeper = asyncio.create_task(state.retention.keep(), name="results-retention")
         state.jobs.listeners.append(state.telemetry.job_event)
+        state.jobs.submissions.append(state.telemetry.submitted)
         if isinstance(state.jobs, RemoteJobs):  # frames come back from the cluster's history
             state.jobs.sinks.append(state.hub.deliver)
             state.jobs.lost.append(state.hub.history_lost)

@@ -142,7 +142,6 @@ async def preview(request: Request) -> Response:
     app = state(request)
     prepared = await app.jobs.prepare(body)
     sub = await app.jobs.submit(prepared, "preview", body.taskId, client_of(request))
-    app.telemetry.submitted(sub.joined)
     job = sub.job
     url = app.jobs.result_url(job.result_path) if job.result_path else None
     return MsgspecResponse(
@@ -164,7 +163,6 @@ async def fallback(request: Request) -> Response:
     app = state(request)
     prepared = await app.jobs.prepare(body)
     sub = await app.jobs.submit(prepared, "fallback", body.taskId, client_of(request))
-    app.telemetry.submitted(sub.joined)
     job = sub.job
     if not job.terminal and app.settings.fallback_wait_s > 0:
         await app.jobs.wait(job, app.settings.fallback_wait_s)
