@@ -77,13 +77,15 @@ class JobManager:
         store: ResultStore,
         models: SessionProvider,
         retention: Retention,
+        pipelines: registry.Pipelines = registry.PIPELINES,
     ) -> None:
         self.settings = settings
+        self.pipelines = pipelines
         self.store = store
         self.retention = retention
         self._holding = threading.Lock()  # a result's pin: handed from its writer to _finish
         self.models = models
-        self.intake = Intake(settings, models)
+        self.intake = Intake(settings, models, pipelines)
         self.limits = self.intake.limits
         self.listeners: list[Listener] = []
         self.submissions: list[Callable[[Submission], None]] = []
@@ -259,7 +261,7 @@ class JobManager:
             return self.view(self.get(job_id))
         except errors.UnknownJob:
             pipeline_id, hex_digest = registry.split_job_id(job_id)
-            if pipeline_id not in registry.PIPELINES:
+            if pipeline_id not in self.pipelines:
                 raise
             path = self.store.lookup(pipeline_id, job_id)
             if path is None:
