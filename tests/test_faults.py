@@ -28,6 +28,7 @@ import pytest
 from PIL import Image
 
 from playground_rt import errors, schemas
+from playground_rt.pipeline import registry
 from playground_rt.pipeline.ops import OPS
 from playground_rt.pipeline.ops.base import OpContext
 
@@ -171,7 +172,7 @@ async def followers_see(srv: Server, body: dict[str, Any]) -> schemas.ServerFram
 
 
 async def test_an_op_raising_fails_its_job_and_frees_the_worker(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server_logs: pytest.LogCaptureFixture
+    tmp_path: Path, server_logs: pytest.LogCaptureFixture
 ) -> None:
     def boom(image: Image.Image, params: Any, ctx: OpContext) -> Image.Image:
         raise RuntimeError("the sharpen op broke")
@@ -181,9 +182,22 @@ async def test_an_op_raising_fails_its_job_and_frees_the_worker(
         # refusing its image at run time is simulated.
         raise errors.InvalidParams("equalize: this image leaves nothing to equalise")
 
-    monkeypatch.setitem(OPS, "sharpen", dataclasses.replace(OPS["sharpen"], apply=boom))
-    monkeypatch.setitem(OPS, "equalize", dataclasses.replace(OPS["equalize"], apply=refuse))
-    async with running(make_settings(tmp_path, preload_models=[], workers=1)) as srv:
+    broken = {
+        **OPS,
+        "sharpen": dataclasses.replace(OPS["sharpen"], apply=boom),
+        "equalize": dataclasses.replace(OPS["equalize"], apply=refuse),
+    }
+    preprocessing = registry.make_pipeline(
+        "preprocessing",
+        "1",
+        registry.PREPROCESSING_SUMMARY,
+        registry.PREPROCESSING_OPS,
+        flat=False,
+        table=broken,
+    )
+    pipelines = {**registry.PIPELINES, "preprocessing": preprocessing}
+    settings = make_settings(tmp_path, preload_models=[], workers=1)
+    async with running(settings, pipelines) as srv:
         crash = {
             "pipeline_id": "preprocessing",
             "image_base64": image(21),

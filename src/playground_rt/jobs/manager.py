@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -33,7 +32,6 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
-from PIL import Image
 
 from playground_rt import errors, schemas
 from playground_rt.config import Settings
@@ -41,18 +39,16 @@ from playground_rt.jobs.executor import Executor
 from playground_rt.jobs.intake import Intake
 from playground_rt.jobs.job import Job, JobEvent, JobState, Listener, Prepared, without_image
 from playground_rt.jobs.retention import Retention
+from playground_rt.jobs.work import JobWork, ms
 from playground_rt.paths import display
-from playground_rt.pipeline import arenas, images, outlines, registry
-from playground_rt.pipeline.masks import MaskCache
-from playground_rt.pipeline.ops.base import OpContext, SessionProvider
+from playground_rt.pipeline import registry
+from playground_rt.pipeline.ops.base import SessionProvider
 from playground_rt.pipeline.results import ResultStore
 
 log = logging.getLogger("playground_rt.jobs.manager")
 
 Mode = Literal["preview", "fallback"]
 PROGRESS_INTERVAL_S = 0.1
-TRIM_PIXELS = 4_000_000
-"""A job on an image this big gives its freed memory back to the system when it ends."""
 FINISHED_KEPT = 2000
 QUEUED_NOTE = "queued on the server; follow job_id over /ws or GET /api/jobs/{job_id}"
 REMOVED_NOTE = (
@@ -83,7 +79,6 @@ class JobManager:
         self.pipelines = pipelines
         self.store = store
         self.retention = retention
-        self._holding = threading.Lock()  # a result's pin: handed from its writer to _finish
         self.models = models
         self.intake = Intake(settings, models, pipelines)
         self.limits = self.intake.limits
@@ -92,15 +87,16 @@ class JobManager:
         """Told of every submission (REST or WebSocket), after it was accepted."""
         self.active: dict[str, Job] = {}
         self.finished: OrderedDict[str, Job] = OrderedDict()
-        self.masks = MaskCache(settings.mask_cache_bytes)
-        self.outlines = outlines.OutlineStore()
+        self.work = JobWork(settings, store, retention, models, self.limits)
+        self.masks = self.work.masks
+        self.outlines = self.work.outlines
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
         self.executor: Executor[Job, Path] = Executor(
             workers=settings.worker_count,
             queue_size=settings.queue_size,
             timeout_s=settings.job_timeout_s,
-            run=self._execute,
+            run=self.work.run,
             settle=self._settle,
             started=self._started,
             kind=lambda job: job.prepared.kind,
@@ -111,6 +107,7 @@ class JobManager:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.work.connect(self._loop, progress=self._progress, outlined=self._outlined)
         self.executor.start()
 
     async def stop(self, grace_s: float) -> None:
@@ -309,80 +306,13 @@ class JobManager:
         relative = path.resolve().relative_to(self.settings.results_root.resolve())
         return "/results/" + relative.as_posix()
 
-    # --- running (worker thread) -----------------------------------------------------------
-
-    def _execute(self, job: Job) -> Path:
-        job.check()  # cancelled between being taken and reaching its thread
-        started = time.perf_counter()
-        image = images.decode(job.prepared.source.data, self.limits)
-        job.durations["decode"] = _ms(time.perf_counter() - started)
-        steps = job.prepared.plan.steps
-        ctx = OpContext(
-            models=self.models,
-            report=lambda stage, step, total: self._report(job, stage, step, total),
-            check_cancelled=job.check,
-            checkpoint=job.prepared.checkpoint,
-            wide=job.wide,
-            image_key=job.prepared.source.sha256,
-            masks=self.masks,
-            outline=lambda image, mask: self._outline(job, image, mask),
-        )
-        ops_started = time.perf_counter()
-        image = registry.apply(steps, image, ctx, job.durations)
-        job.durations["ops"] = _ms(time.perf_counter() - ops_started)
-        job.check()
-        started = time.perf_counter()
-        # A job alone in the pool deflates on every core too (the bytes do not change).
-        data = images.encode_png(image, max(1, self.settings.wide_threads) if job.wide else 1)
-        job.durations["encode"] = _ms(time.perf_counter() - started)
-        started = time.perf_counter()
-        path = self.retention.write(self.store, job.prepared.pipeline_id, job.id, data)
-        job.durations["write"] = _ms(time.perf_counter() - started)
-        self._hold(job, path)
-        if job.prepared.size[0] * job.prepared.size[1] >= TRIM_PIXELS:
-            del image, data
-            arenas.malloc_trim()  # the next big job may run on the other worker's heap
-        return path
-
-    def _hold(self, job: Job, path: Path) -> None:
-        """The written result stays pinned until ``_finish`` told the job's followers; a job
-        already finished (timed out, cancelled) will tell nobody: unpinned at once."""
-        with self._holding:
-            if not job.terminal:
-                job.held = path
-                return
-        self.retention.unpin(path)
-
-    def _release(self, job: Job) -> None:
-        """After the terminal frame: the result may go when the bounds say so."""
-        with self._holding:
-            path, job.held = job.held, None
-        if path is not None:
-            self.retention.unpin(path)
-            self.retention.nudge()
-
-    def _report(self, job: Job, stage: str, step: int, total: int) -> None:
-        frame = schemas.Progress(job_id=job.id, stage=stage, step=step, total=total)
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._progress, job, frame)
-
-    def _outline(self, job: Job, image: Image.Image, mask: Image.Image) -> None:
-        """The mask is known: a big job's outline is rendered, kept and announced now."""
-        if job.outline_url is not None or not outlines.wanted(image):
-            return
-        started = time.perf_counter()
-        self.outlines.put(job.id, outlines.render(image, mask))
-        job.durations["outline"] = _ms(time.perf_counter() - started)
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._outlined, job, outlines.url(job.id))
-
     # --- on the loop -----------------------------------------------------------------------
 
     def _started(self, job: Job) -> None:
         job.move(JobState.RUNNING)
         alone = self.executor.stats.running == 1 and not self.executor.queued()
         job.wide = alone and self.settings.wide_threads > 0
-        job.durations["queue"] = _ms(time.perf_counter() - job.created)
+        job.durations["queue"] = ms(time.perf_counter() - job.created)
         for queued in self.executor.queued():
             self._announce_position(queued)
 
@@ -493,7 +423,7 @@ class JobManager:
     ) -> None:
         job.move(state)
         job.detail, job.code = detail, code
-        job.durations["total"] = _ms(time.perf_counter() - job.created)
+        job.durations["total"] = ms(time.perf_counter() - job.created)
         job.prepared = without_image(job.prepared)  # kept jobs must not keep request bytes
         if job.flush is not None:
             job.flush.cancel()
@@ -507,7 +437,7 @@ class JobManager:
             self._emit(job, schemas.Failed(job_id=job.id, detail=detail or "failed", code=code))
         else:
             self._emit(job, schemas.Cancelled(job_id=job.id, detail=detail))
-        self._release(job)
+        self.work.release(job)
         job.done.set()
 
     def _completed_frame(self, job: Job) -> schemas.Completed:
@@ -544,7 +474,3 @@ class JobManager:
                 listener(event)
             except Exception:
                 log.exception("job listener failed")
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
