@@ -70,7 +70,7 @@ def test_registry_names_and_client_flags() -> None:
         "crop": False,
         "rotate": True,
         "flip": True,
-        "rembg": True,  # u2netp without alpha matting or post-processing: ort-worker.js
+        "rembg": True,  # u2netp without alpha matting or post-processing: model-worker.js
     }
     for name, spec in OPS.items():
         assert spec.name == name

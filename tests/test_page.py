@@ -325,7 +325,7 @@ async def test_saturated_workers_fall_back_to_the_server(
     # The page's own module instance (same URL): pretend its queue is past the threshold.
     await page.evaluate(
         """async () => {
-            const { WorkerPool } = await import("/js/workers.js");
+            const { WorkerPool } = await import("/js/worker-pool.js");
             WorkerPool.prototype.saturated = () => true;
         }"""
     )

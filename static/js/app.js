@@ -7,8 +7,8 @@
 
 import * as api from "./api.js";
 import { bytesToBase64 } from "./imaging.js";
-import { CommandDrawer } from "./console.js";
-import { JobList, TERMINAL } from "./jobs.js";
+import { CommandDrawer } from "./command-drawer.js";
+import { JobList, TERMINAL } from "./job-list.js";
 import { setupUpload } from "./picker.js";
 import { deviceDowngrade, Placement } from "./placement.js";
 import { Previewer } from "./preview.js";
@@ -25,7 +25,7 @@ import { LivePreview } from "./ui/live-preview.js";
 import { loadJobs, saveJob, tabTaskId } from "./ui/persist.js";
 import { TakeAway } from "./ui/take-away.js";
 import { Workspace } from "./ui/workspace.js";
-import { WorkerPool } from "./workers.js";
+import { WorkerPool } from "./worker-pool.js";
 
 const FRAME_LOG = 50;
 

@@ -1,4 +1,4 @@
-// Browser ports of the server's client-capable ops (src/playground_rt/ops, client=True).
+// Browser ports of the server's client-capable ops (src/playground_rt/pipeline/ops, client=True).
 //
 // Each function is a port of exactly what Pillow does for the Python op, down to its
 // fixed-point rounding, so a preview computed in a Web Worker matches the server's pixel
@@ -11,7 +11,7 @@ import { resample } from "./resample.js";
 
 /**
  * Names of the ops this module implements: the server's `client=True` ops but those in
- * MODEL_OPS, which need a model and run in the model worker (ort-worker.js, rembg-ops.js).
+ * MODEL_OPS, which need a model and run in the model worker (model-worker.js, rembg-ops.js).
  */
 export const MODEL_OPS = Object.freeze(["rembg"]);
 

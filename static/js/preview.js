@@ -11,7 +11,7 @@
 //     params.background_removal = "server" (the fallback). The page asks for the server from
 //     the start when the user ticks "Run on server", when the device is downgraded, or when
 //     placement.js finds the server faster (measured) or the device unfit for the model.
-//  4. Server jobs are followed over the WebSocket (progress rows in jobs.js); while the
+//  4. Server jobs are followed over the WebSocket (progress rows in job-list.js); while the
 //     socket is down they are polled with GET /api/jobs/{id}. A big job's outline (its
 //     cut-out at <= 256 px, `outline_url` once the model's mask is known) is shown until
 //     its result arrives. The result PNG is fetched, decoded, memoized under the cache key,
@@ -21,7 +21,7 @@ import * as api from "./api.js";
 import { cacheKey, canonicalJson, enabledSteps, isFlat, opProperties } from "./cachekey.js";
 import { decodeBlob, imageStats } from "./imaging.js";
 import { formatMs } from "./placement.js";
-import { Superseded } from "./workers.js";
+import { Superseded } from "./worker-pool.js";
 
 const MEMO_SIZE = 24;
 const POLL_MS = 1000;

@@ -9,7 +9,7 @@
 // steps have no live preview: their job starts on release.
 
 import { enabledSteps } from "../cachekey.js";
-import { Superseded } from "../workers.js";
+import { Superseded } from "../worker-pool.js";
 
 export const LIVE_SIDE = 1024;
 

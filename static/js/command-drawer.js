@@ -1,8 +1,8 @@
-// The console drawer: the CLI command that reproduces what is shown — the command of the
-// result on the stage, not of the form — and, while they differ, the form's pending
-// command beside it. For a dataset image, the same command on its whole folder. Commands
-// come from POST /api/commands/build (cached per request identity); a form with an error
-// builds nothing, so the last valid command stays.
+// The command drawer (the page's "Console" footer): the CLI command that reproduces what
+// is shown — the command of the result on the stage, not of the form — and, while they
+// differ, the form's pending command beside it. For a dataset image, the same command on
+// its whole folder. Commands come from POST /api/commands/build (cached per request
+// identity); a form with an error builds nothing, so the last valid command stays.
 
 import { buildCommand } from "./api.js";
 

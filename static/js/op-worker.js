@@ -1,4 +1,4 @@
-// One Web Worker of the pool (workers.js): decodes uploads and runs client ops.
+// One Web Worker of the pool (worker-pool.js): decodes uploads and runs client ops.
 //
 // Messages in:  {type: "decode", id, taskId, blob}
 //               {type: "run", id, taskId, steps: [{name, params}], image: {width, height, data}}

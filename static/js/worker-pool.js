@@ -1,4 +1,4 @@
-// A small pool of Web Workers (worker.js) that decode uploads and run client ops.
+// A small pool of Web Workers (op-worker.js) that decode uploads and run client ops.
 //
 // Size: min(4, hardwareConcurrency - 1), at least 1, leaving a core to the page itself.
 // Tasks wait in one FIFO queue for an idle worker. A newer "run" of the same taskId
@@ -24,7 +24,7 @@ export function poolSize(cores = globalThis.navigator?.hardwareConcurrency ?? 2)
 }
 
 export class WorkerPool {
-  constructor(size = poolSize(), url = new URL("./worker.js", import.meta.url)) {
+  constructor(size = poolSize(), url = new URL("./op-worker.js", import.meta.url)) {
     this.size = size;
     this.idle = Array.from({ length: size }, () => new Worker(url, { type: "module" }));
     this.queue = []; // [{message, transfer, resolve, reject}]
