@@ -18,7 +18,7 @@ import { startReporter, TelemetryPanel } from "./telemetry.js";
 import { CompareStage } from "./ui/compare-stage.js";
 import { CropHandles } from "./ui/crop-handles.js";
 import { DatasetBrowser } from "./ui/dataset-browser.js";
-import { $ } from "./ui/dom.js";
+import { $, el } from "./ui/dom.js";
 import { Freshness } from "./ui/freshness.js";
 import { describe as describeLimits } from "./ui/limits.js";
 import { LivePreview } from "./ui/live-preview.js";
@@ -101,9 +101,7 @@ function statusView(freshness, getForm) {
       $("placement").hidden = !text;
     },
     notes(list) {
-      $("notes").replaceChildren(
-        ...list.map((text) => Object.assign(document.createElement("li"), { textContent: text })),
-      );
+      $("notes").replaceChildren(...list.map((text) => el("li", {}, text)));
     },
   };
 }

@@ -5,6 +5,7 @@
 // identity); a form with an error builds nothing, so the last valid command stays.
 
 import { buildCommand } from "./api.js";
+import { el } from "./ui/dom.js";
 
 // The builder only needs to know that an image was uploaded (IMAGE.png stands in for
 // it in the command), so the drawer sends this 1x1 PNG instead of megabytes of base64.
@@ -117,9 +118,7 @@ export class CommandDrawer {
   }
 
   #warn(list) {
-    this.warnings.replaceChildren(
-      ...list.map((text) => Object.assign(document.createElement("li"), { textContent: text })),
-    );
+    this.warnings.replaceChildren(...list.map((text) => el("li", {}, text)));
   }
 
   async #copy(code) {
