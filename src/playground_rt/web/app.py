@@ -32,7 +32,7 @@ from playground_rt.jobs.retention import Retention
 from playground_rt.pipeline import model_files
 from playground_rt.pipeline.ops import OPS
 from playground_rt.pipeline.ops.background import CLIENT_MODELS
-from playground_rt.pipeline.registry import CANONICAL_FORM, PIPELINES, PLACED_OPS
+from playground_rt.pipeline.registry import CACHE_FORMAT, CANONICAL_FORM, PIPELINES, PLACED_OPS
 from playground_rt.pipeline.results import ResultStore
 from playground_rt.pipeline.sessions import ModelRegistry
 from playground_rt.web import openapi, rest, ws
@@ -70,7 +70,48 @@ def pipeline_list() -> schemas.PipelineList:
         )
         for p in PIPELINES.values()
     ]
-    return schemas.PipelineList(infos, CANONICAL_FORM)
+    return schemas.PipelineList(infos, CANONICAL_FORM, page_constants())
+
+
+def page_constants() -> schemas.PageConstants:
+    """What the page would otherwise copy by hand, each read from where it is defined."""
+    shared = set.intersection(*(set(p.routing) for p in PIPELINES.values()))
+    assert len(shared) == 1, f"one routing key must be every pipeline's switch: {shared}"
+    return schemas.PageConstants(
+        cache_format=CACHE_FORMAT,
+        route_switch=shared.pop(),
+        odd_params={name: odd for name, spec in OPS.items() if (odd := _odd_params(spec.params))},
+        close_codes={code.name: code.value for code in Close},
+    )
+
+
+def _odd_params(params: type[msgspec.Struct]) -> list[str]:
+    """The integer params of ``params`` that refuse even values. JSON Schema cannot say
+    "odd" (blur checks it in ``__post_init__``), so the Struct itself is asked: a param is
+    odd-only when its odd minimum converts, the value above does not, and the next does."""
+    info = msgspec.inspect.type_info(params)
+    assert isinstance(info, msgspec.inspect.StructType)
+    odd = []
+    for field in info.fields:
+        kind = field.type
+        if isinstance(kind, msgspec.inspect.Metadata):  # a description beside the bounds
+            kind = kind.type
+        if not isinstance(kind, msgspec.inspect.IntType) or kind.ge is None or kind.ge % 2 == 0:
+            continue
+        if kind.le is not None and kind.le < kind.ge + 2:
+            continue
+        probes = (kind.ge, kind.ge + 1, kind.ge + 2)
+        if [_converts(params, {field.encode_name: v}) for v in probes] == [True, False, True]:
+            odd.append(field.encode_name)
+    return odd
+
+
+def _converts(params: type[msgspec.Struct], raw: dict[str, int]) -> bool:
+    try:
+        msgspec.convert(raw, params)
+    except msgspec.ValidationError:
+        return False
+    return True
 
 
 def build_state(settings: Settings) -> AppState:
