@@ -135,7 +135,11 @@ async function main() {
   const rembg = model.rembg;
   const placement = new Placement({ rembg, pool });
   const frames = [];
+  // The pipelines, and what the page shares with the server instead of copying it: its
+  // limits and `constants` (the cache-key format, the routing switch, close codes, ...).
   const listing = await api.getPipelines();
+  const { constants } = listing;
+  if (pool) pool.limits = listing.limits;
   $("limits-hint").textContent = describeLimits(listing.limits);
 
   const stage = makeStage();
@@ -158,6 +162,7 @@ async function main() {
     ui: view,
     taskId,
     socket: null,
+    constants,
   });
   const isLatest = (jobId) => previewer.waiting.get(jobId)?.seq === previewer.seq;
   // A job row changed: the previewer finishes the preview waiting on it; the stage's
@@ -192,6 +197,7 @@ async function main() {
       (api.TOKEN ? `?token=${encodeURIComponent(api.TOKEN)}` : ""),
     {
       onState: showSocketState,
+      closeCodes: constants.close_codes,
       onFrame: (frame) => {
         frames.push(frame);
         if (frames.length > FRAME_LOG) frames.shift();
@@ -209,7 +215,13 @@ async function main() {
       },
     },
   );
-  const live = new LivePreview({ pool, stage, taskId, onPaint: (id) => freshness.live(id) });
+  const live = new LivePreview({
+    pool,
+    stage,
+    taskId,
+    oddParams: constants.odd_params,
+    onPaint: (id) => freshness.live(id),
+  });
   const takeaway = new TakeAway(
     {
       result: $("download-result"),

@@ -31,6 +31,7 @@ export class WorkerPool {
     this.pending = new Map(); // id -> {worker, resolve, reject}
     this.nextId = 1;
     this.recent = {}; // stage -> [ms, ...]
+    this.limits = null; // the server's (GET /api/pipelines), sent with every run
     for (const worker of this.idle) {
       worker.onmessage = (event) => this.#settle(worker, event.data);
       // A worker that fails to load or throws outside onmessage must not strand its task.
@@ -60,7 +61,8 @@ export class WorkerPool {
   run(taskId, steps, image) {
     this.#supersede(taskId);
     const copy = { width: image.width, height: image.height, data: image.data.slice() };
-    return this.#submit({ type: "run", taskId, steps, image: copy }, [copy.data.buffer]);
+    const message = { type: "run", taskId, steps, image: copy, limits: this.limits };
+    return this.#submit(message, [copy.data.buffer]);
   }
 
   /** Figures for POST /api/metrics / the telemetry frame (averages of recent durations). */
