@@ -20,6 +20,7 @@ from playwright.async_api import Browser, async_playwright
 from starlette.applications import Starlette
 
 from playground_rt.config import Settings
+from playground_rt.pipeline import registry
 from playground_rt.web import serving
 from playground_rt.web.app import create_app
 from playground_rt.web.state import AppState
@@ -106,10 +107,13 @@ def make_settings(root: Path, **overrides: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Server]:
-    """A real uvicorn serving ``create_app(settings)`` on 127.0.0.1, port chosen by the OS."""
+async def running(
+    settings: Settings, pipelines: registry.Pipelines = registry.PIPELINES
+) -> AsyncIterator[Server]:
+    """A real uvicorn serving ``create_app(settings, pipelines)`` on 127.0.0.1, port chosen
+    by the OS."""
     require_model()
-    app = create_app(settings)
+    app = create_app(settings, pipelines)
     local = msgspec.structs.replace(settings, host="127.0.0.1", port=0)
     server = serving.Server(serving.config(local, app, log_level="warning"))
     task = asyncio.create_task(server.serve())

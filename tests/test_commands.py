@@ -151,7 +151,7 @@ def test_preview_paths_follow_the_server_roots(tmp_path: Path) -> None:
         ),
         pytest.param(
             {"preview": preview(pipeline_id="rembg", image_path="x.png", checkpoint_path="e.ckpt")},
-            errors.InvalidParams, "must be an .onnx file", id="pytorch-checkpoint",
+            errors.InvalidParams, "PyTorch checkpoint; export it to ONNX", id="pytorch-checkpoint",
         ),
         pytest.param(
             {"preview": preview()},
@@ -238,7 +238,7 @@ def test_run_params_value_is_validated_and_canonicalised(catalog: Catalog) -> No
     assert argv[-2:] == ["--params", '{"blur":{"kernelSize":5}}']
     with pytest.raises(errors.InvalidParams, match=r"values.params: .*\$\.params\.blur"):
         build(catalog, values={**values, "params": '{"blur": {"kernelSize": 40}}'})
-    with pytest.raises(errors.InvalidParams, match=r"values\.params: not JSON"):
+    with pytest.raises(errors.InvalidParams, match=r"values\.params is not JSON"):
         build(catalog, values={**values, "params": "{blur"})
 
 

@@ -100,6 +100,32 @@ async def test_cache_hit_completes_once_after_the_ack(hub_server: Server) -> Non
     assert again.frames.index(ack) < again.frames.index(hit) and ack.seq < hit.seq
 
 
+def coalesced(metrics: str) -> float:
+    """``playground_rt_cache_requests_total{result="coalesced"}`` (absent until the first)."""
+    lines = [x for x in metrics.splitlines() if 'result="coalesced"' in x and "_total" in x]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+async def test_a_websocket_submit_that_joins_a_run_is_counted_as_coalesced(
+    hub_server: Server,
+) -> None:
+    """REST and WebSocket share one submission path: a join is a ``coalesced`` request
+    whichever way it came in."""
+    before = coalesced((await hub_server.http.get("/metrics")).text)
+    submit = rembg_submit()
+    async with client(hub_server.ws_url) as c:
+        # back to back: the socket's frames are handled in order, the second while the
+        # first's model run (tens of ms at least) is still queued or running
+        await c.send({**submit, "taskId": "join-a", "ref": "a"})
+        await c.send({**submit, "taskId": "join-b", "ref": "b"})
+        first = await c.wait(schemas.Ack, lambda f: f.ref == "a")
+        second = await c.wait(schemas.Ack, lambda f: f.ref == "b")
+        assert first.job_id and second.job_id == first.job_id
+        await c.wait(schemas.Completed, lambda f: f.job_id == first.job_id)
+    after = coalesced((await hub_server.http.get("/metrics")).text)
+    assert after - before == 1
+
+
 async def test_rest_preview_with_task_id_streams_to_its_subscribers(hub_server: Server) -> None:
     async with client(hub_server.ws_url) as c:
         await c.ack({"type": "subscribe", "taskId": "rest-task"})

@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from PIL import Image
 from playground_rt import schemas
 from playground_rt.jobs.job import JobEvent
 from playground_rt.pipeline import images, registry
-from playground_rt.pipeline.ops import OPS
 from playground_rt.pipeline.ops.base import OpContext, OpSpec
 
 from .conftest import MODEL_HOME, Server, b64, encode, make_settings, running, sample_image
@@ -176,21 +174,20 @@ def explode(image: Image.Image, params: ExplodeParams, ctx: OpContext) -> Image.
     return image
 
 
-@pytest.fixture
-def faulty_pipeline() -> Iterator[None]:
-    OPS["explode"] = OpSpec("explode", ExplodeParams, explode, client=False, summary="fails")
-    registry.PIPELINES["faulty"] = registry._pipeline(
-        "faulty", "1", "fails", ("explode",), flat=True
-    )
-    yield
-    del registry.PIPELINES["faulty"]
-    del OPS["explode"]
+FAULTY = registry.make_pipeline(
+    "faulty",
+    "1",
+    "fails",
+    ("explode",),
+    flat=True,
+    table={"explode": OpSpec("explode", ExplodeParams, explode, client=False, summary="fails")},
+)
+"""A pipeline of one op that fails on purpose, served beside the real ones."""
 
 
-async def test_a_failing_op_fails_its_job_and_the_pool_keeps_serving(
-    faulty_pipeline: None, tmp_path: Path
-) -> None:
-    async with running(make_settings(tmp_path, preload_models=[], job_timeout_s=0.3)) as srv:
+async def test_a_failing_op_fails_its_job_and_the_pool_keeps_serving(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, preload_models=[], job_timeout_s=0.3)
+    async with running(settings, {**registry.PIPELINES, "faulty": FAULTY}) as srv:
         image = b64(encode(sample_image()))
         failed = (
             await srv.post(
@@ -342,10 +339,9 @@ async def test_a_superseded_job_ends_cancelled_for_its_followers(one_worker: Ser
             assert kinds == ["Queued", "Cancelled"], kinds
 
 
-async def test_cancel_then_resubmit_runs_the_new_request(
-    faulty_pipeline: None, tmp_path: Path
-) -> None:
-    async with running(make_settings(tmp_path, preload_models=[], workers=1)) as srv:
+async def test_cancel_then_resubmit_runs_the_new_request(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, preload_models=[], workers=1)
+    async with running(settings, {**registry.PIPELINES, "faulty": FAULTY}) as srv:
         body = {
             "pipeline_id": "faulty",
             "image_base64": b64(encode(sample_image(seed=77))),

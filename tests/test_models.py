@@ -229,7 +229,7 @@ def test_pytorch_checkpoints_must_be_exported(
 
 
 def test_other_files_are_not_models(registry: ModelRegistry, custom_root: Path) -> None:
-    with pytest.raises(InvalidParams, match=r"not an \.onnx model"):
+    with pytest.raises(InvalidParams, match=r"must be an \.onnx file"):
         registry.custom(custom_root / "notes.txt")
 
 

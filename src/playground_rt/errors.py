@@ -19,11 +19,19 @@
     ├── OpFailed (500 for HTTP)     an op raised or ran past its time budget
     └── DiskFull (507 for HTTP)     no room left to write a result (ENOSPC, EDQUOT)
 
-Everything is mapped to a status and a ``{"detail": ...}`` body in ``api`` and to
-``error``/``failed`` frames in ``hub``: nowhere else.
+Everything is mapped to a status and a ``{"detail": ...}`` body in ``web.rest`` and to
+``error``/``failed`` frames in ``web.ws`` and the job manager: nowhere else. What msgspec
+raises for a client's JSON becomes one of these in :func:`undecodable`.
 """
 
 from __future__ import annotations
+
+import msgspec
+
+UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+"""What msgspec raises for a client's bytes: bad values and bad JSON (``ValidationError`` is
+a ``DecodeError``); ``UnicodeDecodeError`` for bad UTF-8 inside a string, and
+``RecursionError`` past ~1000 nested levels, it raises as they are."""
 
 
 class PlaygroundError(Exception):
@@ -145,3 +153,16 @@ class HostNotAllowed(PlaygroundError):
 class UnsupportedMediaType(PlaygroundError):
     status = 415
     code = "unsupported_media_type"
+
+
+def undecodable(exc: BaseException, what: str) -> PlaygroundError:
+    """The error for msgspec's complaint (one of ``UNDECODABLE``) about a client's JSON
+    ``what`` ("body", "frame"): a value of the wrong type or range is ``InvalidParams``
+    naming its ``$.path``; bytes that are not JSON are a ``BadRequest``."""
+    if isinstance(exc, msgspec.ValidationError):
+        return InvalidParams(str(exc))
+    if isinstance(exc, UnicodeDecodeError):
+        return BadRequest(f"malformed JSON {what}: invalid UTF-8 ({exc.reason})")
+    if isinstance(exc, RecursionError):
+        return BadRequest(f"malformed JSON {what}: nested too deeply")
+    return BadRequest(f"malformed JSON {what}: {exc}")

@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 from rich.console import Console, Group
@@ -132,7 +131,9 @@ def _read(source: Path, limits: images.Limits) -> bytes:
 
 def prepare(args: argparse.Namespace, settings: config.Settings) -> Recipe:
     """Validate the arguments and load the model (``PlaygroundError`` when unusable)."""
-    plan = registry.get_pipeline(args.pipeline).plan(_params(args.params))
+    plan = registry.get_pipeline(args.pipeline).plan(
+        registry.params_from_json(args.params, "--params")
+    )
     checkpoint: Path | None = args.checkpoint if plan.uses_checkpoint else None
     custom_root = checkpoint.resolve().parent if checkpoint else settings.outputs_root
     models = ModelRegistry(settings.model_home, custom_root, settings.intra_op_threads)
@@ -147,16 +148,6 @@ def prepare(args: argparse.Namespace, settings: config.Settings) -> Recipe:
                 models.session(model)  # a missing model fails here, not once per image
     limits = images.Limits(settings.max_image_bytes, settings.max_pixels)
     return Recipe(plan, checkpoint, digest, limits, ResultStore(settings.results_root), models)
-
-
-def _params(text: str) -> dict[str, Any]:
-    try:
-        params = json.loads(text)
-    except ValueError as exc:
-        raise errors.InvalidParams(f"--params is not JSON: {exc}") from None
-    if not isinstance(params, dict):
-        raise errors.InvalidParams("--params must be a JSON object")
-    return params
 
 
 def inputs(target: Path, results_root: Path) -> list[Path]:

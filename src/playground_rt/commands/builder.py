@@ -43,7 +43,6 @@ checkpoint is written only for pipelines that run a model. An uploaded image has
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shlex
 from pathlib import Path
@@ -54,6 +53,7 @@ from playground_rt.commands import catalog as commandspec
 from playground_rt.commands.catalog import CatalogError, Command, CommandSpec, Root, Value
 from playground_rt.paths import relative_parts
 from playground_rt.pipeline import registry
+from playground_rt.pipeline.sessions import check_checkpoint_name
 
 __all__ = ["BUILTIN_CATALOG", "RUN_COMMAND", "UPLOADED_IMAGE", "Catalog", "CatalogError"]
 
@@ -226,11 +226,7 @@ class Catalog:
                 f"preview.checkpoint_path is not used by pipeline {plan.pipeline.id!r}; left out"
             )
             return None
-        if not given.lower().endswith(".onnx"):
-            raise errors.InvalidParams(
-                f"preview.checkpoint_path {given!r} must be an .onnx file "
-                "(export a PyTorch checkpoint with torch.onnx.export)"
-            )
+        check_checkpoint_name(given, "preview.checkpoint_path")
         return self._preview_path("outputs", given, "preview.checkpoint_path", warnings)
 
     def _preview_path(self, root: Root, given: str, where: str, warnings: list[str]) -> str:
@@ -262,12 +258,7 @@ def _normalise_run(typed: dict[str, Value], warnings: list[str]) -> None:
     if raw is None:
         return
     assert isinstance(raw, str)
-    try:
-        params = json.loads(raw)
-    except ValueError as exc:
-        raise errors.InvalidParams(f"values.params: not JSON ({exc})") from None
-    if not isinstance(params, dict):
-        raise errors.InvalidParams("values.params: expected a JSON object")
+    params = registry.params_from_json(raw, "values.params")
     pipeline_id = typed.get("pipeline")
     assert isinstance(pipeline_id, str)  # required: _validated checked it
     try:

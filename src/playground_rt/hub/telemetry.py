@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from playground_rt import schemas
 from playground_rt.jobs.executor import Stats
 from playground_rt.jobs.job import JobEvent
+from playground_rt.jobs.manager import Submission
 from playground_rt.pipeline.ops.background import CLIENT_MODELS
 from playground_rt.pipeline.registry import split_job_id
 
@@ -123,8 +124,8 @@ class Telemetry:
             outcome = "failed" if isinstance(frame, schemas.Failed) else "cancelled"
             self.jobs_total.labels(split_job_id(frame.job_id)[0], outcome).inc()
 
-    def submitted(self, joined: bool) -> None:
-        if joined:
+    def submitted(self, submission: Submission) -> None:
+        if submission.joined:
             self.cache_requests.labels("coalesced").inc()
 
     def client_report(self, report: schemas.MetricsReport) -> None:

@@ -19,23 +19,29 @@ from playground_rt.jobs.job import Prepared
 from playground_rt.paths import confine
 from playground_rt.pipeline import images, registry
 from playground_rt.pipeline.ops.base import SessionProvider
+from playground_rt.pipeline.sessions import check_checkpoint_name
 
-PYTORCH_SUFFIXES = (".ckpt", ".pt", ".pth")
 INLINE_BASE64 = 512 * 1024
 """Base64 images up to this size are decoded and hashed on the loop (well under 1 ms); their
 header is probed on a thread like any other (``images.probe``)."""
 
 
 class Intake:
-    def __init__(self, settings: Settings, models: SessionProvider) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        models: SessionProvider,
+        pipelines: registry.Pipelines = registry.PIPELINES,
+    ) -> None:
         self.settings = settings
         self.models = models
+        self.pipelines = pipelines
         self.limits = images.Limits(settings.max_image_bytes, settings.max_pixels)
         self._checkpoint_digests: dict[tuple[Path, int, int], str] = {}
 
     async def prepare(self, request: schemas.PipelineRequest) -> Prepared:
         """Validate a request without running it (``PlaygroundError`` on bad input)."""
-        plan = registry.get_pipeline(request.pipeline_id).plan(request.params)
+        plan = registry.get_pipeline(request.pipeline_id, self.pipelines).plan(request.params)
         notes: list[str] = []
         checkpoint = await self._checkpoint(request.checkpoint_path, plan, notes)
         if checkpoint is None:
@@ -74,13 +80,7 @@ class Intake:
         if not plan.uses_checkpoint:
             notes.append(f"checkpoint_path is not used by pipeline {plan.pipeline.id!r}")
             return None
-        if path.suffix.lower() in PYTORCH_SUFFIXES:
-            raise errors.InvalidParams(
-                f"checkpoint_path {given!r} is a PyTorch checkpoint; export it to ONNX "
-                "(torch.onnx.export) and pass the .onnx file"
-            )
-        if path.suffix.lower() != ".onnx":
-            raise errors.InvalidParams(f"checkpoint_path {given!r} must be an .onnx file")
+        check_checkpoint_name(given)
         if not os.path.isfile(path):  # Path.is_file raises on ENAMETOOLONG (3.11)
             raise errors.NotFound(
                 f"checkpoint_path {given!r} does not exist under the outputs root"

@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -76,15 +77,19 @@ class JobManager:
         store: ResultStore,
         models: SessionProvider,
         retention: Retention,
+        pipelines: registry.Pipelines = registry.PIPELINES,
     ) -> None:
         self.settings = settings
+        self.pipelines = pipelines
         self.store = store
         self.retention = retention
         self._holding = threading.Lock()  # a result's pin: handed from its writer to _finish
         self.models = models
-        self.intake = Intake(settings, models)
+        self.intake = Intake(settings, models, pipelines)
         self.limits = self.intake.limits
         self.listeners: list[Listener] = []
+        self.submissions: list[Callable[[Submission], None]] = []
+        """Told of every submission (REST or WebSocket), after it was accepted."""
         self.active: dict[str, Job] = {}
         self.finished: OrderedDict[str, Job] = OrderedDict()
         self.masks = MaskCache(settings.mask_cache_bytes)
@@ -139,8 +144,17 @@ class JobManager:
 
         ``client`` names who queues it (the remote address): one client holds at most
         ``client_queue_share`` places in the queue, so one busy tab or script cannot shut
-        everyone else out.
+        everyone else out. REST and WebSocket submissions both come here, and so every
+        one reaches the ``submissions`` observers (the ``coalesced`` metric).
         """
+        submission = await self._accept(prepared, mode, task_id, client)
+        for observe in self.submissions:
+            observe(submission)
+        return submission
+
+    async def _accept(
+        self, prepared: Prepared, mode: Mode, task_id: str | None, client: str | None
+    ) -> Submission:
         interest = task_id or f"anon:{uuid.uuid4().hex}"
         notes = list(prepared.notes)
         route_client, backend = self._route(prepared, mode, notes)
@@ -247,7 +261,7 @@ class JobManager:
             return self.view(self.get(job_id))
         except errors.UnknownJob:
             pipeline_id, hex_digest = registry.split_job_id(job_id)
-            if pipeline_id not in registry.PIPELINES:
+            if pipeline_id not in self.pipelines:
                 raise
             path = self.store.lookup(pipeline_id, job_id)
             if path is None:

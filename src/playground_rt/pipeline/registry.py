@@ -23,8 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import msgspec
@@ -107,6 +109,8 @@ class Pipeline:
     routing: tuple[str, ...]
     """This pipeline's routing keys (never hashed)."""
     takes_checkpoint: bool
+    table: Mapping[str, OpSpec[Any]] = field(default_factory=lambda: MappingProxyType(OPS))
+    """Where its ops are found by name (``ops.OPS``, or a test's own)."""
 
     def plan(self, params: dict[str, Any]) -> Plan:
         """Validate ``params`` (``InvalidParams`` names the ``$.params...`` path)."""
@@ -121,7 +125,7 @@ class Pipeline:
 
     def _steps(self, decoded: msgspec.Struct) -> list[Step]:
         if self.flat:
-            op = OPS[self.ops[0]]
+            op = self.table[self.ops[0]]
             fields = {f: getattr(decoded, f) for f in op.params.__struct_fields__}
             return [Step(op, op.params(**fields))]
         steps = []
@@ -129,7 +133,7 @@ class Pipeline:
             value = getattr(decoded, name)
             if value is False:
                 continue
-            op = OPS[name]
+            op = self.table[name]
             # true, or a placement ("client"/"server"): the op with its defaults
             steps.append(Step(op, value if isinstance(value, op.params) else op.params()))
         return steps
@@ -260,15 +264,19 @@ def digest(plan: Plan, image_sha256: str, checkpoint_sha256: str = "") -> str:
 
 
 def _params_struct(
-    name: str, ops: tuple[str, ...], flat: bool, routing: tuple[str, ...]
+    name: str,
+    ops: tuple[str, ...],
+    flat: bool,
+    routing: tuple[str, ...],
+    table: Mapping[str, OpSpec[Any]],
 ) -> type[msgspec.Struct]:
     fields: list[tuple[str, Any, Any]] = []
     if flat:
-        for field in msgspec.structs.fields(OPS[ops[0]].params):
-            fields.append((field.name, field.type, field.default))
+        for struct_field in msgspec.structs.fields(table[ops[0]].params):
+            fields.append((struct_field.name, struct_field.type, struct_field.default))
     else:
         for name in ops:
-            params = OPS[name].params
+            params = table[name].params
             fields.append(
                 (name, bool | Route | params if name in PLACED_OPS else bool | params, False)
             )
@@ -276,11 +284,21 @@ def _params_struct(
     return msgspec.defstruct(name, fields, kw_only=True, forbid_unknown_fields=True)
 
 
-def _pipeline(pid: str, version: str, summary: str, ops: tuple[str, ...], flat: bool) -> Pipeline:
+def make_pipeline(
+    pid: str,
+    version: str,
+    summary: str,
+    ops: tuple[str, ...],
+    flat: bool,
+    table: Mapping[str, OpSpec[Any]] = OPS,
+) -> Pipeline:
+    """A pipeline of ``ops`` (names in ``table``); ``flat``: one op, its params at the top."""
     routing = tuple(key for key in ROUTING_KEYS if flat or key not in ops)
-    params = _params_struct(f"{pid.title()}Params", ops, flat, routing)
+    params = _params_struct(f"{pid.title()}Params", ops, flat, routing, table)
     params.__doc__ = summary
-    return Pipeline(pid, version, summary, ops, flat, params, routing, takes_checkpoint=flat)
+    return Pipeline(
+        pid, version, summary, ops, flat, params, routing, flat, MappingProxyType(dict(table))
+    )
 
 
 PREPROCESSING_OPS = (
@@ -308,11 +326,14 @@ PREPROCESSING_SUMMARY = (
     "pipeline's params."
 )
 
-PIPELINES: dict[str, Pipeline] = {
+Pipelines = Mapping[str, Pipeline]
+"""A pipeline table: ``PIPELINES``, or what ``create_app(settings, pipelines=...)`` was given."""
+
+PIPELINES: Pipelines = {
     p.id: p
     for p in (
-        _pipeline("preprocessing", "1", PREPROCESSING_SUMMARY, PREPROCESSING_OPS, flat=False),
-        _pipeline(
+        make_pipeline("preprocessing", "1", PREPROCESSING_SUMMARY, PREPROCESSING_OPS, flat=False),
+        make_pipeline(
             "rembg",
             "1",
             "Background removal with rembg (u2netp by default, or the request's custom .onnx).",
@@ -331,11 +352,23 @@ def output_size(plan: Plan, size: tuple[int, int]) -> tuple[int, int]:
     return size
 
 
-def get_pipeline(pipeline_id: str) -> Pipeline:
+def get_pipeline(pipeline_id: str, pipelines: Pipelines = PIPELINES) -> Pipeline:
     try:
-        return PIPELINES[pipeline_id]
+        return pipelines[pipeline_id]
     except KeyError:
-        known = ", ".join(sorted(PIPELINES))
+        known = ", ".join(sorted(pipelines))
         raise errors.UnknownPipeline(
             f"unknown pipeline_id {pipeline_id!r}; known: {known}"
         ) from None
+
+
+def params_from_json(text: str, where: str) -> dict[str, Any]:
+    """``params`` given as JSON text (the CLI's ``--params``, a built command's value): a
+    JSON object, or ``InvalidParams`` naming ``where``."""
+    try:
+        params = json.loads(text)
+    except ValueError as exc:
+        raise errors.InvalidParams(f"{where} is not JSON ({exc})") from None
+    if not isinstance(params, dict):
+        raise errors.InvalidParams(f"{where} must be a JSON object")
+    return params

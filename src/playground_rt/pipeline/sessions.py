@@ -54,7 +54,7 @@ SERVABLE_MODELS: tuple[str, ...] = tuple(
     name for name in sessions_names_downloadable if name not in _NOT_BY_NAME
 )
 
-_CHECKPOINT_SUFFIXES = frozenset({".ckpt", ".pt", ".pth"})
+PYTORCH_SUFFIXES = frozenset({".ckpt", ".pt", ".pth"})
 _MAX_CUSTOM_SESSIONS = 4  # each holds a whole model in memory; requests rarely alternate more
 
 # What onnxruntime raises for a file it cannot load (none of them subclass RuntimeError).
@@ -160,7 +160,22 @@ def _session_options(intra_op_threads: int) -> ort.SessionOptions:
     return opts
 
 
-def _md5(path: Path) -> str:
+def check_checkpoint_name(given: str, field: str = "checkpoint_path") -> None:
+    """The checkpoint rule, everywhere one is named (requests, the command builder, the
+    CLI): an ``.onnx`` file; a PyTorch checkpoint gets told how to export one."""
+    suffix = Path(given).suffix.lower()
+    if suffix in PYTORCH_SUFFIXES:
+        raise InvalidParams(
+            f"{field} {given!r} is a PyTorch checkpoint; export it to ONNX "
+            "(torch.onnx.export) and pass the .onnx file"
+        )
+    if suffix != ".onnx":
+        raise InvalidParams(f"{field} {given!r} must be an .onnx file")
+
+
+def file_md5(path: Path) -> str:
+    """A model file's md5 (hex): what the wheel pins, ``/readyz`` shows and the page's
+    cached copy is checked against (the ``ETag`` of ``GET /models/{model}.onnx``)."""
     with path.open("rb") as f:
         return hashlib.file_digest(f, "md5").hexdigest()
 
@@ -276,14 +291,7 @@ class ModelRegistry(SessionProvider):
         resolved = path.resolve()
         if not resolved.is_relative_to(self.custom_root):
             raise PathOutsideRoot(f"checkpoint_path {path} is outside the custom model root")
-        suffix = resolved.suffix.lower()
-        if suffix in _CHECKPOINT_SUFFIXES:
-            raise InvalidParams(
-                f"checkpoint_path {path.name} is a PyTorch checkpoint; export it to ONNX "
-                "(torch.onnx.export) and pass the .onnx"
-            )
-        if suffix != ".onnx":
-            raise InvalidParams(f"checkpoint_path {path.name} is not an .onnx model")
+        check_checkpoint_name(path.name)
         return resolved
 
     def require(self, model: str) -> Path:
@@ -316,7 +324,7 @@ class ModelRegistry(SessionProvider):
                 f"model {model!r} cannot be loaded: {_short_ort_error(exc, path)}"
             ) from exc
         if not wide:
-            self._named_info[model] = self._describe(model, session, path, _md5(path))
+            self._named_info[model] = self._describe(model, session, path, file_md5(path))
         self.idle_release.track(session)
         return session
 

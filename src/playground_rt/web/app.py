@@ -14,9 +14,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -30,12 +28,18 @@ from playground_rt.jobs.cluster.remote import RemoteJobs
 from playground_rt.jobs.manager import JobManager
 from playground_rt.jobs.retention import Retention
 from playground_rt.pipeline import model_files
-from playground_rt.pipeline.ops import OPS
 from playground_rt.pipeline.ops.background import CLIENT_MODELS
-from playground_rt.pipeline.registry import CACHE_FORMAT, CANONICAL_FORM, PIPELINES, PLACED_OPS
+from playground_rt.pipeline.registry import (
+    CACHE_FORMAT,
+    CANONICAL_FORM,
+    PIPELINES,
+    PLACED_OPS,
+    ROUTING_KEYS,
+    Pipelines,
+)
 from playground_rt.pipeline.results import ResultStore
 from playground_rt.pipeline.sessions import ModelRegistry
-from playground_rt.web import openapi, rest, ws
+from playground_rt.web import openapi, rest, routes, ws
 from playground_rt.web.datasets import Datasets
 from playground_rt.web.hosts import HostPolicy
 from playground_rt.web.resultfiles import ResultFiles
@@ -47,7 +51,7 @@ log = logging.getLogger("playground_rt")
 VERSION = version("playground-rt")
 
 
-def pipeline_list() -> schemas.PipelineList:
+def pipeline_list(pipelines: Pipelines) -> schemas.PipelineList:
     infos = [
         schemas.PipelineInfo(
             id=p.id,
@@ -56,9 +60,9 @@ def pipeline_list() -> schemas.PipelineList:
             ops=[
                 schemas.OpInfo(
                     name=name,
-                    summary=OPS[name].summary,
-                    client=OPS[name].client,
-                    params_schema=msgspec.json.schema(OPS[name].params),
+                    summary=p.table[name].summary,
+                    client=p.table[name].client,
+                    params_schema=msgspec.json.schema(p.table[name].params),
                     placed=not p.flat and name in PLACED_OPS,
                     client_models=list(CLIENT_MODELS) if name == "rembg" else [],
                 )
@@ -68,19 +72,22 @@ def pipeline_list() -> schemas.PipelineList:
             flat=p.flat,
             routing_keys=list(p.routing),
         )
-        for p in PIPELINES.values()
+        for p in pipelines.values()
     ]
-    return schemas.PipelineList(infos, CANONICAL_FORM, page_constants())
+    return schemas.PipelineList(infos, CANONICAL_FORM, page_constants(pipelines))
 
 
-def page_constants() -> schemas.PageConstants:
+def page_constants(pipelines: Pipelines) -> schemas.PageConstants:
     """What the page would otherwise copy by hand, each read from where it is defined."""
-    shared = set.intersection(*(set(p.routing) for p in PIPELINES.values()))
-    assert len(shared) == 1, f"one routing key must be every pipeline's switch: {shared}"
+    # A routing key named after a placed op ("rembg") places that op; the other one is the
+    # switch every pipeline takes.
+    switch = [key for key in ROUTING_KEYS if key not in PLACED_OPS]
+    assert len(switch) == 1, f"one routing key must be the switch: {switch}"
+    specs = {name: p.table[name] for p in pipelines.values() for name in p.ops}
     return schemas.PageConstants(
         cache_format=CACHE_FORMAT,
-        route_switch=shared.pop(),
-        odd_params={name: odd for name, spec in OPS.items() if (odd := _odd_params(spec.params))},
+        route_switch=switch[0],
+        odd_params={name: odd for name, spec in specs.items() if (odd := _odd_params(spec.params))},
         close_codes={code.name: code.value for code in Close},
     )
 
@@ -114,7 +121,7 @@ def _converts(params: type[msgspec.Struct], raw: dict[str, int]) -> bool:
     return True
 
 
-def build_state(settings: Settings) -> AppState:
+def build_state(settings: Settings, pipelines: Pipelines = PIPELINES) -> AppState:
     store = ResultStore(settings.results_root)
     retention = Retention(
         settings.results_root, settings.results_max_bytes, settings.results_max_age_s
@@ -134,7 +141,7 @@ def build_state(settings: Settings) -> AppState:
             results=retention.figures,
         )
     else:
-        jobs = JobManager(settings, store, models, retention)
+        jobs = JobManager(settings, store, models, retention, pipelines)
         telemetry = Telemetry(jobs.executor.stats, results=retention.figures)
     hub = Hub(settings, jobs, telemetry)
     return AppState(
@@ -157,8 +164,10 @@ def build_state(settings: Settings) -> AppState:
             jobs.limits,
             settings.thumbnail_cache_bytes,
         ),
-        pipeline_list=pipeline_list(),
-        openapi=openapi.render(VERSION),
+        model_files=ModelFiles(settings.model_home),
+        runtime_files=RuntimeFiles(settings.resolved_static_dir()),
+        pipeline_list=pipeline_list(pipelines),
+        openapi=openapi.render(VERSION, pipelines),
     )
 
 
@@ -185,16 +194,6 @@ async def _warm_task(state: AppState) -> None:
     else:
         state.models_ready = True
         log.info("models ready: %s", ", ".join(m.model for m in state.models.info()))
-
-
-def webassets_routes(settings: Settings) -> list[BaseRoute]:
-    """The model files and onnxruntime-web's runtime, for the page's own model worker."""
-    models = ModelFiles(settings.model_home)
-    runtime = RuntimeFiles(settings.resolved_static_dir())
-    return [
-        Route("/models/{model}.onnx", models.endpoint, methods=["GET", "HEAD"]),
-        Route("/vendor/onnxruntime-web/{file}", runtime.endpoint, methods=["GET", "HEAD"]),
-    ]
 
 
 class TrustedHosts:
@@ -228,28 +227,8 @@ def _routes(state: AppState) -> list[BaseRoute]:
     """The routes as data; the static app last, as the catch-all."""
     settings = state.settings
 
-    async def metrics(request: Request) -> Response:
-        return Response(state.telemetry.prometheus(), media_type="text/plain; version=0.0.4")
-
     return [
-        Route("/api/pipelines/preview", rest.preview, methods=["POST"]),
-        Route("/api/pipelines/fallback", rest.fallback, methods=["POST"]),
-        Route("/api/pipelines", rest.list_pipelines, methods=["GET"]),
-        Route("/api/jobs/{job_id}", rest.job_status, methods=["GET"]),
-        Route("/api/jobs/{job_id}/outline", rest.job_outline, methods=["GET"]),
-        Route("/api/jobs/{job_id}", rest.job_cancel, methods=["DELETE"]),
-        Route("/api/commands/build", rest.build_command, methods=["POST"]),
-        Route("/api/commands", rest.list_commands, methods=["GET"]),
-        Route("/api/metrics", rest.metrics_report, methods=["POST"]),
-        Route("/api/datasets", rest.datasets, methods=["GET"]),
-        Route("/api/datasets/file", rest.dataset_file, methods=["GET"]),
-        Route("/api/datasets/thumbnail", rest.dataset_thumbnail, methods=["GET"]),
-        Route("/api/datasets/uploads", rest.save_upload, methods=["POST"]),
-        Route("/healthz", rest.healthz, methods=["GET"]),
-        Route("/readyz", rest.readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/openapi.json", rest.openapi, methods=["GET"]),
-        *webassets_routes(settings),
+        *routes.http_routes(),
         WebSocketRoute("/ws", ws.Endpoint(state.hub, settings)),
         Mount("/results", ResultFiles(settings.results_root, state.retention), name="results"),
         Mount(
@@ -258,8 +237,10 @@ def _routes(state: AppState) -> list[BaseRoute]:
     ]
 
 
-def create_app(settings: Settings) -> Starlette:
-    state = build_state(settings)
+def create_app(settings: Settings, pipelines: Pipelines = PIPELINES) -> Starlette:
+    """The app for ``settings``; ``pipelines``: the pipeline table it serves (a test's own,
+    or ``PIPELINES``). Behind web nodes (``execute="remote"``) the workers' table is used."""
+    state = build_state(settings, pipelines)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -270,6 +251,7 @@ def create_app(settings: Settings) -> Starlette:
         await asyncio.to_thread(state.retention.load)  # a restart keeps the bounds
         keeper = asyncio.create_task(state.retention.keep(), name="results-retention")
         state.jobs.listeners.append(state.telemetry.job_event)
+        state.jobs.submissions.append(state.telemetry.submitted)
         if isinstance(state.jobs, RemoteJobs):  # frames come back from the cluster's history
             state.jobs.sinks.append(state.hub.deliver)
             state.jobs.lost.append(state.hub.history_lost)

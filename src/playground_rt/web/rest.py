@@ -113,14 +113,8 @@ async def decode_body(request: Request, kind: type[T]) -> T:
     try:
         result: T = decoder.decode(body)
         return result
-    except msgspec.ValidationError as exc:  # subclasses DecodeError: first
-        raise errors.InvalidParams(str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise errors.BadRequest(f"malformed JSON body: {exc}") from None
-    except UnicodeDecodeError as exc:  # msgspec raises it (not DecodeError) inside strings
-        raise errors.BadRequest(f"malformed JSON body: invalid UTF-8 ({exc.reason})") from None
-    except RecursionError:  # msgspec raises it (not DecodeError) past ~1000 nested levels
-        raise errors.BadRequest("malformed JSON body: nested too deeply") from None
+    except errors.UNDECODABLE as exc:
+        raise errors.undecodable(exc, "body") from None
 
 
 def client_of(request: Request) -> str | None:
@@ -142,7 +136,6 @@ async def preview(request: Request) -> Response:
     app = state(request)
     prepared = await app.jobs.prepare(body)
     sub = await app.jobs.submit(prepared, "preview", body.taskId, client_of(request))
-    app.telemetry.submitted(sub.joined)
     job = sub.job
     url = app.jobs.result_url(job.result_path) if job.result_path else None
     return MsgspecResponse(
@@ -164,7 +157,6 @@ async def fallback(request: Request) -> Response:
     app = state(request)
     prepared = await app.jobs.prepare(body)
     sub = await app.jobs.submit(prepared, "fallback", body.taskId, client_of(request))
-    app.telemetry.submitted(sub.joined)
     job = sub.job
     if not job.terminal and app.settings.fallback_wait_s > 0:
         await app.jobs.wait(job, app.settings.fallback_wait_s)
@@ -365,6 +357,18 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     readiness = state(request).readiness()
     return MsgspecResponse(readiness, status_code=200 if readiness.ready else 503)
+
+
+async def prometheus(request: Request) -> Response:
+    return Response(state(request).telemetry.prometheus(), media_type="text/plain; version=0.0.4")
+
+
+async def model_file(request: Request) -> Response:
+    return await state(request).model_files.endpoint(request)
+
+
+async def runtime_file(request: Request) -> Response:
+    return await state(request).runtime_files.endpoint(request)
 
 
 async def openapi(request: Request) -> Response:

@@ -17,6 +17,7 @@ from playground_rt.pipeline.results import ResultStore
 from playground_rt.pipeline.sessions import ModelRegistry
 from playground_rt.web.datasets import Datasets
 from playground_rt.web.thumbnails import Thumbnails
+from playground_rt.web.webassets import ModelFiles, RuntimeFiles
 
 
 @dataclass
@@ -31,6 +32,8 @@ class AppState:
     commands: Catalog
     datasets: Datasets
     thumbnails: Thumbnails
+    model_files: ModelFiles
+    runtime_files: RuntimeFiles
     pipeline_list: schemas.PipelineList
     openapi: bytes
     models_ready: bool = False

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from playground_rt import errors
 from playground_rt.pipeline.ops.background import CLIENT_MODELS
-from playground_rt.pipeline.sessions import model_file
+from playground_rt.pipeline.sessions import file_md5, model_file
 
 MODEL_CACHE_CONTROL = "public, max-age=31536000, immutable"
 RUNTIME_CACHE_CONTROL = "public, max-age=3600"
@@ -73,7 +72,7 @@ class ModelFiles:
         stat = path.stat()
         key = (path, stat.st_mtime_ns, stat.st_size)
         if key not in self._md5:
-            self._md5[key] = await asyncio.to_thread(_md5, path)
+            self._md5[key] = await asyncio.to_thread(file_md5, path)
         return self._md5[key]
 
 
@@ -106,11 +105,6 @@ def _conditional(
     if headers["etag"] in (tag.strip() for tag in given.split(",")):
         return Response(status_code=304, headers=headers)
     return FileResponse(path, media_type=media_type, headers=headers)
-
-
-def _md5(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "md5").hexdigest()
 
 
 class IsolationMiddleware:

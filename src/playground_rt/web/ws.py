@@ -112,14 +112,12 @@ async def read_loop(hub: Hub, conn: Connection) -> None:
 async def dispatch(hub: Hub, conn: Connection, data: str | bytes) -> None:
     try:
         frame = _decoder.decode(data)
-    except msgspec.ValidationError as exc:  # subclasses DecodeError: first
-        hub.reply(conn, _error(f"invalid frame: {exc}", "invalid_frame", _ref(data)))
-        return
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # bad UTF-8 in a binary frame
-        hub.reply(conn, _error(f"malformed JSON frame: {exc}", "bad_request"))
-        return
-    except RecursionError:  # msgspec's answer to deep nesting in an ``Any`` field
-        hub.reply(conn, _error("malformed JSON frame: nested too deeply", "bad_request"))
+    except errors.UNDECODABLE as exc:
+        error = errors.undecodable(exc, "frame")
+        if isinstance(error, errors.InvalidParams):  # a frame's own code, and its ref
+            hub.reply(conn, _error(f"invalid frame: {exc}", "invalid_frame", _ref(data)))
+        else:
+            hub.reply(conn, _error(error.detail, error.code))
         return
     try:
         await handle(hub, conn, frame)
@@ -204,7 +202,7 @@ def _ref(data: str | bytes) -> str | None:
     """The ``ref`` of a frame that failed validation, when it can be read at all."""
     try:
         ref = _ref_decoder.decode(data).ref
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+    except errors.UNDECODABLE:
         return None
     return ref[:64] if ref else None
 

@@ -135,10 +135,10 @@ class RemoteJobs(JobManager):
 
     # --- requests --------------------------------------------------------------------------
 
-    async def submit(
-        self, prepared: Prepared, mode: Mode, task_id: str | None, client: str | None = None
+    async def _accept(
+        self, prepared: Prepared, mode: Mode, task_id: str | None, client: str | None
     ) -> Submission:
-        """As :meth:`JobManager.submit`, across the cluster: a run in flight on any node is
+        """As :meth:`JobManager._accept`, across the cluster: a run in flight on any node is
         joined, the queue's depth is the cluster's, a task's older job anywhere is
         superseded."""
         interest = task_id or f"anon:{uuid.uuid4().hex}"
