@@ -13,7 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from playground_rt import errors
+from playground_rt.hub.connection import Close
 from playground_rt.jobs.job import JobState
+from playground_rt.pipeline.ops import OPS, parse_params
+from playground_rt.pipeline.registry import CACHE_FORMAT, PIPELINES
 
 from .conftest import SEED_IMAGE, Server, b64, encode, sample_image
 
@@ -131,6 +135,27 @@ async def test_pipelines_describe_their_shape(server: Server) -> None:
     rembg = pre["ops"][names.index("rembg")]
     assert rembg["placed"] and rembg["client"] and rembg["client_models"] == ["u2netp"]
     assert not flat["ops"][0]["placed"]
+
+
+async def test_pipelines_serve_what_the_page_would_otherwise_copy(server: Server) -> None:
+    """The page keeps no copy of these: it reads them here, and here each comes from its
+    one home in Python (limits: ``test_datasets``)."""
+    listing = (await server.http.get("/api/pipelines")).json()
+    constants = listing["constants"]
+    assert constants["cache_format"] == CACHE_FORMAT
+    assert constants["close_codes"] == {code.name: code.value for code in Close}
+    switch = constants["route_switch"]
+    for pipeline in PIPELINES.values():
+        for route in ("client", "server"):
+            assert pipeline.plan({switch: route}).route == route, (pipeline.id, route)
+    assert constants["odd_params"] == {"blur": ["kernelSize"]}
+    with pytest.raises(errors.InvalidParams, match="kernelSize must be odd"):
+        parse_params(OPS["blur"], {"kernelSize": 6})
+    for served in listing["pipelines"]:
+        assert served["routing_keys"] == list(PIPELINES[served["id"]].routing)
+        assert {op["name"]: op["client"] for op in served["ops"]} == {
+            name: OPS[name].client for name in PIPELINES[served["id"]].ops
+        }
 
 
 async def test_seed_fallback_verbatim_runs_rembg_for_real(server: Server) -> None:

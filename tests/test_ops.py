@@ -22,6 +22,7 @@ from rembg.sessions.base import BaseSession
 
 from playground_rt import errors
 from playground_rt.pipeline.ops import OPS, OpContext, SessionProvider, get_op, parse_params
+from playground_rt.pipeline.ops.geometry import MAX_SIDE
 
 ROOT = Path(__file__).resolve().parents[1]
 OPS_CHECK = ROOT / "tests" / "js" / "ops_check.mjs"
@@ -70,7 +71,7 @@ def test_registry_names_and_client_flags() -> None:
         "crop": False,
         "rotate": True,
         "flip": True,
-        "rembg": True,  # u2netp without alpha matting or post-processing: ort-worker.js
+        "rembg": True,  # u2netp without alpha matting or post-processing: model-worker.js
     }
     for name, spec in OPS.items():
         assert spec.name == name
@@ -528,6 +529,7 @@ def run_js(tmp_path: Path, img: Image.Image, ops: list[tuple[str, dict[str, Any]
         "height": rgba.height,
         "data": base64.b64encode(rgba.tobytes()).decode(),
         "ops": [{"name": name, "params": params} for name, params in ops],
+        "limits": {"max_side": MAX_SIDE},
     }
     job_path = tmp_path / "job.json"
     job_path.write_text(json.dumps(job))
@@ -600,12 +602,14 @@ def test_js_port_matches_pillow(
 
 
 def test_js_client_ops_are_the_client_flagged_ops(tmp_path: Path) -> None:
+    """ops.js ports every ``client`` op but rembg, which runs in the model worker."""
     script = tmp_path / "names.mjs"
     script.write_text(
-        "import { CLIENT_OPS, MODEL_OPS } from "
+        "import { CLIENT_OPS } from "
         f"{json.dumps((ROOT / 'static/js/ops.js').as_uri())};\n"
-        "process.stdout.write(JSON.stringify([...CLIENT_OPS, ...MODEL_OPS]));\n"
+        "process.stdout.write(JSON.stringify(CLIENT_OPS));\n"
     )
     done = subprocess.run([node(), str(script)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert sorted(json.loads(done.stdout)) == sorted(n for n, s in OPS.items() if s.client)
+    ported = sorted(n for n, s in OPS.items() if s.client and n != "rembg")
+    assert sorted(json.loads(done.stdout)) == ported

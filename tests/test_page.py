@@ -132,6 +132,18 @@ def test_js_reads_image_sizes_from_headers(tmp_path: Path) -> None:
         assert got == {"width": size[0], "height": size[1]}, name
 
 
+def test_the_page_makes_elements_with_one_helper() -> None:
+    """``el()`` in ``static/js/ui/dom.js`` is the one place that creates elements: a second
+    wrapper would drift from its rules (false/null attributes left out, text children)."""
+    static = ROOT / "static" / "js"
+    makers = [
+        str(path.relative_to(static))
+        for path in sorted(static.rglob("*.js"))
+        if "document.createElement(" in path.read_text()
+    ]
+    assert makers == ["ui/dom.js"]
+
+
 # --- the browser ----------------------------------------------------------------------------
 
 
@@ -325,7 +337,7 @@ async def test_saturated_workers_fall_back_to_the_server(
     # The page's own module instance (same URL): pretend its queue is past the threshold.
     await page.evaluate(
         """async () => {
-            const { WorkerPool } = await import("/js/workers.js");
+            const { WorkerPool } = await import("/js/worker-pool.js");
             WorkerPool.prototype.saturated = () => true;
         }"""
     )

@@ -1,4 +1,4 @@
-"""Background removal in the page (``static/js/ort-worker.js``, ``rembg.js``, ``placement.js``)
+"""Background removal in the page (``static/js/model-worker.js``, ``rembg.js``, ``placement.js``)
 in Debian's Chromium against a real uvicorn: the browser's cut-out against the server's, the
 model kept in Cache Storage, no inference when only the blend moves, the downgrades that send
 the work to the server and say why, the figures reaching ``/metrics``. The placement rules

@@ -172,9 +172,25 @@ class Example(msgspec.Struct, kw_only=True):
     params: dict[str, Any]
 
 
+class PageConstants(msgspec.Struct, kw_only=True):
+    """What the page must agree on with the server, each value read from its one home in
+    Python: the page takes them from here at start-up instead of keeping copies."""
+
+    cache_format: str
+    """The first line of the text a cache key hashes (``registry.CACHE_FORMAT``)."""
+    route_switch: str
+    """The routing key every pipeline takes: the page sets it to ``"client"`` or
+    ``"server"`` (``"server"`` is the contract's fallback)."""
+    odd_params: dict[str, list[str]]
+    """Per op, the integer params that must be odd (blur's ``kernelSize``)."""
+    close_codes: dict[str, int]
+    """The hub's WebSocket close codes by name (``hub.connection.Close``)."""
+
+
 class PipelineList(msgspec.Struct):
     pipelines: list[PipelineInfo]
     canonical_form: str
+    constants: PageConstants
     limits: Limits | None = None
     models: list[ModelChoice] = msgspec.field(default_factory=list)
     example: Example | None = None

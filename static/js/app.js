@@ -7,8 +7,8 @@
 
 import * as api from "./api.js";
 import { bytesToBase64 } from "./imaging.js";
-import { CommandDrawer } from "./console.js";
-import { JobList, TERMINAL } from "./jobs.js";
+import { CommandDrawer } from "./command-drawer.js";
+import { JobList, TERMINAL } from "./job-list.js";
 import { setupUpload } from "./picker.js";
 import { deviceDowngrade, Placement } from "./placement.js";
 import { Previewer } from "./preview.js";
@@ -18,14 +18,14 @@ import { startReporter, TelemetryPanel } from "./telemetry.js";
 import { CompareStage } from "./ui/compare-stage.js";
 import { CropHandles } from "./ui/crop-handles.js";
 import { DatasetBrowser } from "./ui/dataset-browser.js";
-import { $ } from "./ui/dom.js";
+import { $, el } from "./ui/dom.js";
 import { Freshness } from "./ui/freshness.js";
 import { describe as describeLimits } from "./ui/limits.js";
 import { LivePreview } from "./ui/live-preview.js";
 import { loadJobs, saveJob, tabTaskId } from "./ui/persist.js";
 import { TakeAway } from "./ui/take-away.js";
 import { Workspace } from "./ui/workspace.js";
-import { WorkerPool } from "./workers.js";
+import { WorkerPool } from "./worker-pool.js";
 
 const FRAME_LOG = 50;
 
@@ -101,9 +101,7 @@ function statusView(freshness, getForm) {
       $("placement").hidden = !text;
     },
     notes(list) {
-      $("notes").replaceChildren(
-        ...list.map((text) => Object.assign(document.createElement("li"), { textContent: text })),
-      );
+      $("notes").replaceChildren(...list.map((text) => el("li", {}, text)));
     },
   };
 }
@@ -137,7 +135,11 @@ async function main() {
   const rembg = model.rembg;
   const placement = new Placement({ rembg, pool });
   const frames = [];
+  // The pipelines, and what the page shares with the server instead of copying it: its
+  // limits and `constants` (the cache-key format, the routing switch, close codes, ...).
   const listing = await api.getPipelines();
+  const { constants } = listing;
+  if (pool) pool.limits = listing.limits;
   $("limits-hint").textContent = describeLimits(listing.limits);
 
   const stage = makeStage();
@@ -160,6 +162,7 @@ async function main() {
     ui: view,
     taskId,
     socket: null,
+    constants,
   });
   const isLatest = (jobId) => previewer.waiting.get(jobId)?.seq === previewer.seq;
   // A job row changed: the previewer finishes the preview waiting on it; the stage's
@@ -194,6 +197,7 @@ async function main() {
       (api.TOKEN ? `?token=${encodeURIComponent(api.TOKEN)}` : ""),
     {
       onState: showSocketState,
+      closeCodes: constants.close_codes,
       onFrame: (frame) => {
         frames.push(frame);
         if (frames.length > FRAME_LOG) frames.shift();
@@ -211,7 +215,13 @@ async function main() {
       },
     },
   );
-  const live = new LivePreview({ pool, stage, taskId, onPaint: (id) => freshness.live(id) });
+  const live = new LivePreview({
+    pool,
+    stage,
+    taskId,
+    oddParams: constants.odd_params,
+    onPaint: (id) => freshness.live(id),
+  });
   const takeaway = new TakeAway(
     {
       result: $("download-result"),

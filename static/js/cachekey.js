@@ -2,24 +2,15 @@
 // tests/js/cachekey_check.mjs). It must match src/playground_rt/pipeline/registry.py bit for bit:
 //
 //   sha256 hex of the UTF-8 text
-//     "playground-rt/cache-v2\n" + pipeline_id + "\n" + version + "\n" +
+//     format + "\n" + pipeline_id + "\n" + version + "\n" +
 //     canonical_params + "\n" + checkpoint_sha256_or_"" + "\n" + sha256hex(image bytes)
 //   cache_key = pipeline_id + ":" + the first 32 hex digits
 //
+// `format` ("playground-rt/cache-v2") is the server's: GET /api/pipelines `constants`
+// carries it, so a new key format on the server is never missed here. Keys that say where
+// work runs (a pipeline's `routing_keys`) are not hashed.
+//
 // No DOM here: only Web Crypto (`crypto.subtle`, global in browsers and node 20).
-
-export const CACHE_FORMAT = "playground-rt/cache-v2";
-
-/**
- * Keys that say where work runs and never change the result: not hashed. A pipeline lists
- * its own (`routing_keys` in GET /api/pipelines: `rembg` is one in the flat rembg pipeline
- * only; in preprocessing it is the background-removal op, whose "client"/"server" turns it
- * on with its defaults).
- */
-export const ROUTING_KEYS = Object.freeze(["rembg", "background_removal"]);
-
-/** Where a preview runs, as a params value ("client" | "server"). */
-const PLACEMENTS = Object.freeze(["client", "server"]);
 
 const encoder = new TextEncoder();
 
@@ -142,15 +133,15 @@ export function quantise(value) {
  */
 export function enabledSteps(pipeline, params) {
   if (isFlat(pipeline)) {
-    const skip = pipeline.routing_keys ?? ROUTING_KEYS;
-    const own = withDefaults(pipelineProperties(pipeline), params, skip);
+    const own = withDefaults(pipelineProperties(pipeline), params, pipeline.routing_keys);
     return [{ name: pipeline.ops[0].name, params: quantise(own) }];
   }
   const steps = [];
   for (const op of pipeline.ops) {
     const value = params[op.name];
     if (value === undefined || value === null || value === false) continue;
-    const given = value === true || PLACEMENTS.includes(value) ? {} : value;
+    // true, or a placed op's placement ("client"/"server"): the op with its defaults
+    const given = typeof value === "object" ? value : {};
     steps.push({ name: op.name, params: quantise(withDefaults(opProperties(op), given)) });
   }
   return steps;
@@ -165,19 +156,22 @@ export function canonicalParams(pipeline, params) {
 
 /**
  * The cache key of (pipeline, params, image bytes[, checkpoint sha256]) and its parts.
- * `imageSha256` may be given instead of recomputing it from `imageBytes` every time.
+ * `imageSha256` may be given instead of recomputing it from `imageBytes` every time;
+ * `format` is the server's `constants.cache_format`.
  */
 export async function cacheKey({
+  format,
   pipeline,
   params,
   imageBytes,
   imageSha256,
   checkpointSha256 = "",
 }) {
+  if (!format) throw new TypeError("cacheKey needs the server's cache_format");
   const canonical = canonicalJson(canonicalParams(pipeline, params));
   const image = imageSha256 ?? (await sha256Hex(imageBytes));
   const text = [
-    CACHE_FORMAT,
+    format,
     pipeline.id,
     pipeline.version,
     canonical,

@@ -9,7 +9,7 @@
 // say what they leave of the image. Routing keys are not fields: where the work runs is the
 // page's decision (app.js).
 
-import { deref, isFlat, opProperties, pipelineProperties, ROUTING_KEYS } from "./cachekey.js";
+import { deref, isFlat, opProperties, pipelineProperties } from "./cachekey.js";
 import { el, formatPixels as megapixels, humanize } from "./ui/dom.js";
 import { helpText, makeField } from "./ui/fields.js";
 
@@ -28,14 +28,15 @@ function unwrap(prop, root) {
   return { schema, nullable: real.length < options.length };
 }
 
-function fields(idPrefix, properties, root, { skip = [], values = {}, models }) {
+function fields(idPrefix, properties, root, { skip = [], values = {}, models, odd = [] }) {
   const made = {};
   for (const [name, prop] of Object.entries(properties)) {
     if (skip.includes(name)) continue;
     const { schema, nullable } = unwrap(prop, root);
     const given = values[name];
     const value = given !== undefined ? given : (prop.default ?? schema.default ?? null);
-    made[name] = makeField(idPrefix, name, { schema, nullable, prop, value, models });
+    const field = { schema, nullable, prop, value, models, odd: odd.includes(name) };
+    made[name] = makeField(idPrefix, name, field);
     made[name].fallback = prop.default ?? schema.default ?? null;
   }
   return made;
@@ -75,10 +76,11 @@ function applyDependencies(made, values) {
 
 // --- ops -------------------------------------------------------------------------------
 
-function opFieldset(op, preset, models) {
+function opFieldset(op, preset, { models, oddParams }) {
   const root = op.params_schema;
   const values = preset && typeof preset === "object" ? preset : {};
-  const made = fields(`f-${op.name}`, opProperties(op), root, { values, models });
+  const odd = oddParams[op.name];
+  const made = fields(`f-${op.name}`, opProperties(op), root, { values, models, odd });
   const toggle = el("input", { type: "checkbox", id: `op-${op.name}`, checked: Boolean(preset) });
   const badge = el(
     "span",
@@ -125,20 +127,21 @@ function afterResize([w, h], p) {
 /**
  * Build the form of `pipeline` into `container`; `onChange(event)` runs on every edit.
  * `preset` is a params object to start from (op keys: true or values; flat pipelines:
- * values); `options.models` the models the server lists, `options.limits` its limits.
+ * values); `options.models` the models the server lists, `options.limits` its limits,
+ * `options.oddParams` the params that must be odd, per op (the server's `constants`).
  */
 export function buildForm(container, pipeline, onChange, preset = {}, options = {}) {
-  const { models = [], limits = null } = options;
+  const { models = [], limits = null, oddParams = {} } = options;
   container.replaceChildren();
   container.append(helpText(pipeline.summary, "pipeline-help"));
   const flat = isFlat(pipeline);
   const groups = {}; // group name ("" for flat) -> {made, ...}
   if (flat) {
-    const skip = pipeline.routing_keys ?? ROUTING_KEYS;
     const made = fields("f", pipelineProperties(pipeline), pipeline.params_schema, {
-      skip,
+      skip: pipeline.routing_keys,
       values: preset,
       models,
+      odd: oddParams[pipeline.ops[0].name],
     });
     container.append(
       el("div", { class: "flat-fields" }, ...Object.values(made).map((f) => f.node)),
@@ -146,7 +149,7 @@ export function buildForm(container, pipeline, onChange, preset = {}, options = 
     groups[""] = { made };
   } else {
     for (const op of pipeline.ops) {
-      groups[op.name] = opFieldset(op, preset[op.name], models);
+      groups[op.name] = opFieldset(op, preset[op.name], { models, oddParams });
       container.append(groups[op.name].node);
     }
   }

@@ -2,12 +2,11 @@
 // or uploads on a device without OffscreenCanvas workers), base64 for request bodies,
 // and summary figures for the debugging hook.
 
+import { el } from "./ui/dom.js";
+
 function canvas(width, height) {
   if (typeof OffscreenCanvas !== "undefined") return new OffscreenCanvas(width, height);
-  const node = document.createElement("canvas");
-  node.width = width;
-  node.height = height;
-  return node;
+  return el("canvas", { width, height });
 }
 
 /**

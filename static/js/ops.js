@@ -1,4 +1,4 @@
-// Browser ports of the server's client-capable ops (src/playground_rt/ops, client=True).
+// Browser ports of the server's client-capable ops (src/playground_rt/pipeline/ops, client=True).
 //
 // Each function is a port of exactly what Pillow does for the Python op, down to its
 // fixed-point rounding, so a preview computed in a Web Worker matches the server's pixel
@@ -8,23 +8,6 @@
 // module runs inside a Web Worker.
 
 import { resample } from "./resample.js";
-
-/**
- * Names of the ops this module implements: the server's `client=True` ops but those in
- * MODEL_OPS, which need a model and run in the model worker (ort-worker.js, rembg-ops.js).
- */
-export const MODEL_OPS = Object.freeze(["rembg"]);
-
-export const CLIENT_OPS = Object.freeze([
-  "autocontrast",
-  "blur",
-  "grayscale",
-  "resize",
-  "rotate",
-  "flip",
-]);
-
-const MAX_SIDE = 8192;
 
 function newImage(width, height) {
   return { width, height, data: new Uint8ClampedArray(width * height * 4) };
@@ -163,6 +146,7 @@ function transpose(data, width, height) {
 }
 
 function blur(img, { kernelSize = 5 } = {}) {
+  // The port's own precondition (a whole radius), beside the server's rule the form follows.
   if (!Number.isInteger(kernelSize) || kernelSize < 1 || kernelSize > 31 || kernelSize % 2 === 0) {
     fail(`blur.kernelSize must be an odd integer in 1..31, got ${kernelSize}`);
   }
@@ -228,11 +212,13 @@ function targetSize(img, width, height) {
   return fail("resize needs at least one of width and height");
 }
 
-function resize(img, { width = null, height = null } = {}) {
+function resize(img, { width = null, height = null } = {}, limits = {}) {
   const [w, h] = targetSize(img, width, height);
-  const valid = (side) => Number.isInteger(side) && side >= 1 && side <= MAX_SIDE;
+  const maxSide = limits.max_side;
+  if (!Number.isInteger(maxSide)) fail("resize needs the server's limits (max_side)");
+  const valid = (side) => Number.isInteger(side) && side >= 1 && side <= maxSide;
   if (!valid(w) || !valid(h)) {
-    fail(`resize to ${w}x${h}: each side must be an integer in 1..${MAX_SIDE}`);
+    fail(`resize to ${w}x${h}: each side must be an integer in 1..${maxSide}`);
   }
   if (w === img.width && h === img.height) {
     return { width: w, height: h, data: img.data.slice() };
@@ -285,12 +271,20 @@ function flip(img, { direction = "horizontal" } = {}) {
 const OPS = { autocontrast, blur, grayscale, resize, rotate, flip };
 
 /**
+ * The ops this module implements: the server's `client` ops (OpSpec.client, served per op
+ * by GET /api/pipelines) but rembg, which needs a model and runs in the model worker
+ * (model-worker.js, rembg-ops.js). tests/test_ops.py keeps the two lists equal.
+ */
+export const CLIENT_OPS = Object.freeze(Object.keys(OPS));
+
+/**
  * Apply the op `name` with `params` (the server's param names and defaults) to `img`
  * and return a new image; throws RangeError for an unknown op or invalid params.
+ * `limits`: the server's (GET /api/pipelines `limits`: resize checks `max_side`).
  */
-export function applyOp(name, params, img) {
+export function applyOp(name, params, img, limits = {}) {
   if (!Object.hasOwn(OPS, name)) {
     fail(`unknown client op ${JSON.stringify(name)}; known: ${CLIENT_OPS.join(", ")}`);
   }
-  return OPS[name](img, params ?? {});
+  return OPS[name](img, params ?? {}, limits);
 }

@@ -18,7 +18,7 @@
 //     finish in under 1 / PREFER_PAGE of the time: the server is shared by every page, so a
 //     small gain is not worth its load.
 
-import { SATURATION_FACTOR } from "./workers.js";
+import { SATURATION_FACTOR } from "./worker-pool.js";
 
 export const BUDGET_MS = 8000;
 export const LOW_MEMORY_GB = 2;

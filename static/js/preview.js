@@ -11,7 +11,7 @@
 //     params.background_removal = "server" (the fallback). The page asks for the server from
 //     the start when the user ticks "Run on server", when the device is downgraded, or when
 //     placement.js finds the server faster (measured) or the device unfit for the model.
-//  4. Server jobs are followed over the WebSocket (progress rows in jobs.js); while the
+//  4. Server jobs are followed over the WebSocket (progress rows in job-list.js); while the
 //     socket is down they are polled with GET /api/jobs/{id}. A big job's outline (its
 //     cut-out at <= 256 px, `outline_url` once the model's mask is known) is shown until
 //     its result arrives. The result PNG is fetched, decoded, memoized under the cache key,
@@ -21,15 +21,11 @@ import * as api from "./api.js";
 import { cacheKey, canonicalJson, enabledSteps, isFlat, opProperties } from "./cachekey.js";
 import { decodeBlob, imageStats } from "./imaging.js";
 import { formatMs } from "./placement.js";
-import { Superseded } from "./workers.js";
+import { Superseded } from "./worker-pool.js";
 
 const MEMO_SIZE = 24;
 const POLL_MS = 1000;
 const STALL_MS = 3000;
-
-/** The routing key that asks for the server: what the fallback adds to the same payload. */
-export const SERVER_ROUTE = { background_removal: "server" };
-const CLIENT_ROUTE = { background_removal: "client" };
 
 /** The server's reason for running a job the page asked for (jobs.submit's note). */
 function serverReason(notes) {
@@ -45,8 +41,12 @@ function isDefaults(op, value) {
 }
 
 export class Previewer {
-  constructor({ pool, rembg, placement, jobs, viewer, ui, taskId, socket }) {
-    Object.assign(this, { pool, rembg, placement, jobs, viewer, ui, taskId, socket });
+  /**
+   * `constants`: the server's (GET /api/pipelines): `cache_format` for the page's cache key,
+   * `route_switch` the routing key that asks for the page or the server (background_removal).
+   */
+  constructor({ pool, rembg, placement, jobs, viewer, ui, taskId, socket, constants }) {
+    Object.assign(this, { pool, rembg, placement, jobs, viewer, ui, taskId, socket, constants });
     this.image = null; // {name, sha256?, base64?, path?, pixels?}
     this.seq = 0; // bumps on every run: only the newest run may paint
     this.memo = new Map(); // cache_key -> {image, source, serverKey}
@@ -75,8 +75,9 @@ export class Previewer {
       }
     }
     const placedClient = pipeline.ops.some((o) => o.placed && routed[o.name] === "client");
-    if (server || !pipeline.ops.some((op) => op.client)) Object.assign(routed, SERVER_ROUTE);
-    else if (!placedClient) Object.assign(routed, CLIENT_ROUTE);
+    const routeSwitch = this.constants.route_switch;
+    if (server || !pipeline.ops.some((op) => op.client)) routed[routeSwitch] = "server";
+    else if (!placedClient) routed[routeSwitch] = "client";
     const body = { pipeline_id: pipeline.id, params: routed, taskId: this.taskId };
     if (this.image?.base64 != null) body.image_base64 = this.image.base64;
     else if (this.image?.path != null) body.image_path = this.image.path;
@@ -165,7 +166,8 @@ export class Previewer {
 
   async #clientKey(pipeline, params) {
     if (!this.image.sha256) return null;
-    const { key } = await cacheKey({ pipeline, params, imageSha256: this.image.sha256 });
+    const format = this.constants.cache_format;
+    const { key } = await cacheKey({ format, pipeline, params, imageSha256: this.image.sha256 });
     return key;
   }
 

@@ -1,5 +1,5 @@
 // The rembg op around the model, as the server runs it (pipeline/ops/background.py, pipeline/ops/compose.py
-// over rembg 2.0.86), for the page's model worker (ort-worker.js). Pure functions, no DOM,
+// over rembg 2.0.86), for the page's model worker (model-worker.js). Pure functions, no DOM,
 // no runtime: the model's run is the caller's. tests/test_rembg_js.py checks each one under node against
 // rembg and Pillow, bit for bit.
 //

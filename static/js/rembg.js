@@ -1,9 +1,9 @@
-// The page's side of the model worker (ort-worker.js): start it, queue background removals
+// The page's side of the model worker (model-worker.js): start it, queue background removals
 // (one runs at a time; a newer request of the same taskId replaces its queued ones), and
 // keep what placement.js needs: whether the runtime loaded (and why not), the backend and
 // threads, the measured time per model, and how many times the model ran.
 
-import { Superseded } from "./workers.js";
+import { Superseded } from "./worker-pool.js";
 
 const RECENT = 10; // measured runs kept per model for the averages
 export const MODEL_URL = (model) => `/models/${encodeURIComponent(model)}.onnx`;
@@ -20,7 +20,7 @@ function mean(values) {
 }
 
 export class RembgWorker {
-  constructor({ model = "u2netp", url = new URL("./ort-worker.js", import.meta.url) } = {}) {
+  constructor({ model = "u2netp", url = new URL("./model-worker.js", import.meta.url) } = {}) {
     this.model = model;
     this.state = "loading"; // loading -> ready | unavailable
     this.detail = null; // why unavailable

@@ -15,20 +15,24 @@
 const PING_MS = 10_000;
 const DEAD_MS = 35_000;
 const BACKOFF_MS = [500, 10_000];
-const FATAL_CLOSE = new Map([
-  [4001, "unauthorized"],
-  [4003, "origin denied"],
-]);
+/** Closes that reconnecting cannot cure, by their name in the server's `Close` codes. */
+const FATAL_CLOSE = ["UNAUTHORIZED", "ORIGIN_DENIED"];
 
 export class LiveSocket {
   /**
    * @param {string} url ws:// or wss:// URL of /ws
-   * @param {{onFrame: (frame) => void, onState: (state: string, detail?: string) => void}} hooks
+   * @param {{onFrame: (frame) => void, onState: (state: string, detail?: string) => void,
+   *   closeCodes: Object<string, number>}} hooks closeCodes: the hub's close codes by name
+   *   (GET /api/pipelines `constants.close_codes`)
    */
-  constructor(url, { onFrame, onState }) {
+  constructor(url, { onFrame, onState, closeCodes }) {
     this.url = url;
     this.onFrame = onFrame;
     this.onState = onState;
+    // code -> what the page says about it ("origin denied")
+    this.fatal = new Map(
+      FATAL_CLOSE.map((name) => [closeCodes[name], name.toLowerCase().replaceAll("_", " ")]),
+    );
     this.taskIds = new Set();
     this.channels = new Set();
     this.lastSeq = 0;
@@ -85,7 +89,7 @@ export class LiveSocket {
     ws.onclose = (event) => {
       clearInterval(this.pinger);
       if (this.ws !== ws) return;
-      const fatal = FATAL_CLOSE.get(event.code);
+      const fatal = this.fatal.get(event.code);
       if (fatal) {
         this.onState("closed", `${fatal}: ${event.reason || event.code}`);
         return;

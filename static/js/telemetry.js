@@ -2,15 +2,13 @@
 // workers and model beside them) and the reporter that sends the workers' figures, the
 // model's measured times included, to the server (`models` in POST /api/metrics).
 
+import { el } from "./ui/dom.js";
+
 const REPORT_MS = 3000;
 const SHOWN_DURATIONS = 6;
 
 function row(name, value) {
-  const dt = document.createElement("dt");
-  dt.textContent = name;
-  const dd = document.createElement("dd");
-  dd.textContent = value;
-  return [dt, dd];
+  return [el("dt", {}, name), el("dd", {}, value)];
 }
 
 function durationRows(durations) {

@@ -1,7 +1,7 @@
 // Run static/js/cachekey.js under node for tests/test_page.py.
 //
 // Usage: node cachekey_check.mjs JOB.json
-// JOB.json: {"pipelines": <GET /api/pipelines body>,
+// JOB.json: {"pipelines": <GET /api/pipelines body: its constants give the key format>,
 //            "cases": [{"pipeline_id", "params", "image": base64 bytes, "checkpoint_sha256"?}]}
 // Prints [{"cache_key", "canonical"}, ...], one per case, in order.
 
@@ -10,9 +10,11 @@ import { cacheKey } from "../../static/js/cachekey.js";
 
 const job = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const byId = new Map(job.pipelines.pipelines.map((p) => [p.id, p]));
+const format = job.pipelines.constants.cache_format;
 const results = [];
 for (const c of job.cases) {
   const { key, canonical } = await cacheKey({
+    format,
     pipeline: byId.get(c.pipeline_id),
     params: c.params,
     imageBytes: Buffer.from(c.image, "base64"),

@@ -9,7 +9,7 @@
 
 import { readFileSync } from "node:fs";
 import { Placement } from "../../static/js/placement.js";
-import { SATURATION_FACTOR } from "../../static/js/workers.js";
+import { SATURATION_FACTOR } from "../../static/js/worker-pool.js";
 
 function fakeRembg(r) {
   if (!r) return null;

@@ -29,7 +29,14 @@ from playground_rt.jobs.manager import JobManager
 from playground_rt.jobs.retention import Retention
 from playground_rt.pipeline import model_files
 from playground_rt.pipeline.ops.background import CLIENT_MODELS
-from playground_rt.pipeline.registry import CANONICAL_FORM, PIPELINES, PLACED_OPS, Pipelines
+from playground_rt.pipeline.registry import (
+    CACHE_FORMAT,
+    CANONICAL_FORM,
+    PIPELINES,
+    PLACED_OPS,
+    ROUTING_KEYS,
+    Pipelines,
+)
 from playground_rt.pipeline.results import ResultStore
 from playground_rt.pipeline.sessions import ModelRegistry
 from playground_rt.web import openapi, rest, routes, ws
@@ -67,7 +74,51 @@ def pipeline_list(pipelines: Pipelines) -> schemas.PipelineList:
         )
         for p in pipelines.values()
     ]
-    return schemas.PipelineList(infos, CANONICAL_FORM)
+    return schemas.PipelineList(infos, CANONICAL_FORM, page_constants(pipelines))
+
+
+def page_constants(pipelines: Pipelines) -> schemas.PageConstants:
+    """What the page would otherwise copy by hand, each read from where it is defined."""
+    # A routing key named after a placed op ("rembg") places that op; the other one is the
+    # switch every pipeline takes.
+    switch = [key for key in ROUTING_KEYS if key not in PLACED_OPS]
+    assert len(switch) == 1, f"one routing key must be the switch: {switch}"
+    specs = {name: p.table[name] for p in pipelines.values() for name in p.ops}
+    return schemas.PageConstants(
+        cache_format=CACHE_FORMAT,
+        route_switch=switch[0],
+        odd_params={name: odd for name, spec in specs.items() if (odd := _odd_params(spec.params))},
+        close_codes={code.name: code.value for code in Close},
+    )
+
+
+def _odd_params(params: type[msgspec.Struct]) -> list[str]:
+    """The integer params of ``params`` that refuse even values. JSON Schema cannot say
+    "odd" (blur checks it in ``__post_init__``), so the Struct itself is asked: a param is
+    odd-only when its odd minimum converts, the value above does not, and the next does."""
+    info = msgspec.inspect.type_info(params)
+    assert isinstance(info, msgspec.inspect.StructType)
+    odd = []
+    for field in info.fields:
+        kind = field.type
+        if isinstance(kind, msgspec.inspect.Metadata):  # a description beside the bounds
+            kind = kind.type
+        if not isinstance(kind, msgspec.inspect.IntType) or kind.ge is None or kind.ge % 2 == 0:
+            continue
+        if kind.le is not None and kind.le < kind.ge + 2:
+            continue
+        probes = (kind.ge, kind.ge + 1, kind.ge + 2)
+        if [_converts(params, {field.encode_name: v}) for v in probes] == [True, False, True]:
+            odd.append(field.encode_name)
+    return odd
+
+
+def _converts(params: type[msgspec.Struct], raw: dict[str, int]) -> bool:
+    try:
+        msgspec.convert(raw, params)
+    except msgspec.ValidationError:
+        return False
+    return True
 
 
 def build_state(settings: Settings, pipelines: Pipelines = PIPELINES) -> AppState:

@@ -13,6 +13,7 @@
 // Mouse, touch and keyboard: ui/stage-input.js. Implements the Viewer interface the previewer paints through (showOriginal, showResult,
 // clearResult).
 
+import { el } from "./dom.js";
 import { bindStageInput } from "./stage-input.js";
 
 const GAP = 8; // between the two panes, CSS px
@@ -21,9 +22,7 @@ const MIN_ZOOM = 0.1;
 const WIPE_GRAB = 14; // CSS px around the handle that grab it instead of panning
 
 function layerOf(img, scale = 1) {
-  const surface = document.createElement("canvas");
-  surface.width = img.width;
-  surface.height = img.height;
+  const surface = el("canvas", { width: img.width, height: img.height });
   const data = new ImageData(new Uint8ClampedArray(img.data), img.width, img.height);
   surface.getContext("2d").putImageData(data, 0, 0);
   return { surface, width: img.width, height: img.height, scale };
@@ -414,8 +413,7 @@ export class CompareStage {
     const a = styles.getPropertyValue("--checker-a").trim() || "#fff";
     const b = styles.getPropertyValue("--checker-b").trim() || "#e6e8ec";
     if (this.pattern?.key !== a + b) {
-      const tile = document.createElement("canvas");
-      tile.width = tile.height = 16;
+      const tile = el("canvas", { width: 16, height: 16 });
       const t = tile.getContext("2d");
       t.fillStyle = a;
       t.fillRect(0, 0, 16, 16);

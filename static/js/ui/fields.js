@@ -102,11 +102,11 @@ export function numberProblem(text, { integer, min, max, odd }) {
   return null;
 }
 
-function numberField(id, label, schema, value, { nullable, description }) {
+function numberField(id, label, schema, value, { nullable, odd: mustBeOdd }) {
   const integer = schema.type === "integer";
   const { minimum: min, maximum: max } = schema;
-  // An integer documented as odd (blur's kernelSize) steps by 2 from an odd minimum.
-  const odd = integer && /\bodd\b/i.test(description ?? "") && min % 2 === 1;
+  // An integer the server wants odd (blur's kernelSize) steps by 2 from an odd minimum.
+  const odd = integer && Boolean(mustBeOdd) && min % 2 === 1;
   const step = integer ? (odd ? 2 : 1) : max - min <= 1 ? 0.01 : 0.1;
   const box = el("input", {
     type: "text",
@@ -315,14 +315,15 @@ function kindOf(name, schema, models) {
 
 /**
  * The Field for property `name`: `schema` is its resolved schema (null unwrapped),
- * `prop` the property as written (title, description, default), `value` its start value.
+ * `prop` the property as written (title, description, default), `value` its start value,
+ * `odd` whether the server refuses even values (GET /api/pipelines `constants.odd_params`).
  */
-export function makeField(idPrefix, name, { schema, nullable, prop, value, models }) {
+export function makeField(idPrefix, name, { schema, nullable, prop, value, models, odd }) {
   const id = `${idPrefix}-${name}`;
   const label = labelOf(name, schema, prop);
   const description = prop.description ?? schema.description;
   const builder = kindOf(name, schema, models);
-  const field = builder(id, label, schema, value, { nullable, description, models });
+  const field = builder(id, label, schema, value, { nullable, models, odd });
   const help = description ? helpText(description, `${id}-help`) : null;
   if (help) field.node.append(help);
   field.name = name;

@@ -5,11 +5,12 @@
 // waiting and at most one runs per worker: the picture follows the slider without a queue.
 //
 // On the copy, params measured in pixels are scaled with it (resize's sides, blur's
-// kernel, kept odd), so the copy looks like the full result. Pipelines with server-only
-// steps have no live preview: their job starts on release.
+// kernel, kept odd where the server wants it odd), so the copy looks like the full
+// result. Pipelines with server-only steps have no live preview: their job starts on
+// release.
 
 import { enabledSteps } from "../cachekey.js";
-import { Superseded } from "../workers.js";
+import { Superseded } from "../worker-pool.js";
 
 export const LIVE_SIDE = 1024;
 
@@ -33,8 +34,18 @@ export async function displayCopy(img, side = LIVE_SIDE) {
   return { image: { width, height, data: ctx.getImageData(0, 0, width, height).data }, factor };
 }
 
-/** The steps with their pixel-measured params scaled by `factor` (for the display copy). */
-export function scaledSteps(steps, factor) {
+/** `params` with each of `names` (params that must be odd) made odd by adding 1. */
+function keepOdd(params, names = []) {
+  const out = { ...params };
+  for (const name of names) if (out[name] % 2 === 0) out[name] += 1;
+  return out;
+}
+
+/**
+ * The steps with their pixel-measured params scaled by `factor` (for the display copy);
+ * `oddParams`: per op, the params the server wants odd (GET /api/pipelines `constants`).
+ */
+export function scaledSteps(steps, factor, oddParams = {}) {
   if (factor === 1) return steps;
   const side = (n) => (n == null ? n : Math.max(1, Math.round(n * factor)));
   return steps.map(({ name, params }) => {
@@ -44,16 +55,16 @@ export function scaledSteps(steps, factor) {
         params: { ...params, width: side(params.width), height: side(params.height) },
       };
     if (name === "blur") {
-      const k = Math.max(1, Math.round(params.kernelSize * factor));
-      return { name, params: { ...params, kernelSize: k % 2 ? k : k + 1 } };
+      const kernelSize = Math.max(1, Math.round(params.kernelSize * factor));
+      return { name, params: keepOdd({ ...params, kernelSize }, oddParams[name]) };
     }
     return { name, params };
   });
 }
 
 export class LivePreview {
-  constructor({ pool, stage, taskId, onPaint }) {
-    Object.assign(this, { pool, stage, onPaint });
+  constructor({ pool, stage, taskId, oddParams, onPaint }) {
+    Object.assign(this, { pool, stage, oddParams, onPaint });
     this.taskId = `${taskId}-live`;
     this.copy = null; // {image, factor} of the current image
     this.latest = 0; // the newest value asked for
@@ -81,7 +92,7 @@ export class LivePreview {
     const n = ++this.latest;
     const copy = this.copy ?? (await this.ready);
     if (!copy || n !== this.latest) return;
-    const steps = scaledSteps(enabledSteps(pipeline, params), copy.factor);
+    const steps = scaledSteps(enabledSteps(pipeline, params), copy.factor, this.oddParams);
     try {
       const { image } = await this.pool.run(this.taskId, steps, copy.image);
       // Paint anything newer than what is shown, not only the newest value: while the

@@ -4,11 +4,10 @@
 // command runs as it is (POST /api/datasets/uploads).
 
 import * as api from "../api.js";
+import { el } from "./dom.js";
 
 function pngOf(img) {
-  const canvas = document.createElement("canvas");
-  canvas.width = img.width;
-  canvas.height = img.height;
+  const canvas = el("canvas", { width: img.width, height: img.height });
   const data = new ImageData(new Uint8ClampedArray(img.data), img.width, img.height);
   canvas.getContext("2d").putImageData(data, 0, 0);
   return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
@@ -29,7 +28,7 @@ export function maskImage(img) {
 
 function save(blob, name) {
   const url = URL.createObjectURL(blob);
-  const link = Object.assign(document.createElement("a"), { href: url, download: name });
+  const link = el("a", { href: url, download: name });
   document.body.append(link);
   link.click();
   link.remove();

@@ -45,6 +45,7 @@ export class Workspace {
     this.pipelines = deps.listing.pipelines;
     this.limits = deps.listing.limits ?? null;
     this.models = deps.listing.models ?? [];
+    this.oddParams = deps.listing.constants.odd_params;
     this.pipeline = this.pipelines[0];
     this.form = null;
     this.lastRun = null; // {id, body, summary}
@@ -126,7 +127,7 @@ export class Workspace {
   showForm(preset, { quiet = false } = {}) {
     this.pipeline =
       this.pipelines.find((p) => p.id === this.els.pipeline.value) ?? this.pipelines[0];
-    const options = { models: this.models, limits: this.limits };
+    const options = { models: this.models, limits: this.limits, oddParams: this.oddParams };
     this.form = buildForm(
       this.els.form,
       this.pipeline,

@@ -1,10 +1,11 @@
-// The console drawer: the CLI command that reproduces what is shown — the command of the
-// result on the stage, not of the form — and, while they differ, the form's pending
-// command beside it. For a dataset image, the same command on its whole folder. Commands
-// come from POST /api/commands/build (cached per request identity); a form with an error
-// builds nothing, so the last valid command stays.
+// The command drawer (the page's "Console" footer): the CLI command that reproduces what
+// is shown — the command of the result on the stage, not of the form — and, while they
+// differ, the form's pending command beside it. For a dataset image, the same command on
+// its whole folder. Commands come from POST /api/commands/build (cached per request
+// identity); a form with an error builds nothing, so the last valid command stays.
 
 import { buildCommand } from "./api.js";
+import { el } from "./ui/dom.js";
 
 // The builder only needs to know that an image was uploaded (IMAGE.png stands in for
 // it in the command), so the drawer sends this 1x1 PNG instead of megabytes of base64.
@@ -117,9 +118,7 @@ export class CommandDrawer {
   }
 
   #warn(list) {
-    this.warnings.replaceChildren(
-      ...list.map((text) => Object.assign(document.createElement("li"), { textContent: text })),
-    );
+    this.warnings.replaceChildren(...list.map((text) => el("li", {}, text)));
   }
 
   async #copy(code) {

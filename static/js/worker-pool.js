@@ -1,4 +1,4 @@
-// A small pool of Web Workers (worker.js) that decode uploads and run client ops.
+// A small pool of Web Workers (op-worker.js) that decode uploads and run client ops.
 //
 // Size: min(4, hardwareConcurrency - 1), at least 1, leaving a core to the page itself.
 // Tasks wait in one FIFO queue for an idle worker. A newer "run" of the same taskId
@@ -24,13 +24,14 @@ export function poolSize(cores = globalThis.navigator?.hardwareConcurrency ?? 2)
 }
 
 export class WorkerPool {
-  constructor(size = poolSize(), url = new URL("./worker.js", import.meta.url)) {
+  constructor(size = poolSize(), url = new URL("./op-worker.js", import.meta.url)) {
     this.size = size;
     this.idle = Array.from({ length: size }, () => new Worker(url, { type: "module" }));
     this.queue = []; // [{message, transfer, resolve, reject}]
     this.pending = new Map(); // id -> {worker, resolve, reject}
     this.nextId = 1;
     this.recent = {}; // stage -> [ms, ...]
+    this.limits = null; // the server's (GET /api/pipelines), sent with every run
     for (const worker of this.idle) {
       worker.onmessage = (event) => this.#settle(worker, event.data);
       // A worker that fails to load or throws outside onmessage must not strand its task.
@@ -60,7 +61,8 @@ export class WorkerPool {
   run(taskId, steps, image) {
     this.#supersede(taskId);
     const copy = { width: image.width, height: image.height, data: image.data.slice() };
-    return this.#submit({ type: "run", taskId, steps, image: copy }, [copy.data.buffer]);
+    const message = { type: "run", taskId, steps, image: copy, limits: this.limits };
+    return this.#submit(message, [copy.data.buffer]);
   }
 
   /** Figures for POST /api/metrics / the telemetry frame (averages of recent durations). */

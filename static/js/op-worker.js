@@ -1,7 +1,8 @@
-// One Web Worker of the pool (workers.js): decodes uploads and runs client ops.
+// One Web Worker of the pool (worker-pool.js): decodes uploads and runs client ops.
 //
 // Messages in:  {type: "decode", id, taskId, blob}
-//               {type: "run", id, taskId, steps: [{name, params}], image: {width, height, data}}
+//               {type: "run", id, taskId, steps: [{name, params}], image: {width, height, data},
+//                limits}   (the server's limits: resize checks max_side)
 // Messages out: {type: "done", id, taskId, image, durations}
 //               {type: "failed", id, taskId, detail}
 // Every message carries the taskId of the form session that asked, so the page can tell
@@ -12,12 +13,12 @@
 import { decodeBlob as decode } from "./imaging.js";
 import { applyOp } from "./ops.js";
 
-function run(steps, image) {
+function run(steps, image, limits) {
   const durations = {};
   let img = { width: image.width, height: image.height, data: new Uint8ClampedArray(image.data) };
   for (const step of steps) {
     const started = performance.now();
-    img = applyOp(step.name, step.params, img);
+    img = applyOp(step.name, step.params, img, limits);
     durations[`op.${step.name}`] = performance.now() - started;
   }
   return { img, durations };
@@ -33,7 +34,7 @@ self.onmessage = async (event) => {
       image = await decode(event.data.blob);
       durations.decode = performance.now() - started;
     } else if (type === "run") {
-      ({ img: image, durations } = run(event.data.steps, event.data.image));
+      ({ img: image, durations } = run(event.data.steps, event.data.image, event.data.limits));
       durations.ops = performance.now() - started;
     } else {
       throw new Error(`unknown message type ${JSON.stringify(type)}`);
