@@ -16,7 +16,7 @@ What the header probe refuses, besides other formats and too many pixels:
   too short to inflate to its pixels (deflate's best ratio is 1032:1). libjpeg pads the
   missing data of such a file with grey and only warns.
 
-One decoding rule for the server and the page (``static/js/worker.js`` decodes with
+One decoding rule for the server and the page (``static/js/op-op-worker.js`` decodes with
 ``createImageBitmap`` in Chromium; ``tests/test_page_decode.py`` checks each case):
 
 * Orientation: the EXIF ``Orientation`` tag (1-8) is applied when it comes from a JPEG's

@@ -93,32 +93,16 @@ def page_constants(pipelines: Pipelines) -> schemas.PageConstants:
 
 
 def _odd_params(params: type[msgspec.Struct]) -> list[str]:
-    """The integer params of ``params`` that refuse even values. JSON Schema cannot say
-    "odd" (blur checks it in ``__post_init__``), so the Struct itself is asked: a param is
-    odd-only when its odd minimum converts, the value above does not, and the next does."""
+    """The params of ``params`` that must be odd: marked ``extra={"odd": True}`` in their
+    ``msgspec.Meta`` (JSON Schema cannot say "odd"; the Struct checks it itself)."""
     info = msgspec.inspect.type_info(params)
     assert isinstance(info, msgspec.inspect.StructType)
-    odd = []
-    for field in info.fields:
-        kind = field.type
-        if isinstance(kind, msgspec.inspect.Metadata):  # a description beside the bounds
-            kind = kind.type
-        if not isinstance(kind, msgspec.inspect.IntType) or kind.ge is None or kind.ge % 2 == 0:
-            continue
-        if kind.le is not None and kind.le < kind.ge + 2:
-            continue
-        probes = (kind.ge, kind.ge + 1, kind.ge + 2)
-        if [_converts(params, {field.encode_name: v}) for v in probes] == [True, False, True]:
-            odd.append(field.encode_name)
-    return odd
-
-
-def _converts(params: type[msgspec.Struct], raw: dict[str, int]) -> bool:
-    try:
-        msgspec.convert(raw, params)
-    except msgspec.ValidationError:
-        return False
-    return True
+    return [
+        field.encode_name
+        for field in info.fields
+        if isinstance(field.type, msgspec.inspect.Metadata)
+        and (field.type.extra or {}).get("odd") is True
+    ]
 
 
 def build_state(settings: Settings, pipelines: Pipelines = PIPELINES) -> AppState:

@@ -3,7 +3,7 @@
 * ``GET /models/{model}.onnx``: a model the page may run (``ops.background.CLIENT_MODELS``)
   from the model home, as rembg finds it. ``ETag`` is the file's md5 (quoted), the
   ``Cache-Control`` is ``public, max-age=31536000, immutable``, and ``If-None-Match`` gets a
-  304. The page keeps the file in Cache Storage (``static/js/ort-worker.js``), so a reload
+  304. The page keeps the file in Cache Storage (``static/js/model-worker.js``), so a reload
   never fetches it again; the md5 in the ETag is what it checks a cached copy against.
 * ``GET /vendor/onnxruntime-web/{file}``: the ``.mjs`` and ``.wasm`` files of
   ``node_modules/onnxruntime-web/dist`` beside ``static/`` (``npm ci`` from the checkout's

@@ -82,7 +82,7 @@ class OpSpec(Generic[P]):
     """A registered op.
 
     ``client`` says whether the page's Web Workers implement it bit-compatibly (see
-    ``static/js/ops.js``; ``rembg`` runs in ``static/js/ort-worker.js``); a pipeline whose
+    ``static/js/ops.js``; ``rembg`` runs in ``static/js/model-worker.js``); a pipeline whose
     enabled ops are all ``client`` may be routed to the browser. ``client_check``, when
     given, says why particular params cannot run there (None when they can).
     """

@@ -20,12 +20,14 @@ class BlurParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     # camelCase: the page's and the CLI's name for it.
     kernelSize: Annotated[
-        int, msgspec.Meta(ge=1, le=31, description="Odd window side in pixels.")
+        int,
+        msgspec.Meta(ge=1, le=31, description="Odd window side in pixels.", extra={"odd": True}),
     ] = 5
 
     def __post_init__(self) -> None:
         # msgspec has no "odd" constraint; a ValueError here becomes a ValidationError,
-        # whose message ``ops.parse_params`` prefixes with the field's path.
+        # whose message ``ops.parse_params`` prefixes with the field's path. The field's
+        # ``extra={"odd": True}`` tells the page (``GET /api/pipelines``, ``odd_params``).
         if self.kernelSize % 2 == 0:
             raise ValueError(f"kernelSize must be odd, got {self.kernelSize}")
 
