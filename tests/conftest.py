@@ -105,20 +105,35 @@ def make_settings(root: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+START_TIMEOUT_S = 30.0
+
+
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Server]:
-    """A real uvicorn serving ``create_app(settings)`` on 127.0.0.1, port chosen by the OS."""
+async def running(settings: Settings, log_level: str = "warning") -> AsyncIterator[Server]:
+    """A real uvicorn serving ``create_app(settings)`` on 127.0.0.1, port chosen by the OS.
+
+    The one way tests start the server in this process: the production configuration
+    (``serving.config``: its protocol deadlines, WebSocket limits and drain on shutdown),
+    logging at ``log_level``. Tests that need a process of their own (signals, a cluster)
+    use ``procserver``.
+    """
     require_model()
     app = create_app(settings)
     local = msgspec.structs.replace(settings, host="127.0.0.1", port=0)
-    server = serving.Server(serving.config(local, app, log_level="warning"))
+    server = serving.Server(serving.config(local, app, log_level=log_level))
     task = asyncio.create_task(server.serve())
+    deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
     while not server.started:
         assert not task.done(), "uvicorn did not start"
+        if asyncio.get_running_loop().time() > deadline:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise AssertionError(f"uvicorn not started after {START_TIMEOUT_S:g} s")
         await asyncio.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
         try:
             yield Server(url, settings, app, http)
         finally:
@@ -149,7 +164,7 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture(scope="module")
 async def redis(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
     """A private redis-server for the module (the cluster tests)."""
-    from .hubfixtures import Redis  # hubfixtures imports this module
+    from .procserver import Redis  # procserver imports this module
 
     server = Redis(tmp_path_factory.mktemp("redis"))
     await server.start()

@@ -1,5 +1,5 @@
-"""Helpers for ``test_hub``: a uvicorn runner, a frame-collecting client, a stuck client
-that never reads, and a private ``redis-server``."""
+"""WebSocket clients for the hub's tests: one that decodes and keeps every frame, and a
+stuck one that never reads; request frames no other test sends."""
 
 from __future__ import annotations
 
@@ -9,26 +9,18 @@ import contextlib
 import itertools
 import json
 import os
-import shutil
 import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import msgspec
-import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from playground_rt import schemas
-from playground_rt.config import Settings
-from playground_rt.web.app import create_app
 
-from .conftest import Server, b64, encode, require_model, sample_image
+from .conftest import b64, encode, sample_image
 
 F = TypeVar("F", bound=schemas.ServerFrame)
 JOB_FRAMES = (
@@ -60,39 +52,6 @@ def rembg_submit(task_id: str | None = None, **extra: Any) -> dict[str, Any]:
         frame["taskId"] = task_id
     frame.update(extra)
     return frame
-
-
-@contextlib.asynccontextmanager
-async def serve(settings: Settings, ws_max_size: int | None = None) -> AsyncIterator[Server]:
-    """A real uvicorn on 127.0.0.1 (OS-chosen port) serving ``create_app(settings)``.
-
-    uvicorn's own ``ws_max_size`` defaults to 4 times ``ws_max_frame_bytes`` here, so what a
-    client sees for an oversize frame is the hub's 4009 rather than uvicorn's 1009.
-    """
-    require_model()
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        ws=settings.ws_impl,
-        log_level="warning",
-        lifespan="on",
-        ws_max_size=ws_max_size or 4 * settings.ws_max_frame_bytes,
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "uvicorn did not start"
-        await asyncio.sleep(0.01)
-    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
-        try:
-            yield Server(url, settings, app, http)
-        finally:
-            server.should_exit = True
-            await task
 
 
 class Client:
@@ -237,57 +196,3 @@ async def until(condition: Callable[[], bool], timeout: float = 10, what: str = 
         while not condition():
             await asyncio.sleep(0.01)
     assert condition(), what
-
-
-# --- redis-server -------------------------------------------------------------------------
-
-REDIS_SERVER = "/usr/bin/redis-server"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Redis:
-    """A private ``redis-server`` (no persistence) on a free port; restartable."""
-
-    def __init__(self, tmp: Path) -> None:
-        exe = shutil.which("redis-server") or REDIS_SERVER
-        if not Path(exe).is_file():
-            pytest.fail("redis-server not found: run `.ci/run` or `apt-get install redis-server`")
-        self.exe, self.tmp = exe, tmp
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        args = [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--dir", str(self.tmp)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        async with asyncio.timeout(10):
-            while not await self._ping():
-                assert self.proc.poll() is None, "redis-server exited at start"
-                await asyncio.sleep(0.02)
-
-    async def _ping(self) -> bool:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        except OSError:
-            return False
-        writer.write(b"PING\r\n")
-        answer = await reader.readline()
-        writer.close()
-        await writer.wait_closed()
-        return answer == b"+PONG\r\n"
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None

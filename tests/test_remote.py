@@ -16,7 +16,8 @@ from playground_rt import schemas
 from playground_rt.jobs.cluster import wire
 
 from .conftest import Server, make_settings, running
-from .hubfixtures import Redis, client, unique_png
+from .hubfixtures import client, unique_png
+from .procserver import Redis
 
 pytestmark = pytest.mark.redis
 

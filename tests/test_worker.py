@@ -27,7 +27,8 @@ from playground_rt.jobs.job import Prepared
 from playground_rt.pipeline.sessions import ModelRegistry
 
 from .conftest import MODEL_HOME, encode, make_settings, require_model, sample_image
-from .hubfixtures import Redis, unique_png
+from .hubfixtures import unique_png
+from .procserver import Redis
 
 pytestmark = pytest.mark.redis
 
