@@ -6,10 +6,10 @@ import asyncio
 import base64
 import contextlib
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -28,6 +28,8 @@ MODEL_HOME = Path.home() / ".u2net"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SEED_IMAGE = "data/datasets/images/val/sample.jpg"
+TERMINAL_STATES = ("completed", "failed", "cancelled")
+T = TypeVar("T")
 
 
 def require_model() -> None:
@@ -59,6 +61,29 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+async def poll(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    what: str,
+    timeout: float = 30.0,
+    every: float = 0.02,
+) -> T:
+    """``await probe()`` until ``done`` accepts its value; that value. After ``timeout`` s,
+    an ``AssertionError`` naming ``what`` and the last value seen.
+
+    For what a test cannot wait on as an event: a job's state over REST, a condition inside
+    the server. Every polling loop in the tests goes through here, so none can hang.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if done(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what}: not after {timeout:g} s; last seen: {value!r}")
+        await asyncio.sleep(every)
+
+
 @dataclass
 class Server:
     url: str
@@ -82,10 +107,30 @@ class Server:
         )
 
     async def ready(self, timeout: float = 30.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while (await self.http.get("/readyz")).status_code != 200:
-            assert asyncio.get_running_loop().time() < deadline, self.state.model_error
-            await asyncio.sleep(0.05)
+        async def status() -> tuple[int, str | None]:
+            return (await self.http.get("/readyz")).status_code, self.state.model_error
+
+        await poll(status, lambda seen: seen[0] == 200, "/readyz 200", timeout, every=0.05)
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """The job's view (``GET /api/jobs/{job_id}``)."""
+        answer = await self.http.get(f"/api/jobs/{job_id}")
+        assert answer.status_code == 200, answer.text
+        view: dict[str, Any] = answer.json()
+        return view
+
+    async def job_in(self, job_id: str, *states: str, timeout: float = 60.0) -> dict[str, Any]:
+        """The job's view once its state is one of ``states`` (as a REST client polls)."""
+        return await poll(
+            lambda: self.job(job_id),
+            lambda view: view["state"] in states,
+            f"job {job_id} {' or '.join(states)}",
+            timeout,
+        )
+
+    async def ended(self, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """The job's view once it is completed, failed or cancelled."""
+        return await self.job_in(job_id, *TERMINAL_STATES, timeout=timeout)
 
 
 def make_settings(root: Path, **overrides: Any) -> Settings:

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from playground_rt import schemas
 
-from .conftest import b64, encode, sample_image
+from .conftest import b64, encode, poll, sample_image
 
 F = TypeVar("F", bound=schemas.ServerFrame)
 JOB_FRAMES = (
@@ -87,17 +87,23 @@ class Client:
         self, pred: Callable[[schemas.ServerFrame], bool], timeout: float = 30
     ) -> schemas.ServerFrame:
         """The first frame so far (or to come) matching ``pred``."""
-        async with asyncio.timeout(timeout):
-            seen = 0
-            while True:
-                for frame in self.frames[seen:]:
-                    if pred(frame):
-                        return frame
-                seen = len(self.frames)
-                if self._reader.done():
-                    raise AssertionError(f"closed ({self.close_code}) before a matching frame")
-                self._new.clear()
-                await self._new.wait()
+        seen = 0
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    for frame in self.frames[seen:]:
+                        if pred(frame):
+                            return frame
+                    seen = len(self.frames)
+                    if self._reader.done():
+                        raise AssertionError(f"closed ({self.close_code}) before a matching frame")
+                    self._new.clear()
+                    await self._new.wait()
+        except TimeoutError:
+            last = [type(f).__name__ for f in self.frames[-5:]]
+            raise AssertionError(
+                f"no matching frame after {timeout:g} s ({len(self.frames)} frames; last {last})"
+            ) from None
 
     async def wait(
         self, kind: type[F], pred: Callable[[F], bool] = lambda f: True, timeout: float = 30
@@ -130,8 +136,12 @@ class Client:
         return [f for f in self.frames if isinstance(f, JOB_FRAMES) and f.job_id == job_id]
 
     async def closed(self, timeout: float = 10) -> int | None:
-        async with asyncio.timeout(timeout):
-            await self._reader
+        """The close code, once the server closed the socket."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._reader
+        except TimeoutError:
+            raise AssertionError(f"the socket still open after {timeout:g} s") from None
         return self.close_code
 
     async def aclose(self) -> None:
@@ -182,8 +192,11 @@ async def stuck_client(url: str, frames: list[dict[str, Any]]) -> socket.socket:
     )
     await loop.sock_sendall(sock, request.encode())
     answer = b""
-    while b"\r\n\r\n" not in answer:
-        answer += await loop.sock_recv(sock, 1)  # byte by byte: read nothing past the headers
+    async with asyncio.timeout(10):
+        while b"\r\n\r\n" not in answer:
+            byte = await loop.sock_recv(sock, 1)  # one by one: read nothing past the headers
+            assert byte, f"closed during the handshake: {answer!r}"
+            answer += byte
     assert answer.startswith(b"HTTP/1.1 101"), answer
     for frame in frames:
         await loop.sock_sendall(sock, client_frame(json.dumps(frame)))
@@ -192,7 +205,8 @@ async def stuck_client(url: str, frames: list[dict[str, Any]]) -> socket.socket:
 
 async def until(condition: Callable[[], bool], timeout: float = 10, what: str = "") -> None:
     """Poll a server-side condition (no event to wait on from outside the app)."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
-    assert condition(), what
+
+    async def check() -> bool:
+        return condition()
+
+    await poll(check, bool, what or "the condition", timeout, every=0.01)

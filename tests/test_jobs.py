@@ -35,15 +35,6 @@ def rembg_body(seed: int, **params: Any) -> dict[str, Any]:
     }
 
 
-async def wait_terminal(server: Server, job_id: str, timeout: float = 60) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
-        while True:
-            view: dict[str, Any] = (await server.http.get(f"/api/jobs/{job_id}")).json()
-            if view["state"] not in ("queued", "running"):
-                return view
-            await asyncio.sleep(0.02)
-
-
 async def test_server_rembg_equals_rembg_remove(server: Server) -> None:
     image = sample_image(seed=11)
     answer = (await server.post("/api/pipelines/fallback", rembg_body(11))).json()
@@ -127,7 +118,7 @@ async def test_full_queue_gives_429_with_retry_after(one_worker: Server) -> None
     assert int(refused[0].headers["retry-after"]) >= 1
     accepted = [a.json()["job_id"] for a in answers if a.status_code == 200]
     for job_id in accepted:
-        assert (await wait_terminal(one_worker, job_id))["state"] == "completed"
+        assert (await one_worker.ended(job_id))["state"] == "completed"
 
 
 async def test_cancel_a_queued_job_and_supersede_by_task(one_worker: Server) -> None:
@@ -142,12 +133,12 @@ async def test_cancel_a_queued_job_and_supersede_by_task(one_worker: Server) -> 
     newer = (
         await one_worker.post("/api/pipelines/preview", dict(rembg_body(52), taskId="drag"))
     ).json()
-    assert (await wait_terminal(one_worker, queued["job_id"]))["state"] == "cancelled"
+    assert (await one_worker.ended(queued["job_id"]))["state"] == "cancelled"
     cancelled = await one_worker.http.delete(
         f"/api/jobs/{newer['job_id']}", params={"taskId": "drag"}
     )
     assert cancelled.json()["state"] == "cancelled"
-    assert (await wait_terminal(one_worker, first["job_id"]))["state"] == "completed"
+    assert (await one_worker.ended(first["job_id"]))["state"] == "completed"
 
 
 async def test_cancel_keeps_a_job_another_task_still_wants(one_worker: Server) -> None:
@@ -160,7 +151,7 @@ async def test_cancel_keeps_a_job_another_task_still_wants(one_worker: Server) -
         await one_worker.http.delete(f"/api/jobs/{a['job_id']}", params={"taskId": "tab-a"})
     ).json()
     assert view["state"] == "queued"
-    assert (await wait_terminal(one_worker, a["job_id"]))["state"] == "completed"
+    assert (await one_worker.ended(a["job_id"]))["state"] == "completed"
 
 
 class ExplodeParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -352,8 +343,7 @@ async def test_cancel_then_resubmit_runs_the_new_request(
             "params": {"mode": "sleep"},  # one second in an op that cannot be interrupted
         }
         first = (await srv.post("/api/pipelines/preview", dict(body, taskId="carol"))).json()
-        while (await srv.http.get(f"/api/jobs/{first['job_id']}")).json()["state"] != "running":
-            await asyncio.sleep(0.01)
+        await srv.job_in(first["job_id"], "running")
         cancel = await srv.http.delete(f"/api/jobs/{first['job_id']}", params={"taskId": "carol"})
         assert cancel.json()["state"] == "cancelled"  # at once, not when the op returns
         again = (await srv.post("/api/pipelines/fallback", dict(body, taskId="carol-2"))).json()
@@ -391,7 +381,7 @@ async def test_a_full_queue_refuses_before_decoding_and_jobs_decode_on_their_wor
     assert len(decodes) == before  # refused on what it was sent, never decoded
     for answer in answers:
         if answer.status_code == 200:
-            await wait_terminal(one_worker, answer.json()["job_id"])
+            await one_worker.ended(answer.json()["job_id"])
     assert decodes and all(name.startswith("playground-worker-") for name in decodes)
 
 
@@ -422,18 +412,17 @@ async def test_one_client_cannot_take_the_whole_queue(tmp_path: Path) -> None:
             )
             assert fair.status_code == 200, fair.text  # the queue still has room for others
             for answer in [*greedy[:4], fair]:
-                assert (await wait_terminal(srv, answer.json()["job_id"]))["state"] == "completed"
+                assert (await srv.ended(answer.json()["job_id"]))["state"] == "completed"
 
 
 async def test_a_newer_request_of_a_task_stops_its_running_job(one_worker: Server) -> None:
     first = (
         await one_worker.post("/api/pipelines/preview", dict(slow_body(97), taskId="d"))
     ).json()
-    while (await one_worker.http.get(f"/api/jobs/{first['job_id']}")).json()["state"] == "queued":
-        await asyncio.sleep(0.01)
+    await one_worker.job_in(first["job_id"], "running")
     newer = (
         await one_worker.post("/api/pipelines/preview", dict(rembg_body(98), taskId="d"))
     ).json()
     stopped = (await one_worker.http.get(f"/api/jobs/{first['job_id']}")).json()
     assert stopped["state"] == "cancelled" and "superseded" in stopped["detail"]
-    assert (await wait_terminal(one_worker, newer["job_id"]))["state"] == "completed"
+    assert (await one_worker.ended(newer["job_id"]))["state"] == "completed"
