@@ -10,7 +10,6 @@ import itertools
 import json
 import os
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -60,8 +59,6 @@ class Client:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.frames: list[schemas.ServerFrame] = []
-        self.arrived: list[float] = []
-        """``time.monotonic()`` when each frame was decoded."""
         self._new = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
@@ -69,7 +66,6 @@ class Client:
         try:
             async for raw in self.ws:
                 self.frames.append(_decoder.decode(raw))
-                self.arrived.append(time.monotonic())
                 self._new.set()
         except ConnectionClosed:
             pass

@@ -109,12 +109,6 @@ class ProcServer:
     def wait(self, timeout: float) -> int:
         return self.proc.wait(timeout)
 
-    def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError(f"no VmRSS for {self.proc.pid}")
-
 
 def wait_ready(server: ProcServer, path: str = "/readyz") -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
