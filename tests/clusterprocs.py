@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,8 +19,7 @@ import redis.asyncio as aioredis
 from playground_rt.jobs.cluster import wire
 
 from .conftest import MODEL_HOME, make_settings, require_model
-from .hubfixtures import Redis
-from .procserver import environment, free_port
+from .procserver import Redis, command, environment, free_port, serve_command, spawn, stop
 
 START_TIMEOUT_S = 90.0
 
@@ -42,9 +39,7 @@ class Proc:
         return self.log.read_text(errors="replace")
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        stop(self.proc)
 
 
 @dataclass
@@ -62,21 +57,22 @@ class Cluster:
 
     def start_web(self, name: str) -> Proc:
         port = free_port()
-        argv = [sys.executable, "-m", "playground_rt.cli.main", "serve", "--port", str(port)]
-        argv += ["--data-root", str(self.root / "data"), "--outputs-root", str(self.outputs)]
-        argv += ["--model-home", str(MODEL_HOME)]
         env = environment(execute="remote", broker=self.redis.url, **self.settings)
-        proc = _spawn(argv, env, self.root / f"web-{name}.log", name)
+        log = self.root / f"web-{name}.log"
+        proc = Proc(name, spawn(serve_command(self.root, port), log, env), log)
         proc.url = f"http://127.0.0.1:{port}"
         self.web[name] = proc
         return proc
 
     def start_worker(self, name: str) -> Proc:
-        argv = [sys.executable, "-m", "playground_rt.cli.main", "worker", "--name", name]
-        argv += ["--outputs-root", str(self.outputs), "--model-home", str(MODEL_HOME)]
-        argv += ["--workers", "1", "--intra-op-threads", "1"]
+        argv = command(
+            "worker",
+            *("--name", name, "--outputs-root", str(self.outputs)),
+            *("--model-home", str(MODEL_HOME), "--workers", "1", "--intra-op-threads", "1"),
+        )
+        log = self.root / f"worker-{name}.log"
         env = environment(broker=self.redis.url, **self.settings)
-        proc = _spawn(argv, env, self.root / f"worker-{name}.log", name)
+        proc = Proc(name, spawn(argv, log, env), log)
         self.workers[name] = proc
         return proc
 
@@ -110,12 +106,6 @@ class Cluster:
     def stop(self) -> None:
         for proc in [*self.web.values(), *self.workers.values()]:
             proc.kill()
-
-
-def _spawn(argv: list[str], env: dict[str, str], log: Path, name: str) -> Proc:
-    with log.open("ab") as out:
-        popen = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-    return Proc(name, popen, log)
 
 
 @contextlib.asynccontextmanager

@@ -6,10 +6,10 @@ import asyncio
 import base64
 import contextlib
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -29,6 +29,8 @@ MODEL_HOME = Path.home() / ".u2net"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SEED_IMAGE = "data/datasets/images/val/sample.jpg"
+TERMINAL_STATES = ("completed", "failed", "cancelled")
+T = TypeVar("T")
 
 
 def require_model() -> None:
@@ -60,6 +62,29 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+async def poll(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    what: str,
+    timeout: float = 30.0,
+    every: float = 0.02,
+) -> T:
+    """``await probe()`` until ``done`` accepts its value; that value. After ``timeout`` s,
+    an ``AssertionError`` naming ``what`` and the last value seen.
+
+    For what a test cannot wait on as an event: a job's state over REST, a condition inside
+    the server. Every polling loop in the tests goes through here, so none can hang.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if done(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what}: not after {timeout:g} s; last seen: {value!r}")
+        await asyncio.sleep(every)
+
+
 @dataclass
 class Server:
     url: str
@@ -83,10 +108,30 @@ class Server:
         )
 
     async def ready(self, timeout: float = 30.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while (await self.http.get("/readyz")).status_code != 200:
-            assert asyncio.get_running_loop().time() < deadline, self.state.model_error
-            await asyncio.sleep(0.05)
+        async def status() -> tuple[int, str | None]:
+            return (await self.http.get("/readyz")).status_code, self.state.model_error
+
+        await poll(status, lambda seen: seen[0] == 200, "/readyz 200", timeout, every=0.05)
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """The job's view (``GET /api/jobs/{job_id}``)."""
+        answer = await self.http.get(f"/api/jobs/{job_id}")
+        assert answer.status_code == 200, answer.text
+        view: dict[str, Any] = answer.json()
+        return view
+
+    async def job_in(self, job_id: str, *states: str, timeout: float = 60.0) -> dict[str, Any]:
+        """The job's view once its state is one of ``states`` (as a REST client polls)."""
+        return await poll(
+            lambda: self.job(job_id),
+            lambda view: view["state"] in states,
+            f"job {job_id} {' or '.join(states)}",
+            timeout,
+        )
+
+    async def ended(self, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """The job's view once it is completed, failed or cancelled."""
+        return await self.job_in(job_id, *TERMINAL_STATES, timeout=timeout)
 
 
 def make_settings(root: Path, **overrides: Any) -> Settings:
@@ -106,23 +151,40 @@ def make_settings(root: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+START_TIMEOUT_S = 30.0
+
+
 @contextlib.asynccontextmanager
 async def running(
-    settings: Settings, pipelines: registry.Pipelines = registry.PIPELINES
+    settings: Settings,
+    pipelines: registry.Pipelines = registry.PIPELINES,
+    log_level: str = "warning",
 ) -> AsyncIterator[Server]:
     """A real uvicorn serving ``create_app(settings, pipelines)`` on 127.0.0.1, port chosen
-    by the OS."""
+    by the OS.
+
+    The one way tests start the server in this process: the production configuration
+    (``serving.config``: its protocol deadlines, WebSocket limits and drain on shutdown),
+    logging at ``log_level``. Tests that need a process of their own (signals, a cluster)
+    use ``procserver``.
+    """
     require_model()
     app = create_app(settings, pipelines)
     local = msgspec.structs.replace(settings, host="127.0.0.1", port=0)
-    server = serving.Server(serving.config(local, app, log_level="warning"))
+    server = serving.Server(serving.config(local, app, log_level=log_level))
     task = asyncio.create_task(server.serve())
+    deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
     while not server.started:
         assert not task.done(), "uvicorn did not start"
+        if asyncio.get_running_loop().time() > deadline:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise AssertionError(f"uvicorn not started after {START_TIMEOUT_S:g} s")
         await asyncio.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
         try:
             yield Server(url, settings, app, http)
         finally:
@@ -153,7 +215,7 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture(scope="module")
 async def redis(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
     """A private redis-server for the module (the cluster tests)."""
-    from .hubfixtures import Redis  # hubfixtures imports this module
+    from .procserver import Redis  # procserver imports this module
 
     server = Redis(tmp_path_factory.mktemp("redis"))
     await server.start()

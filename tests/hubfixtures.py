@@ -1,5 +1,5 @@
-"""Helpers for ``test_hub``: a uvicorn runner, a frame-collecting client, a stuck client
-that never reads, and a private ``redis-server``."""
+"""WebSocket clients for the hub's tests: one that decodes and keeps every frame, and a
+stuck one that never reads; request frames no other test sends."""
 
 from __future__ import annotations
 
@@ -9,26 +9,17 @@ import contextlib
 import itertools
 import json
 import os
-import shutil
 import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import msgspec
-import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from playground_rt import schemas
-from playground_rt.config import Settings
-from playground_rt.web.app import create_app
 
-from .conftest import Server, b64, encode, require_model, sample_image
+from .conftest import b64, encode, poll, sample_image
 
 F = TypeVar("F", bound=schemas.ServerFrame)
 JOB_FRAMES = (
@@ -62,47 +53,12 @@ def rembg_submit(task_id: str | None = None, **extra: Any) -> dict[str, Any]:
     return frame
 
 
-@contextlib.asynccontextmanager
-async def serve(settings: Settings, ws_max_size: int | None = None) -> AsyncIterator[Server]:
-    """A real uvicorn on 127.0.0.1 (OS-chosen port) serving ``create_app(settings)``.
-
-    uvicorn's own ``ws_max_size`` defaults to 4 times ``ws_max_frame_bytes`` here, so what a
-    client sees for an oversize frame is the hub's 4009 rather than uvicorn's 1009.
-    """
-    require_model()
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        ws=settings.ws_impl,
-        log_level="warning",
-        lifespan="on",
-        ws_max_size=ws_max_size or 4 * settings.ws_max_frame_bytes,
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "uvicorn did not start"
-        await asyncio.sleep(0.01)
-    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
-        try:
-            yield Server(url, settings, app, http)
-        finally:
-            server.should_exit = True
-            await task
-
-
 class Client:
     """A ``websockets`` client that decodes and keeps every frame it receives."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.frames: list[schemas.ServerFrame] = []
-        self.arrived: list[float] = []
-        """``time.monotonic()`` when each frame was decoded."""
         self._new = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
@@ -110,7 +66,6 @@ class Client:
         try:
             async for raw in self.ws:
                 self.frames.append(_decoder.decode(raw))
-                self.arrived.append(time.monotonic())
                 self._new.set()
         except ConnectionClosed:
             pass
@@ -128,17 +83,23 @@ class Client:
         self, pred: Callable[[schemas.ServerFrame], bool], timeout: float = 30
     ) -> schemas.ServerFrame:
         """The first frame so far (or to come) matching ``pred``."""
-        async with asyncio.timeout(timeout):
-            seen = 0
-            while True:
-                for frame in self.frames[seen:]:
-                    if pred(frame):
-                        return frame
-                seen = len(self.frames)
-                if self._reader.done():
-                    raise AssertionError(f"closed ({self.close_code}) before a matching frame")
-                self._new.clear()
-                await self._new.wait()
+        seen = 0
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    for frame in self.frames[seen:]:
+                        if pred(frame):
+                            return frame
+                    seen = len(self.frames)
+                    if self._reader.done():
+                        raise AssertionError(f"closed ({self.close_code}) before a matching frame")
+                    self._new.clear()
+                    await self._new.wait()
+        except TimeoutError:
+            last = [type(f).__name__ for f in self.frames[-5:]]
+            raise AssertionError(
+                f"no matching frame after {timeout:g} s ({len(self.frames)} frames; last {last})"
+            ) from None
 
     async def wait(
         self, kind: type[F], pred: Callable[[F], bool] = lambda f: True, timeout: float = 30
@@ -171,8 +132,12 @@ class Client:
         return [f for f in self.frames if isinstance(f, JOB_FRAMES) and f.job_id == job_id]
 
     async def closed(self, timeout: float = 10) -> int | None:
-        async with asyncio.timeout(timeout):
-            await self._reader
+        """The close code, once the server closed the socket."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._reader
+        except TimeoutError:
+            raise AssertionError(f"the socket still open after {timeout:g} s") from None
         return self.close_code
 
     async def aclose(self) -> None:
@@ -223,8 +188,11 @@ async def stuck_client(url: str, frames: list[dict[str, Any]]) -> socket.socket:
     )
     await loop.sock_sendall(sock, request.encode())
     answer = b""
-    while b"\r\n\r\n" not in answer:
-        answer += await loop.sock_recv(sock, 1)  # byte by byte: read nothing past the headers
+    async with asyncio.timeout(10):
+        while b"\r\n\r\n" not in answer:
+            byte = await loop.sock_recv(sock, 1)  # one by one: read nothing past the headers
+            assert byte, f"closed during the handshake: {answer!r}"
+            answer += byte
     assert answer.startswith(b"HTTP/1.1 101"), answer
     for frame in frames:
         await loop.sock_sendall(sock, client_frame(json.dumps(frame)))
@@ -233,61 +201,8 @@ async def stuck_client(url: str, frames: list[dict[str, Any]]) -> socket.socket:
 
 async def until(condition: Callable[[], bool], timeout: float = 10, what: str = "") -> None:
     """Poll a server-side condition (no event to wait on from outside the app)."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
-    assert condition(), what
 
+    async def check() -> bool:
+        return condition()
 
-# --- redis-server -------------------------------------------------------------------------
-
-REDIS_SERVER = "/usr/bin/redis-server"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Redis:
-    """A private ``redis-server`` (no persistence) on a free port; restartable."""
-
-    def __init__(self, tmp: Path) -> None:
-        exe = shutil.which("redis-server") or REDIS_SERVER
-        if not Path(exe).is_file():
-            pytest.fail("redis-server not found: run `.ci/run` or `apt-get install redis-server`")
-        self.exe, self.tmp = exe, tmp
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        args = [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--dir", str(self.tmp)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        async with asyncio.timeout(10):
-            while not await self._ping():
-                assert self.proc.poll() is None, "redis-server exited at start"
-                await asyncio.sleep(0.02)
-
-    async def _ping(self) -> bool:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        except OSError:
-            return False
-        writer.write(b"PING\r\n")
-        answer = await reader.readline()
-        writer.close()
-        await writer.wait_closed()
-        return answer == b"+PONG\r\n"
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
+    await poll(check, bool, what or "the condition", timeout, every=0.01)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import os
 from pathlib import Path
@@ -518,19 +517,6 @@ async def test_job_state_machine_refuses_illegal_moves(server: Server) -> None:
     assert job.state is JobState.COMPLETED
     with pytest.raises(RuntimeError, match="illegal transition"):
         job.move(JobState.RUNNING)
-
-
-def test_sha256_is_used_not_python_hash() -> None:
-    # the key must not depend on the process: recompute it from the documented form
-    from playground_rt.pipeline import registry
-
-    plan = registry.get_pipeline("preprocessing").plan({"blur": {"kernelSize": 3}})
-    assert plan.canonical == '{"blur":{"kernelSize":3}}'
-    image_sha = hashlib.sha256(b"x").hexdigest()
-    text = "\n".join(
-        ["playground-rt/cache-v2", "preprocessing", "1", plan.canonical, "", image_sha]
-    )
-    assert registry.digest(plan, image_sha) == hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 async def test_dataset_file_serves_image_bytes_under_the_root_only(server: Server) -> None:

@@ -22,7 +22,7 @@ import pytest
 from playground_rt import schemas
 
 from .clusterprocs import Cluster, cluster
-from .conftest import encode, sample_image
+from .conftest import encode, poll, sample_image
 from .hubfixtures import Client, client, rembg_submit
 
 pytestmark = pytest.mark.redis
@@ -234,10 +234,10 @@ async def test_a_worker_killed_mid_job_its_job_completes_on_the_other(nodes: Clu
 
 
 async def _running(nodes: Cluster, job_id: str) -> dict[str, str]:
-    async with asyncio.timeout(30):
-        while (record := await nodes.job(job_id)).get("state") != "running":
-            await asyncio.sleep(0.005)
-    return record
+    def running(record: dict[str, str]) -> bool:
+        return record.get("state") == "running"
+
+    return await poll(lambda: nodes.job(job_id), running, f"{job_id} running", 30, 0.005)
 
 
 async def test_a_redis_restart_loses_no_job(nodes: Cluster, tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -240,16 +239,6 @@ def test_run_params_value_is_validated_and_canonicalised(catalog: Catalog) -> No
         build(catalog, values={**values, "params": '{"blur": {"kernelSize": 40}}'})
     with pytest.raises(errors.InvalidParams, match=r"values\.params is not JSON"):
         build(catalog, values={**values, "params": "{blur"})
-
-
-def test_building_is_cheap(catalog: Catalog) -> None:
-    request = schemas.CommandBuildRequest(
-        preview=preview(pipeline_id="rembg", image_path=SEED_IMAGE, params={"strength": 0.85})
-    )
-    started = time.perf_counter()
-    for _ in range(200):
-        catalog.build(request)
-    assert (time.perf_counter() - started) / 200 < 0.005  # per keystroke: far under 5 ms
 
 
 # --- shell safety --------------------------------------------------------------------------

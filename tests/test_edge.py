@@ -11,22 +11,19 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import msgspec
 import pytest
 
 from playground_rt import config
 from playground_rt.cli import main as cli
 from playground_rt.config import Settings
 from playground_rt.web import serving
-from playground_rt.web.app import create_app
 from playground_rt.web.hosts import HostPolicy, host_name
 
-from .conftest import SEED_IMAGE, Server, make_settings, require_model, running
+from .conftest import SEED_IMAGE, Server, make_settings, running
 from .hubfixtures import client
 from .rawclients import host_port, raw_http
 
@@ -272,26 +269,17 @@ class Lines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-@contextlib.asynccontextmanager
-async def logged(settings: Settings) -> AsyncIterator[tuple[str, Lines]]:
-    """A real uvicorn at log level info (``running`` logs warnings only), and its lines."""
-    require_model()
-    app = create_app(settings)
-    local = msgspec.structs.replace(settings, host="127.0.0.1", port=0)
-    server = serving.Server(serving.config(local, app, log_level="info"))
+@contextlib.contextmanager
+def uvicorn_lines() -> Iterator[Lines]:
+    """What uvicorn's loggers write meanwhile (they do not propagate to the root); from
+    inside ``running``, whose start-up configures uvicorn's loggers anew."""
     lines = Lines()
     loggers = [logging.getLogger(name) for name in ("uvicorn.access", "uvicorn.error")]
     for logger in loggers:
         logger.addHandler(lines)
-    task = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            assert not task.done(), "uvicorn did not start"
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}", lines
+        yield lines
     finally:
-        server.should_exit = True
-        await task
         for logger in loggers:
             logger.removeHandler(lines)
 
@@ -300,13 +288,12 @@ async def test_a_query_token_never_reaches_the_log(tmp_path: Path) -> None:
     """FINDINGS D20: ``?token=`` was written to the access log, REST and WebSocket."""
     secret = "s3cret-token-value"
     settings = make_settings(tmp_path, preload_models=[], token=secret)
-    async with logged(settings) as (url, lines):
-        async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
+    async with running(settings, log_level="info") as srv:
+        with uvicorn_lines() as lines:  # after uvicorn's own logging set-up
             for query in (f"token={secret}", f"offset=0&%74oken={secret}&limit=1"):
-                assert (await http.get("/api/datasets?" + query)).status_code == 200
-        ws = url.replace("http", "ws", 1) + f"/ws?token={secret}"
-        async with client(ws) as c:
-            await c.barrier()
+                assert (await srv.http.get("/api/datasets?" + query)).status_code == 200
+            async with client(srv.ws_url + f"?token={secret}") as c:
+                await c.barrier()
     text = "\n".join(lines.lines)
     assert "/api/datasets?token=***" in text and "%74oken=***" in text, text
     assert "/ws?token=***" in text, text

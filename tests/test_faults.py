@@ -3,8 +3,8 @@ mid-job, a thousand idle sockets, a damaged cache file, ops that raise or overru
 budget, a client inventing telemetry sources.
 
 Covered elsewhere, not repeated here: a client that stops reading is evicted after the send
-timeout while the others keep their latency (``test_hub.py::
-test_a_stuck_reader_is_evicted_and_never_delays_a_fast_one``); Redis restarting under two
+timeout while the others get every frame (``test_hub.py::
+test_a_stuck_reader_is_evicted_and_a_fast_one_gets_every_frame``); Redis restarting under two
 hubs (``test_hub.py::test_redis_restart_local_sockets_keep_going``); SIGTERM and start-up
 sweeping (``test_shutdown.py``, which needs a subprocess).
 """
@@ -14,16 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import io
 import logging
+import queue
 import resource
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -34,7 +32,6 @@ from playground_rt.pipeline.ops.base import OpContext
 
 from .conftest import Server, b64, encode, make_settings, running, sample_image
 from .hubfixtures import client
-from .procserver import serve_process
 from .rawclients import raw_socket
 
 FALLBACK = "/api/pipelines/fallback"
@@ -108,14 +105,11 @@ def raise_soft_fd_limit(wanted: int) -> None:
 
 
 async def test_a_thousand_idle_sockets_and_one_rest_call(tmp_path: Path) -> None:
-    """1,000 sockets that only hold their connection: the REST API answers as fast as
-    ever, and the socket cap (``ws_max_connections``) refuses the 1,001st with 1013."""
+    """1,000 sockets that only hold their connection: the REST API still answers, and the
+    socket cap (``ws_max_connections``) refuses the 1,001st with 1013."""
     raise_soft_fd_limit(4 * 1024)
     settings = make_settings(tmp_path, preload_models=[], ws_max_connections=1000)
     async with running(settings) as srv, contextlib.AsyncExitStack() as stack:
-        quiet = time.perf_counter()
-        assert (await srv.http.get("/healthz")).status_code == 200
-        baseline = time.perf_counter() - quiet
 
         async def hold() -> None:
             await stack.enter_async_context(raw_socket(srv.ws_url))
@@ -124,13 +118,10 @@ async def test_a_thousand_idle_sockets_and_one_rest_call(tmp_path: Path) -> None
             await asyncio.gather(*(hold() for _ in range(50)))
         assert len(srv.state.hub.connections) == 1000
 
-        started = time.perf_counter()
         health = await srv.http.get("/healthz")
         body = {"pipeline_id": "preprocessing", "image_base64": image(8), "params": {"flip": True}}
         preview = await srv.post(FALLBACK, body)
-        took = time.perf_counter() - started
         assert health.status_code == 200 and preview.json()["status"] == "completed"
-        assert took < max(1.0, 20 * baseline), f"REST took {took:.3f} s with 1000 sockets open"
 
         async with raw_socket(srv.ws_url) as extra:
             assert await extra.close_code() == 1013
@@ -220,19 +211,43 @@ async def test_an_op_raising_fails_its_job_and_frees_the_worker(
     assert len(logged) == 1 and "failed" in logged[0], logged  # the unexpected one, once
 
 
-async def test_an_op_over_its_time_budget_fails_and_the_pool_lives_on(tmp_path: Path) -> None:
+async def test_a_job_over_its_time_budget_is_stopped_at_its_next_check(tmp_path: Path) -> None:
+    """Alpha matting is one call that cannot be interrupted. Past the budget the job fails
+    at once, its followers hear it, and its thread stops at the op's next cancellation
+    check (the one after the matte) instead of composing, encoding and writing a result
+    nobody wants; the pool lives on."""
+    endings: queue.SimpleQueue[str] = queue.SimpleQueue()
+    real = OPS["rembg"]
+
+    def observed(image: Image.Image, params: Any, ctx: OpContext) -> Image.Image:
+        """The real op, telling the test how it ended."""
+        try:
+            result = real.apply(image, params, ctx)
+        except BaseException as exc:
+            endings.put(type(exc).__name__)
+            raise
+        endings.put("returned")
+        return result
+
+    rembg = registry.PIPELINES["rembg"]
+    table = {"rembg": dataclasses.replace(real, apply=observed)}
+    observed_rembg = registry.make_pipeline("rembg", "1", rembg.summary, ("rembg",), True, table)
     settings = make_settings(tmp_path, workers=1, job_timeout_s=0.3)
-    async with running(settings) as srv:
+    async with running(settings, {**registry.PIPELINES, "rembg": observed_rembg}) as srv:
         await srv.ready()
         big = srv.settings.data_root / "big.png"  # over the 64 KiB frame limit as base64
         big.write_bytes(encode(sample_image(1024, 768, seed=31)))
         slow = {"pipeline_id": "rembg", "image_path": "data/big.png", "params": SLOW_PARAMS}
         frame = await followers_see(srv, slow)
-        assert isinstance(frame, schemas.Failed) and "time budget" in frame.detail
+        assert isinstance(frame, schemas.Failed) and "time budget of 0.3 s" in frame.detail
+        # The thread may outlive the pool's second budget (the matte takes ~1.5 s here):
+        # wait for the op itself, however long the matte takes.
+        ending = await asyncio.to_thread(endings.get, timeout=60)
+        assert ending == "JobCancelled", f"the op {ending} after its job failed"
         fine = {"pipeline_id": "preprocessing", "image_base64": image(32), "params": {"flip": True}}
         assert isinstance(await followers_see(srv, fine), schemas.Completed)
         assert srv.state.jobs.executor.stats.running == 0
-    assert not list((settings.results_root / "rembg").glob("*.png"))  # abandoned, never written
+    assert not list((settings.results_root / "rembg").glob("*.png"))  # stopped, never written
 
 
 # --- telemetry ----------------------------------------------------------------------------
@@ -253,36 +268,17 @@ async def test_invented_telemetry_sources_keep_metrics_bounded(tmp_path: Path) -
 # --- memory -------------------------------------------------------------------------------
 
 
-def noise_png(rng: np.random.Generator) -> str:
-    """An 800x600 PNG of noise, stored: about 1.4 MB that no cache or compressor shrinks."""
-    buffer = io.BytesIO()
-    pixels = rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(buffer, "PNG", compress_level=0)
-    return b64(buffer.getvalue())
-
-
-def test_finished_jobs_do_not_keep_their_images(tmp_path: Path) -> None:
+async def test_finished_jobs_do_not_keep_their_images(tmp_path: Path) -> None:
     """Finished jobs stay queryable (``GET /api/jobs/{id}``) for a while; their request's
     image bytes must not stay with them, or 2,000 kept jobs x max_image_bytes is the
-    memory bound."""
-    rng = np.random.default_rng(3)
-    with (
-        serve_process(tmp_path, preload_models=[], ready="/healthz") as server,
-        httpx.Client(base_url=server.url, timeout=60, trust_env=False) as http,
-    ):
-
-        def preview() -> None:
-            body = {
-                "pipeline_id": "preprocessing",
-                "image_base64": noise_png(rng),
-                "params": {"flip": True},
-            }
-            assert http.post(FALLBACK, json=body).json()["status"] == "completed"
-
-        for _ in range(3):  # warm: pools, arenas, first allocations
-            preview()
-        before = server.rss_kib()
-        for _ in range(64):  # 64 x 1.4 MB = 90 MB if kept
-            preview()
-        grown_mib = (server.rss_kib() - before) / 1024
-    assert grown_mib < 40, f"RSS grew {grown_mib:.0f} MiB over 64 finished 1.4 MB jobs"
+    memory bound (``bench/budgets.py`` measures what this is worth in RSS)."""
+    body = {"pipeline_id": "preprocessing", "image_base64": image(41), "params": {"flip": True}}
+    async with running(make_settings(tmp_path, preload_models=[])) as srv:
+        ran = (await srv.post(FALLBACK, body)).json()
+        assert (await srv.job(ran["job_id"]))["state"] == "completed"
+        kept = srv.state.jobs.get(ran["job_id"])
+        assert kept.prepared.source.data == b"" and kept.prepared.source.sha256
+        hit = (await srv.post(FALLBACK, body)).json()
+        again = srv.state.jobs.get(hit["job_id"])
+        assert again is not kept and again.cache_hit  # a new finished job, from the cache
+        assert again.prepared.source.data == b"" and again.prepared.source.sha256

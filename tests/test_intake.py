@@ -1,26 +1,162 @@
-"""Intake over HTTP: every request's image is probed and its result size checked before
-anything is queued or handed to the page's workers (a real uvicorn, real images)."""
+"""Intake (``jobs/intake.py``): a request becomes a validated, keyed job or an error, before
+anything is queued or handed to the page's workers. First used alone, in this process (a
+request in, a ``Prepared`` out); then over HTTP on a real uvicorn, where every route's
+image is probed and its result size checked (real images)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import struct
 import zlib
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import Server, b64, encode, make_settings, running, sample_image
+from playground_rt import errors, schemas
+from playground_rt.jobs.intake import Intake
+from playground_rt.pipeline import registry
+from playground_rt.pipeline.sessions import ModelRegistry
+
+from .conftest import (
+    MODEL_HOME,
+    SEED_IMAGE,
+    Server,
+    b64,
+    encode,
+    make_settings,
+    running,
+    sample_image,
+)
 from .test_images import jpeg_claiming, scan_bomb
 
 PREVIEW = "/api/pipelines/preview"
 FALLBACK = "/api/pipelines/fallback"
 MAX_PIXELS = 4_000_000
 CLIENT = {"flip": True, "rembg": "client"}
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+PNG = encode(sample_image())
+
+
+# --- used alone ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def intake(tmp_path: Path) -> Intake:
+    settings = make_settings(tmp_path, max_pixels=MAX_PIXELS)
+    return Intake(settings, ModelRegistry(MODEL_HOME, settings.outputs_root, 1))
+
+
+def request(**fields: Any) -> schemas.PipelineRequest:
+    fields.setdefault("pipeline_id", "preprocessing")
+    return schemas.PipelineRequest(**fields)
+
+
+async def test_a_request_is_keyed_by_its_image_bytes_and_canonical_params(intake: Intake) -> None:
+    seed = (intake.settings.data_root / "datasets/images/val/sample.jpg").read_bytes()
+    by_bytes = await intake.prepare(request(image_base64=b64(seed), params={"blur": True}))
+    by_path = await intake.prepare(request(image_path=SEED_IMAGE, params={"blur": {}}))
+    assert by_bytes.size == by_path.size == (96, 72)  # from the header, nothing decoded
+    assert by_bytes.source.sha256 == by_path.source.sha256 == hashlib.sha256(seed).hexdigest()
+    digest = registry.digest(by_bytes.plan, by_bytes.source.sha256)
+    assert by_bytes.cache_key == by_path.cache_key == f"preprocessing:{digest}"
+    assert by_bytes.job_id == f"preprocessing-{digest}" and by_bytes.notes == ()
+    assert by_bytes.kind == "preprocessing"
+
+
+async def test_a_model_is_checked_at_intake(intake: Intake) -> None:
+    """A model the model home lacks, or no rembg model at all: the request's error (a
+    4xx), never a failed job."""
+
+    def rembg(**params: Any) -> schemas.PipelineRequest:
+        return request(pipeline_id="rembg", image_base64=b64(PNG), params=params)
+
+    assert (await intake.prepare(rembg())).kind == "rembg:u2netp"
+    with pytest.raises(errors.ModelUnavailable, match="models pull --model u2net"):
+        await intake.prepare(rembg(model="u2net"))
+    with pytest.raises(errors.InvalidParams, match="'gpt' is not a rembg model"):
+        await intake.prepare(rembg(model="gpt"))
+
+
+async def test_a_checkpoint_replaces_the_model_and_its_bytes_are_in_the_key(intake: Intake) -> None:
+    checkpoint = intake.settings.outputs_root / "mine.onnx"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_bytes(b"first weights")
+    rembg = request(pipeline_id="rembg", image_base64=b64(PNG), checkpoint_path="mine.onnx")
+    first = await intake.prepare(rembg)
+    assert first.checkpoint == checkpoint.resolve() and first.kind == "rembg:custom"
+    checkpoint.write_bytes(b"other weights")
+    assert (await intake.prepare(rembg)).cache_key != first.cache_key
+    unused = await intake.prepare(request(image_base64=b64(PNG), checkpoint_path="mine.onnx"))
+    assert unused.checkpoint is None
+    assert unused.notes == ("checkpoint_path is not used by pipeline 'preprocessing'",)
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "fragment"),
+    [
+        pytest.param({}, errors.InvalidParams, "one of image_base64 and image_path", id="no-image"),
+        pytest.param(
+            {"image_path": "../etc/passwd"}, errors.PathOutsideRoot, "image_path", id="outside"
+        ),
+        pytest.param(
+            {"image_base64": b64(PNG), "checkpoint_path": "model.pt"},
+            errors.InvalidParams,
+            "export it to ONNX",
+            id="pytorch-checkpoint",
+        ),
+        pytest.param(
+            {"image_base64": b64(PNG), "checkpoint_path": "missing.onnx"},
+            errors.NotFound,
+            "does not exist",
+            id="missing-checkpoint",
+        ),
+        pytest.param(
+            {"image_base64": b64(png_claiming(5000, 5000))},
+            errors.TooLarge,
+            "max_pixels",
+            id="pixel-bomb",
+        ),
+        pytest.param(
+            {"image_base64": b64(PNG), "params": {"resize": {"width": 4000, "height": 1001}}},
+            errors.TooLarge,
+            "the result would be 4000x1001",
+            id="result-too-large",
+        ),
+    ],
+)
+async def test_what_intake_refuses(
+    intake: Intake, fields: dict[str, Any], error: type[errors.PlaygroundError], fragment: str
+) -> None:
+    pipeline_id = "rembg" if "checkpoint_path" in fields else "preprocessing"
+    with pytest.raises(error, match=fragment):
+        await intake.prepare(request(**{"pipeline_id": pipeline_id, **fields}))
+
+
+async def test_both_images_given_the_base64_one_is_used_and_noted(intake: Intake) -> None:
+    both = request(image_base64=b64(PNG), image_path=SEED_IMAGE, params={"flip": True})
+    prepared = await intake.prepare(both)
+    assert prepared.source.sha256 == hashlib.sha256(PNG).hexdigest()
+    assert prepared.notes == ("image_base64 and image_path both given; image_base64 was used",)
+
+
+# --- over HTTP ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -47,24 +183,12 @@ def body(data: bytes, params: dict[str, Any], pipeline: str = "preprocessing") -
     return {"pipeline_id": pipeline, "image_base64": b64(data), "params": params}
 
 
-def png_claiming(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-    return b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-
-
 async def result_of(server: Server, answer: dict[str, Any]) -> np.ndarray[Any, Any]:
     assert answer["status"] == "completed", answer
     png = (await server.http.get(answer["result_url"])).content
     with Image.open(io.BytesIO(png)) as result:
         return np.asarray(result)
 
-
-PNG = encode(sample_image())
 
 # --- D16: client-routed previews are checked like the others -----------------------------
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,9 @@ from playground_rt.pipeline import images, registry
 from playground_rt.pipeline.ops.base import OpContext, OpSpec
 
 from .conftest import MODEL_HOME, Server, b64, encode, make_settings, running, sample_image
-from .hubfixtures import Client, client
+from .hubfixtures import Client, client, unique_png
+
+PREVIEW = "/api/pipelines/preview"
 
 
 def rembg_body(seed: int, **params: Any) -> dict[str, Any]:
@@ -31,15 +35,6 @@ def rembg_body(seed: int, **params: Any) -> dict[str, Any]:
         "image_base64": b64(encode(sample_image(seed=seed))),
         "params": params,
     }
-
-
-async def wait_terminal(server: Server, job_id: str, timeout: float = 60) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
-        while True:
-            view: dict[str, Any] = (await server.http.get(f"/api/jobs/{job_id}")).json()
-            if view["state"] not in ("queued", "running"):
-                return view
-            await asyncio.sleep(0.02)
 
 
 async def test_server_rembg_equals_rembg_remove(server: Server) -> None:
@@ -106,59 +101,98 @@ async def test_cache_hits_survive_a_restart_and_corrupt_files_are_recomputed(
 
 
 @pytest.fixture
-async def one_worker(tmp_path: Path) -> Any:
+async def one_worker(tmp_path: Path, gate: Gate) -> Any:
+    """One worker, a queue of two, and the ``held`` pipeline of ``gate`` beside the real ones."""
     settings = make_settings(tmp_path, workers=1, queue_size=2, preload_models=["u2netp"])
-    async with running(settings) as srv:
+    async with running(settings, {**registry.PIPELINES, "held": gate.pipeline}) as srv:
         await srv.ready()
         yield srv
 
 
-async def test_full_queue_gives_429_with_retry_after(one_worker: Server) -> None:
-    answers = []
-    for seed in range(40, 46):
-        body = dict(rembg_body(seed), params={"rembg": "server"})
-        answers.append(await one_worker.post("/api/pipelines/preview", body))
-    refused = [a for a in answers if a.status_code == 429]
-    assert refused, [a.status_code for a in answers]
-    assert refused[0].json()["code"] == "queue_full"
-    assert "queue full" in refused[0].json()["detail"]
-    assert int(refused[0].headers["retry-after"]) >= 1
-    accepted = [a.json()["job_id"] for a in answers if a.status_code == 200]
-    for job_id in accepted:
-        assert (await wait_terminal(one_worker, job_id))["state"] == "completed"
+class HoldParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Test op: no params; it holds its worker until the gate opens."""
 
 
-async def test_cancel_a_queued_job_and_supersede_by_task(one_worker: Server) -> None:
-    first = (
-        await one_worker.post("/api/pipelines/preview", dict(rembg_body(50), taskId="busy"))
-    ).json()
-    queued = (
-        await one_worker.post("/api/pipelines/preview", dict(rembg_body(51), taskId="drag"))
-    ).json()
-    view = (await one_worker.http.get(f"/api/jobs/{queued['job_id']}")).json()
-    assert view["state"] == "queued" and view["position"] == 0 and view["eta_ms"] > 0
-    newer = (
-        await one_worker.post("/api/pipelines/preview", dict(rembg_body(52), taskId="drag"))
-    ).json()
-    assert (await wait_terminal(one_worker, queued["job_id"]))["state"] == "cancelled"
-    cancelled = await one_worker.http.delete(
-        f"/api/jobs/{newer['job_id']}", params={"taskId": "drag"}
-    )
-    assert cancelled.json()["state"] == "cancelled"
-    assert (await wait_terminal(one_worker, first["job_id"]))["state"] == "completed"
+class Gate:
+    """A test pipeline, ``held``, whose op keeps its worker until :attr:`opened` is set:
+    a queue that stays put while a test looks at it. The op checks its cancellation
+    between waits, as a long op should."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+        hold = OpSpec("hold", HoldParams, self.hold, client=False, summary="holds its worker")
+        self.pipeline = registry.make_pipeline(
+            "held", "1", "holds its worker", ("hold",), flat=True, table={"hold": hold}
+        )
+
+    def hold(self, image: Image.Image, params: HoldParams, ctx: OpContext) -> Image.Image:
+        for _ in range(3000):  # at most a minute: a test that forgets the gate fails
+            if self.opened.wait(0.02):
+                return image
+            ctx.check_cancelled()
+        raise RuntimeError("the gate was never opened")
+
+    @staticmethod
+    def body(task_id: str = "blocker") -> dict[str, Any]:
+        return {"pipeline_id": "held", "image_base64": unique_png(), "taskId": task_id}
+
+    @contextlib.asynccontextmanager
+    async def holding(self, srv: Server) -> AsyncIterator[str]:
+        """``srv``'s only worker runs a held job until the block ends (then it completes)."""
+        job_id = (await srv.post(PREVIEW, self.body())).json()["job_id"]
+        await srv.job_in(job_id, "running")
+        try:
+            yield job_id
+        finally:
+            self.opened.set()
+        assert (await srv.ended(job_id))["state"] == "completed"
 
 
-async def test_cancel_keeps_a_job_another_task_still_wants(one_worker: Server) -> None:
-    await one_worker.post("/api/pipelines/preview", dict(rembg_body(60), taskId="blocker"))
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    found = Gate()
+    yield found
+    found.opened.set()  # no worker is left holding
+
+
+async def test_full_queue_gives_429_with_retry_after(one_worker: Server, gate: Gate) -> None:
+    async with gate.holding(one_worker):
+        answers = [
+            await one_worker.post(PREVIEW, dict(rembg_body(seed), params={"rembg": "server"}))
+            for seed in range(40, 44)
+        ]
+        assert [a.status_code for a in answers] == [200, 200, 429, 429]  # queue_size=2
+    refused = answers[2].json()
+    assert refused["code"] == "queue_full" and "queue full" in refused["detail"]
+    assert int(answers[2].headers["retry-after"]) >= 1
+    for answer in answers[:2]:
+        assert (await one_worker.ended(answer.json()["job_id"]))["state"] == "completed"
+
+
+async def test_cancel_a_queued_job_and_supersede_by_task(one_worker: Server, gate: Gate) -> None:
+    async with gate.holding(one_worker):
+        queued = (await one_worker.post(PREVIEW, dict(rembg_body(51), taskId="drag"))).json()
+        view = await one_worker.job(queued["job_id"])
+        assert view["state"] == "queued" and view["position"] == 0 and view["eta_ms"] > 0
+        newer = (await one_worker.post(PREVIEW, dict(rembg_body(52), taskId="drag"))).json()
+        assert (await one_worker.ended(queued["job_id"]))["state"] == "cancelled"
+        cancelled = await one_worker.http.delete(
+            f"/api/jobs/{newer['job_id']}", params={"taskId": "drag"}
+        )
+        assert cancelled.json()["state"] == "cancelled"
+
+
+async def test_cancel_keeps_a_job_another_task_still_wants(one_worker: Server, gate: Gate) -> None:
     body = rembg_body(61)
-    a = (await one_worker.post("/api/pipelines/preview", dict(body, taskId="tab-a"))).json()
-    b = (await one_worker.post("/api/pipelines/preview", dict(body, taskId="tab-b"))).json()
-    assert a["job_id"] == b["job_id"]
-    view = (
-        await one_worker.http.delete(f"/api/jobs/{a['job_id']}", params={"taskId": "tab-a"})
-    ).json()
-    assert view["state"] == "queued"
-    assert (await wait_terminal(one_worker, a["job_id"]))["state"] == "completed"
+    async with gate.holding(one_worker):
+        a = (await one_worker.post(PREVIEW, dict(body, taskId="tab-a"))).json()
+        b = (await one_worker.post(PREVIEW, dict(body, taskId="tab-b"))).json()
+        assert a["job_id"] == b["job_id"]
+        view = (
+            await one_worker.http.delete(f"/api/jobs/{a['job_id']}", params={"taskId": "tab-a"})
+        ).json()
+        assert view["state"] == "queued"
+    assert (await one_worker.ended(a["job_id"]))["state"] == "completed"
 
 
 class ExplodeParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -269,27 +303,27 @@ def terminal_frames(c: Client, job_id: str | None) -> list[schemas.JobFrame]:
 
 
 async def test_a_joiner_cannot_cancel_the_job_for_the_one_who_asked_first(
-    one_worker: Server,
+    one_worker: Server, gate: Gate
 ) -> None:
-    await one_worker.post("/api/pipelines/preview", dict(rembg_body(70), taskId="blocker"))
     body = rembg_body(71)
     async with (
         client(one_worker.ws_url) as alice,
         client(one_worker.ws_url) as bob_socket,
         client(one_worker.ws_url) as mallory,
     ):
-        ack = await alice.ack({"type": "submit", "taskId": "alice-secret", **body})
-        await bob_socket.ack({"type": "subscribe", "taskId": "bob"})
-        bob = (await one_worker.post("/api/pipelines/preview", dict(body, taskId="bob"))).json()
-        assert bob["job_id"] == ack.job_id  # the content hash told Bob Alice's job id
+        async with gate.holding(one_worker):
+            ack = await alice.ack({"type": "submit", "taskId": "alice-secret", **body})
+            await bob_socket.ack({"type": "subscribe", "taskId": "bob"})
+            bob = (await one_worker.post(PREVIEW, dict(body, taskId="bob"))).json()
+            assert bob["job_id"] == ack.job_id  # the content hash told Bob Alice's job id
 
-        outright = await one_worker.http.delete(f"/api/jobs/{ack.job_id}")
-        assert outright.status_code == 403 and "taskId" in outright.json()["detail"]
-        await mallory.ack({"type": "subscribe", "job_id": ack.job_id})
-        over_ws = await mallory.request({"type": "cancel", "job_id": ack.job_id})
-        assert isinstance(over_ws, schemas.Error) and "your own interest" in over_ws.detail
-        mine = await one_worker.http.delete(f"/api/jobs/{ack.job_id}", params={"taskId": "bob"})
-        assert mine.json()["state"] == "queued"
+            outright = await one_worker.http.delete(f"/api/jobs/{ack.job_id}")
+            assert outright.status_code == 403 and "taskId" in outright.json()["detail"]
+            await mallory.ack({"type": "subscribe", "job_id": ack.job_id})
+            over_ws = await mallory.request({"type": "cancel", "job_id": ack.job_id})
+            assert isinstance(over_ws, schemas.Error) and "your own interest" in over_ws.detail
+            mine = await one_worker.http.delete(f"/api/jobs/{ack.job_id}", params={"taskId": "bob"})
+            assert mine.json()["state"] == "queued"
 
         gone = await bob_socket.wait(schemas.Cancelled, lambda f: f.job_id == ack.job_id)
         assert gone.taskId == "bob" and gone.detail == "cancelled by the client"
@@ -315,9 +349,10 @@ async def test_an_outright_cancel_needs_the_token(tmp_path: Path) -> None:
         assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
 
 
-async def test_a_superseded_job_ends_cancelled_for_its_followers(one_worker: Server) -> None:
-    await one_worker.post("/api/pipelines/preview", dict(rembg_body(74), taskId="blocker"))
-    async with client(one_worker.ws_url) as tab:
+async def test_a_superseded_job_ends_cancelled_for_its_followers(
+    one_worker: Server, gate: Gate
+) -> None:
+    async with gate.holding(one_worker), client(one_worker.ws_url) as tab:
         await tab.ack({"type": "subscribe", "taskId": "drag"})
         older = (
             await one_worker.post("/api/pipelines/preview", dict(rembg_body(75), taskId="drag"))
@@ -348,8 +383,7 @@ async def test_cancel_then_resubmit_runs_the_new_request(tmp_path: Path) -> None
             "params": {"mode": "sleep"},  # one second in an op that cannot be interrupted
         }
         first = (await srv.post("/api/pipelines/preview", dict(body, taskId="carol"))).json()
-        while (await srv.http.get(f"/api/jobs/{first['job_id']}")).json()["state"] != "running":
-            await asyncio.sleep(0.01)
+        await srv.job_in(first["job_id"], "running")
         cancel = await srv.http.delete(f"/api/jobs/{first['job_id']}", params={"taskId": "carol"})
         assert cancel.json()["state"] == "cancelled"  # at once, not when the op returns
         again = (await srv.post("/api/pipelines/fallback", dict(body, taskId="carol-2"))).json()
@@ -375,61 +409,55 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 async def test_a_full_queue_refuses_before_decoding_and_jobs_decode_on_their_worker(
-    one_worker: Server, decodes: list[str]
+    one_worker: Server, gate: Gate, decodes: list[str]
 ) -> None:
-    answers = [
-        await one_worker.post("/api/pipelines/preview", rembg_body(80 + i)) for i in range(3)
-    ]
-    assert [a.status_code for a in answers[:2]] == [200, 200]
-    before = len(decodes)
-    refused = await one_worker.post("/api/pipelines/preview", rembg_body(84))
-    assert refused.status_code == 429
-    assert len(decodes) == before  # refused on what it was sent, never decoded
+    async with gate.holding(one_worker):
+        answers = [await one_worker.post(PREVIEW, rembg_body(80 + i)) for i in range(2)]
+        assert [a.status_code for a in answers] == [200, 200]
+        before = len(decodes)
+        refused = await one_worker.post(PREVIEW, rembg_body(84))
+        assert refused.status_code == 429
+        assert len(decodes) == before  # refused on what it was sent, never decoded
     for answer in answers:
-        if answer.status_code == 200:
-            await wait_terminal(one_worker, answer.json()["job_id"])
+        await one_worker.ended(answer.json()["job_id"])
+    assert len(decodes) == 3  # the held job's image and the two queued ones
     assert decodes and all(name.startswith("playground-worker-") for name in decodes)
 
 
-def slow_body(seed: int) -> dict[str, Any]:
-    """About half a second of alpha matting: the queue stays put while a test looks."""
-    image = b64(encode(sample_image(640, 480, seed=seed)))
-    return {"pipeline_id": "rembg", "image_base64": image, "params": {"alpha_matting": True}}
-
-
-async def test_one_client_cannot_take_the_whole_queue(tmp_path: Path) -> None:
+async def test_one_client_cannot_take_the_whole_queue(tmp_path: Path, gate: Gate) -> None:
     settings = make_settings(
         tmp_path, workers=1, queue_size=6, client_queue_share=3, preload_models=["u2netp"]
     )
-    async with running(settings) as srv:
+    async with running(settings, {**registry.PIPELINES, "held": gate.pipeline}) as srv:
         await srv.ready()
         other_address = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
-        async with httpx.AsyncClient(base_url=srv.url, transport=other_address) as other:
-            greedy = [await srv.post("/api/pipelines/preview", slow_body(90 + i)) for i in range(5)]
+        async with (
+            httpx.AsyncClient(base_url=srv.url, transport=other_address) as other,
+            gate.holding(srv),
+        ):
+            greedy = [await srv.post(PREVIEW, rembg_body(90 + i)) for i in range(4)]
             codes = [a.status_code for a in greedy]
-            assert codes[:4] == [200] * 4 and codes[4] == 429, codes  # 1 running + 3 queued
-            refusal = greedy[4]
+            assert codes == [200, 200, 200, 429], codes  # its share: 3 places in the queue
+            refusal = greedy[3]
             assert refusal.json()["code"] == "client_queue_full"
             assert int(refusal.headers["retry-after"]) >= 1
             fair = await other.post(
-                "/api/pipelines/preview",
+                PREVIEW,
                 content=msgspec.json.encode(rembg_body(96)),
                 headers={"content-type": "application/json"},
             )
             assert fair.status_code == 200, fair.text  # the queue still has room for others
-            for answer in [*greedy[:4], fair]:
-                assert (await wait_terminal(srv, answer.json()["job_id"]))["state"] == "completed"
+        for answer in [*greedy[:3], fair]:
+            assert (await srv.ended(answer.json()["job_id"]))["state"] == "completed"
 
 
-async def test_a_newer_request_of_a_task_stops_its_running_job(one_worker: Server) -> None:
-    first = (
-        await one_worker.post("/api/pipelines/preview", dict(slow_body(97), taskId="d"))
-    ).json()
-    while (await one_worker.http.get(f"/api/jobs/{first['job_id']}")).json()["state"] == "queued":
-        await asyncio.sleep(0.01)
-    newer = (
-        await one_worker.post("/api/pipelines/preview", dict(rembg_body(98), taskId="d"))
-    ).json()
-    stopped = (await one_worker.http.get(f"/api/jobs/{first['job_id']}")).json()
+async def test_a_newer_request_of_a_task_stops_its_running_job(
+    one_worker: Server, gate: Gate
+) -> None:
+    first = (await one_worker.post(PREVIEW, gate.body(task_id="d"))).json()
+    await one_worker.job_in(first["job_id"], "running")
+    newer = (await one_worker.post(PREVIEW, dict(rembg_body(98), taskId="d"))).json()
+    stopped = await one_worker.job(first["job_id"])
     assert stopped["state"] == "cancelled" and "superseded" in stopped["detail"]
-    assert (await wait_terminal(one_worker, newer["job_id"]))["state"] == "completed"
+    # The gate stays shut: the held op stopped at its check and freed the only worker.
+    assert (await one_worker.ended(newer["job_id"]))["state"] == "completed"

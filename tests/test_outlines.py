@@ -3,7 +3,6 @@ none for small jobs, and a store bounded by bytes."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 from typing import Any
 
@@ -13,7 +12,7 @@ from PIL import Image
 from playground_rt import schemas
 from playground_rt.pipeline import outlines
 
-from .conftest import Server, b64, encode, sample_image
+from .conftest import TERMINAL_STATES, Server, b64, encode, poll, sample_image
 from .hubfixtures import Client, client
 
 BIG = (1280, 800)  # 1.02 MP: over outlines.MIN_PIXELS
@@ -72,12 +71,13 @@ async def test_a_polling_client_finds_the_outline_in_the_job_view(server: Server
     request = body(sample_image(*BIG, seed=22), "poll", strength=0.85)
     job_id = (await server.post("/api/pipelines/preview", request)).json()["job_id"]
     seen: set[str | None] = set()
-    while (view := (await server.http.get(f"/api/jobs/{job_id}")).json())["state"] in (
-        "queued",
-        "running",
-    ):
+
+    async def look() -> dict[str, Any]:
+        view = await server.job(job_id)
         seen.add(view.get("outline_url"))
-        await asyncio.sleep(0.005)
+        return view
+
+    view = await poll(look, lambda v: v["state"] in TERMINAL_STATES, "the job ended", 60, 0.005)
     assert view["state"] == "completed" and "outline_url" not in view
     assert outlines.url(job_id) in seen
 

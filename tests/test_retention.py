@@ -27,7 +27,16 @@ from playground_rt.pipeline import images
 from playground_rt.pipeline import results as cache
 from playground_rt.pipeline.results import TEMP_PREFIX, ResultStore
 
-from .conftest import Server, b64, encode, make_settings, running, sample_image
+from .conftest import (
+    TERMINAL_STATES,
+    Server,
+    b64,
+    encode,
+    make_settings,
+    poll,
+    running,
+    sample_image,
+)
 from .hubfixtures import client
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 992 + b"IEND\xaeB`\x82"  # 1,008 bytes
@@ -203,13 +212,14 @@ class Calls:
 
     async def run(self, body: dict[str, Any]) -> dict[str, Any]:
         """Preview ``body`` and wait for its job: the job's view."""
-        answer = await self.post(body)
-        async with asyncio.timeout(30):
-            while True:
-                view: dict[str, Any] = (await self.get(f"/api/jobs/{answer['job_id']}")).json()
-                if view["state"] not in ("queued", "running"):
-                    return view
-                await asyncio.sleep(0.01)
+        job_id = (await self.post(body))["job_id"]
+
+        async def view() -> dict[str, Any]:
+            found: dict[str, Any] = (await self.get(f"/api/jobs/{job_id}")).json()
+            return found
+
+        ended = f"job {job_id} ended"
+        return await poll(view, lambda v: v["state"] in TERMINAL_STATES, ended, 30, 0.01)
 
     def no_5xx(self) -> None:
         assert all(status < 500 for status in self.statuses), self.statuses

@@ -26,8 +26,9 @@ from playground_rt.jobs.intake import Intake
 from playground_rt.jobs.job import Prepared
 from playground_rt.pipeline.sessions import ModelRegistry
 
-from .conftest import MODEL_HOME, encode, make_settings, require_model, sample_image
-from .hubfixtures import Redis, unique_png
+from .conftest import MODEL_HOME, encode, make_settings, poll, require_model, sample_image
+from .hubfixtures import unique_png
+from .procserver import Redis
 
 pytestmark = pytest.mark.redis
 
@@ -72,14 +73,16 @@ async def working(settings: Settings) -> AsyncIterator[Worker]:
 
 async def ended(store: aioredis.Redis, job_id: str, timeout: float = 30) -> list[Any]:
     """The job's frames in the history once one of them is terminal."""
-    async with asyncio.timeout(timeout):
-        while True:
-            raw: Any = await store.xrange(wire.HISTORY)
-            frames = [wire.decode_history(i, f).frame for i, f in raw]
-            mine = [f for f in frames if f.job_id == job_id]
-            if any(isinstance(f, schemas.TERMINAL_FRAMES) for f in mine):
-                return mine
-            await asyncio.sleep(0.05)
+
+    async def frames() -> list[Any]:
+        raw: Any = await store.xrange(wire.HISTORY)
+        history = [wire.decode_history(i, f).frame for i, f in raw]
+        return [frame for frame in history if frame.job_id == job_id]
+
+    def terminal(mine: list[Any]) -> bool:
+        return any(isinstance(f, schemas.TERMINAL_FRAMES) for f in mine)
+
+    return await poll(frames, terminal, f"a terminal frame of {job_id}", timeout, every=0.05)
 
 
 async def test_a_job_is_taken_run_written_and_acknowledged(
@@ -137,9 +140,7 @@ async def test_a_stopping_worker_hands_its_job_back(
     prepared = await queue(settings, body)
     key = wire.job_key(prepared.job_id)
     async with working(settings):
-        async with asyncio.timeout(30):
-            while await store.hget(key, "state") != b"running":
-                await asyncio.sleep(0.01)
+        await poll(lambda: store.hget(key, "state"), lambda s: s == b"running", "running", 30, 0.01)
     pending: Any = await store.xpending_range(wire.JOBS, wire.GROUP, "-", "+", 10)
     assert len(pending) == 1  # not acknowledged: still the job's entry
     assert pending[0]["time_since_delivered"] >= settings.claim_idle_s * 1000  # claimable now
