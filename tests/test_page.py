@@ -343,7 +343,9 @@ async def test_saturated_workers_fall_back_to_the_server(
     )
     await page.check("#op-rotate")
     await wait_for_result(page, "server", "preprocessing:")
-    assert await hook(page, "routedBackend") == "server-preprocessing"
+    # On a loaded machine the upload's own preview and the rotate's may overlap: the newest
+    # run's answer is what the page shows once it has arrived.
+    await page.wait_for_function("window.playground.routedBackend === 'server-preprocessing'")
     await page.close()
 
 
