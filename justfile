@@ -59,6 +59,10 @@ bench-cluster *ARGS:
     {{py}} -m bench.cluster {{ARGS}}
 
 # schemathesis against /openapi.json with many examples
+# the speed and memory budgets that were once test assertions (bench/budgets.py)
+bench-budgets *ARGS:
+    {{py}} -m bench.budgets {{ARGS}}
+
 fuzz EXAMPLES="500":
     PLAYGROUND_FUZZ_EXAMPLES={{EXAMPLES}} {{py}} -m pytest tests/test_fuzz.py -q
 

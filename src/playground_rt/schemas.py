@@ -283,11 +283,17 @@ class Health(msgspec.Struct):
     status: Literal["ok"]
 
 
-class ModelStatus(msgspec.Struct, kw_only=True):
+class ModelStatus(msgspec.Struct, frozen=True):
+    """A loaded session (``pipeline.sessions`` makes these; ``/readyz`` lists them)."""
+
     model: str
+    """The rembg model name, or ``u2net_custom`` for a request's own ``.onnx``."""
     providers: list[str]
+    """The execution providers the session really got, best first (not the ones asked for)."""
     path: str
+    """The model file the session was created from."""
     md5: str | None
+    """The file's md5 for named models; ``None`` for custom files."""
 
 
 class Readiness(msgspec.Struct, kw_only=True):

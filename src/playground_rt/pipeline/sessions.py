@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import msgspec
 import onnxruntime as ort
 import rembg
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
@@ -32,6 +31,7 @@ from rembg.sessions import sessions_names, sessions_names_downloadable
 from rembg.sessions.base import BaseSession
 from rembg.sessions.u2net_custom import U2netCustomSession
 
+from playground_rt import schemas
 from playground_rt.errors import InvalidParams, ModelUnavailable, PathOutsideRoot
 from playground_rt.pipeline import arenas
 from playground_rt.pipeline.ops.base import SessionProvider
@@ -75,17 +75,8 @@ _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : (\w+) : (?:Load model f
 _CREATE_LOCK = threading.Lock()
 
 
-class ModelInfo(msgspec.Struct, frozen=True):
-    """A loaded session, as ``/readyz`` reports it."""
-
-    model: str
-    """The rembg model name, or ``u2net_custom`` for a request's own ``.onnx``."""
-    providers: list[str]
-    """The execution providers the session really got, best first (not the ones asked for)."""
-    path: str
-    """The model file the session was created from."""
-    md5: str | None
-    """The file's md5 for named models; ``None`` for custom files."""
+ModelInfo = schemas.ModelStatus
+"""A loaded session, as ``/readyz`` reports it (the wire Struct itself: no mirror)."""
 
 
 class _ValidatedCustomSession(U2netCustomSession):  # type: ignore[misc]  # rembg is untyped

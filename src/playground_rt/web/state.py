@@ -51,10 +51,7 @@ class AppState:
         await self.hub.stop()
 
     def readiness(self) -> schemas.Readiness:
-        models = [
-            schemas.ModelStatus(model=m.model, providers=m.providers, path=m.path, md5=m.md5)
-            for m in self.models.info()
-        ]
+        models = self.models.info()
         return schemas.Readiness(
             ready=self.models_ready and self.jobs.accepting,
             models=models,
