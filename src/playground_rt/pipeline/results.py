@@ -23,6 +23,7 @@ import re
 import secrets
 import socket
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from playground_rt import errors
@@ -118,28 +119,40 @@ class ResultStore:
         return removed
 
 
-def write_atomic(path: Path, data: bytes, temp_suffix: str | None = None) -> None:
-    """Write ``data`` to a temp file beside ``path`` (named after its writer, see the module
-    docstring), world-readable whatever the umask, then ``os.replace`` it into place.
+def write_atomic(
+    path: Path,
+    data: bytes | Iterable[bytes],
+    temp_suffix: str | None = None,
+    verify: Callable[[], None] | None = None,
+) -> None:
+    """Write ``data`` (bytes, or chunks streamed in) to a temp file beside ``path`` (named
+    after its writer, see the module docstring), world-readable whatever the umask, then
+    ``os.replace`` it into place: readers see the old file or the whole new one. ``verify``
+    runs once everything is written, before the replace; what it raises abandons the file.
     ``temp_suffix`` (default: ``path``'s) keeps a half-written file out of listings that go
     by suffix. A full filesystem or quota raises ``DiskFull``, the temp file removed."""
     suffix = path.suffix if temp_suffix is None else temp_suffix
+    size = len(data) if isinstance(data, bytes) else 0
     temp = path.parent / f"{TEMP_PREFIX}{_HOST}-{os.getpid()}-{secrets.token_hex(6)}{suffix}"
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as exc:
-        _raise_if_full(exc, path, len(data))
+        _raise_if_full(exc, path, size)
         raise
     try:
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for chunk in [data] if isinstance(data, bytes) else data:
+                handle.write(chunk)
+                size += 0 if isinstance(data, bytes) else len(chunk)
+        if verify is not None:
+            verify()
         os.replace(temp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         if isinstance(exc, OSError):
-            _raise_if_full(exc, path, len(data))
+            _raise_if_full(exc, path, size)
         raise
 
 
