@@ -262,7 +262,10 @@ async def test_non_client_ops_are_routed_to_the_server(server: Server) -> None:
     }
     answer = (await server.post("/api/pipelines/preview", body)).json()
     assert answer["routed_backend"] == "server-preprocessing"
+    assert answer["server_reasons"] == ["op 'equalize' has no client worker"]
     assert any("no client worker" in note for note in answer["notes"])
+    body["params"] = {"flip": True}  # the page's own work: nothing to explain
+    assert "server_reasons" not in (await server.post("/api/pipelines/preview", body)).json()
 
 
 async def test_pipelines_list_their_ops_with_typed_params(server: Server) -> None:

@@ -71,6 +71,9 @@ class PreviewResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
     notes: list[str]
     taskId: str | None = None
     result_url: str | None = None
+    server_reasons: list[str] = msgspec.field(default_factory=list)
+    """Why a preview the page could run goes to the server (each a short reason; absent
+    when none): the notes say the same for people, this is for the page."""
 
 
 class FallbackResponse(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -28,8 +28,9 @@ const POLL_MS = 1000;
 const STALL_MS = 3000;
 
 /** The server's reason for running a job the page asked for (jobs.submit's note). */
-function serverReason(notes) {
-  return notes.find((n) => n.includes("running on the server")) ?? "the server chose it";
+/** Why the server runs a preview the page asked to run itself (the answer says it). */
+function serverReason(answer) {
+  return answer.server_reasons?.length ? answer.server_reasons.join("; ") : "the server chose it";
 }
 
 /** True when `value` (the form's object for op `op`) is all of its defaults. */
@@ -120,7 +121,7 @@ export class Previewer {
     } else if (answer.routed_backend === "client-workers") {
       await this.#runClient(pipeline, params, plan, answer.cache_key, seq, started);
     } else {
-      if (plan.where !== "server") plan.why = serverReason(answer.notes ?? []);
+      if (plan.where !== "server") plan.why = serverReason(answer);
       this.ui.placement(`server · ${plan.why}`);
       this.#follow(pipeline, answer, seq, started, plan);
     }

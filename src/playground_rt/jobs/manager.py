@@ -27,7 +27,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -50,7 +50,6 @@ log = logging.getLogger("playground_rt.jobs.manager")
 Mode = Literal["preview", "fallback"]
 PROGRESS_INTERVAL_S = 0.1
 FINISHED_KEPT = 2000
-QUEUED_NOTE = "queued on the server; follow job_id over /ws or GET /api/jobs/{job_id}"
 REMOVED_NOTE = (
     "its result has since been removed by retention (results_max_bytes, results_max_age_s); "
     "ask for the preview again to recompute it"
@@ -64,6 +63,27 @@ class Submission:
     notes: list[str]
     joined: bool = False
     """True when an identical job was already in flight (single-flight)."""
+    server_reasons: list[str] = field(default_factory=list)
+    """Why a preview the page could have run goes to the server (empty otherwise)."""
+
+    @property
+    def queued(self) -> bool:
+        """A new job was queued on the server (not joined, not the page's, not a hit)."""
+        return (
+            self.status == "accepted"
+            and not self.joined
+            and self.job.routed_backend != (CLIENT_BACKEND)
+        )
+
+
+CLIENT_BACKEND = "client-workers"
+
+
+def server_reasons(prepared: Prepared, mode: Mode) -> list[str]:
+    """Why a preview routed to the page's workers must run on the server instead."""
+    if mode != "preview" or prepared.plan.route != "client":
+        return []
+    return prepared.plan.server_reasons(prepared.checkpoint is not None)
 
 
 class JobManager:
@@ -145,6 +165,7 @@ class JobManager:
         one reaches the ``submissions`` observers (the ``coalesced`` metric).
         """
         submission = await self._accept(prepared, mode, task_id, client)
+        submission.server_reasons = server_reasons(prepared, mode)
         for observe in self.submissions:
             observe(submission)
         return submission
@@ -175,17 +196,16 @@ class JobManager:
             job,
             schemas.Queued(job_id=job.id, position=position, eta_ms=self.executor.eta_ms(position)),
         )
-        notes.append(QUEUED_NOTE)
         return Submission(job, "accepted", notes)
 
     @staticmethod
     def _route(prepared: Prepared, mode: Mode, notes: list[str]) -> tuple[bool, str]:
         """Whether the page's workers run it, and the ``routed_backend`` to report."""
         route_client = mode == "preview" and prepared.plan.route == "client"
-        if route_client and (why := prepared.plan.server_reasons(prepared.checkpoint is not None)):
+        if route_client and (why := server_reasons(prepared, mode)):
             notes.append("; ".join(why) + ": running on the server")
             route_client = False
-        return route_client, "client-workers" if route_client else f"server-{prepared.pipeline_id}"
+        return route_client, CLIENT_BACKEND if route_client else f"server-{prepared.pipeline_id}"
 
     @property
     def accepting(self) -> bool:

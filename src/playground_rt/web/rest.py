@@ -16,7 +16,6 @@ from starlette.responses import FileResponse, Response
 
 from playground_rt import errors, schemas
 from playground_rt.jobs.job import JobState
-from playground_rt.jobs.manager import QUEUED_NOTE
 from playground_rt.paths import confine
 from playground_rt.pipeline.ops.geometry import MAX_SIDE
 from playground_rt.pipeline.results import check_job_id
@@ -130,6 +129,9 @@ def authorize(request: Request) -> None:
 # --- endpoints ---------------------------------------------------------------------------
 
 
+QUEUED_NOTE = "queued on the server; follow job_id over /ws or GET /api/jobs/{job_id}"
+
+
 async def preview(request: Request) -> Response:
     authorize(request)
     body = await decode_body(request, schemas.PipelineRequest)
@@ -144,9 +146,10 @@ async def preview(request: Request) -> Response:
             job_id=job.id,
             routed_backend=job.routed_backend,
             cache_key=prepared.cache_key,
-            notes=sub.notes,
+            notes=[*sub.notes, QUEUED_NOTE] if sub.queued else sub.notes,
             taskId=body.taskId,
             result_url=url,
+            server_reasons=sub.server_reasons,
         )
     )
 
@@ -161,12 +164,12 @@ async def fallback(request: Request) -> Response:
     if not job.terminal and app.settings.fallback_wait_s > 0:
         await app.jobs.wait(job, app.settings.fallback_wait_s)
     view = app.jobs.view(job)
-    notes = [note for note in sub.notes if note != QUEUED_NOTE]
+    notes = list(sub.notes)
     if not job.terminal:
         notes.append(f"still {view.state} after {app.settings.fallback_wait_s:g} s; follow job_id")
-    elif job.state is JobState.COMPLETED:
+    elif job.state is JobState.COMPLETED and view.result_path is not None:
         where = "found in the result cache" if job.cache_hit else "ran on the server"
-        notes.append(f"{where}; stored under outputs/playground/{job.prepared.pipeline_id}/")
+        notes.append(f"{where}; stored under {view.result_path.rpartition('/')[0]}/")
     return MsgspecResponse(
         schemas.FallbackResponse(
             status=view.state if job.terminal else "accepted",  # type: ignore[arg-type]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import onnxruntime as ort
 
@@ -38,7 +38,6 @@ class AppState:
     openapi: bytes
     models_ready: bool = False
     model_error: str | None = None
-    warm_notes: list[str] = field(default_factory=list)
     drained: bool = False
 
     async def drain(self) -> None:

@@ -47,7 +47,7 @@ from playground_rt.jobs.cluster.link import LOST, Link, retrying, text
 from playground_rt.jobs.executor import default_duration_s
 from playground_rt.jobs.intake import Intake
 from playground_rt.jobs.job import Job, JobEvent, JobState, Prepared, without_image
-from playground_rt.jobs.manager import QUEUED_NOTE, JobManager, Mode, Submission
+from playground_rt.jobs.manager import JobManager, Mode, Submission
 from playground_rt.jobs.retention import Retention
 from playground_rt.pipeline import images, registry
 from playground_rt.pipeline.results import ResultStore
@@ -242,8 +242,6 @@ class RemoteJobs(JobManager):
                 self._apply(job, run, entry)
         if status == "joined":
             notes.append("an identical job is already in flight; joined it")
-        else:
-            notes.append(QUEUED_NOTE)
         return Submission(job, "accepted", notes, joined=status == "joined")
 
     def _track(self, job: Job, run: str) -> None:
