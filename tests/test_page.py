@@ -427,8 +427,7 @@ async def test_dataset_browser_picks_an_image(
     assert (result["width"], result["height"]) == (96, 72)
     # The picked image's own preview may still be answered when grayscale's starts: the keys
     # are compared once the newest run has its server key.
-    await page.wait_for_function("window.playground.keyMatch === true")
-    assert await hook(page, "clientKey") == await hook(page, "serverKey")
+    await page.wait_for_function("window.playground.keyMatch === true")  # client = server key
     # The builder writes the path as the server resolves it (under its data root).
     await expect(page.locator("#command")).to_contain_text("images/val/sample.jpg --params")
     await page.close()
