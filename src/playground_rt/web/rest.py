@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from playground_rt import errors, schemas
-from playground_rt.jobs.job import JobState
+from playground_rt.jobs.job import JobState, Prepared
+from playground_rt.jobs.manager import Mode, Submission
 from playground_rt.paths import confine
 from playground_rt.pipeline.ops.geometry import MAX_SIDE
 from playground_rt.pipeline.results import check_job_id
@@ -132,12 +133,20 @@ def authorize(request: Request) -> None:
 QUEUED_NOTE = "queued on the server; follow job_id over /ws or GET /api/jobs/{job_id}"
 
 
-async def preview(request: Request) -> Response:
+async def _submit(
+    request: Request, mode: Mode
+) -> tuple[schemas.PipelineRequest, AppState, Prepared, Submission]:
+    """The one way REST submits a pipeline request (the WebSocket's ``submit`` in ``ws``)."""
     authorize(request)
     body = await decode_body(request, schemas.PipelineRequest)
     app = state(request)
     prepared = await app.jobs.prepare(body)
-    sub = await app.jobs.submit(prepared, "preview", body.taskId, client_of(request))
+    sub = await app.jobs.submit(prepared, mode, body.taskId, client_of(request))
+    return body, app, prepared, sub
+
+
+async def preview(request: Request) -> Response:
+    body, app, prepared, sub = await _submit(request, "preview")
     job = sub.job
     url = app.jobs.result_url(job.result_path) if job.result_path else None
     return MsgspecResponse(
@@ -155,11 +164,7 @@ async def preview(request: Request) -> Response:
 
 
 async def fallback(request: Request) -> Response:
-    authorize(request)
-    body = await decode_body(request, schemas.PipelineRequest)
-    app = state(request)
-    prepared = await app.jobs.prepare(body)
-    sub = await app.jobs.submit(prepared, "fallback", body.taskId, client_of(request))
+    body, app, prepared, sub = await _submit(request, "fallback")
     job = sub.job
     if not job.terminal and app.settings.fallback_wait_s > 0:
         await app.jobs.wait(job, app.settings.fallback_wait_s)
