@@ -18,10 +18,12 @@ Every output is decoded with Pillow and compared with the input, pixel for pixel
 
 Measured at 12 MP (2-core Xeon, shared; CPU ms, best of 3, and MB), cut-out / strength /
 photo: Pillow level 1 + Z_RLE (before) 1087 / 1817 / 1620 ms, 6.01 / 22.01 / 10.44 MB;
-``playground_rt.pipeline.png`` 201 / 440 / 398 ms, 6.10 / 22.53 / 12.46 MB; own Up + isal L1 120 /
-310 / 211 ms, 6.96 / 25.18 / 13.71 MB; fpng 86 / 144 / 131 ms, 7.30 / 26.95 / 15.40 MB;
-cv2 L1 Z_RLE Sub 435 / 832 / 744 ms; imagecodecs png L1 1178 / 1569 / 1039 ms; Pillow's
-default level 6 1738 / 11550 / 8518 ms.
+Up + zlib-ng L1 Z_RLE everywhere (chosen before) 201 / 440 / 398 ms, 6.10 / 22.53 /
+12.46 MB; own Up + isal L1 120 / 310 / 211 ms, 6.96 / 25.18 / 13.71 MB; fpng 86 / 144 /
+131 ms, 7.30 / 26.95 / 15.40 MB; cv2 L1 Z_RLE Sub 435 / 832 / 744 ms; imagecodecs png L1
+1178 / 1569 / 1039 ms; Pillow's default level 6 1738 / 11550 / 8518 ms. Later, one run
+(best of 2): ``playground_rt.pipeline.png`` with RLE or Huffman by segment 222 / 416 / 275 ms,
+6.10 / 22.51 / 12.34 MB, against RLE everywhere 240 / 547 / 397 ms, 6.10 / 22.53 / 12.46 MB.
 """
 
 from __future__ import annotations
@@ -126,8 +128,14 @@ def candidates() -> dict[str, Encoder]:
 
     found: dict[str, Encoder] = {
         BASELINE: lambda a: _pillow(a, compress_level=1, compress_type=zlib.Z_RLE),
-        "playground_rt.pipeline.png (chosen: Up + zlib-ng L1 Z_RLE)": lambda a: png.encode(
-            Image.fromarray(a)
+        "playground_rt.pipeline.png (chosen: Up + zlib-ng L1, RLE or Huffman by segment)": (
+            lambda a: png.encode(Image.fromarray(a))
+        ),
+        "own Up + zlib-ng L1 Z_RLE (chosen before)": lambda a: _own(
+            a, "up", _zlib_ng(1, zlib.Z_RLE)
+        ),
+        "own Up + zlib-ng L1 Z_HUFFMAN_ONLY": lambda a: _own(
+            a, "up", _zlib_ng(1, zlib.Z_HUFFMAN_ONLY)
         ),
         "Pillow L0": lambda a: _pillow(a, compress_level=0),
         "Pillow L1": lambda a: _pillow(a, compress_level=1),

@@ -33,9 +33,9 @@ class FakeInner:
         self.gate = threading.Event()
         self.gate.set()
 
-    def run(self, outputs: Any, feeds: dict[str, Any], options: Any = None) -> list[Any]:
+    def run(self, outputs: Any, feeds: dict[str, Any], run_options: Any = None) -> list[Any]:
         self.gate.wait(5)
-        self.runs.append(options is not None)
+        self.runs.append(run_options is not None)
         assert feeds["x"].shape == FakeInput.shape
         return [feeds["x"]]
 
@@ -124,3 +124,21 @@ def test_registry_sessions_give_rembgs_results_before_and_after_a_shrink(
     after = rembg.remove(subject, session=registry.session("u2netp"))
     assert isinstance(after, Image.Image)
     assert np.array_equal(np.asarray(after), np.asarray(reference))
+
+
+def test_runs_inside_released_after_run_shrink_at_their_end() -> None:
+    """A big image's model run gives the arena back when it ends (so the rest of its job
+    reuses that memory); runs outside the block, or with ``release=False``, keep it."""
+    release = arenas.IdleRelease(None)
+    session = FakeSession()
+    release.track(session)
+    feeds = {"x": np.zeros(FakeInput.shape, np.float32)}
+    session.inner_session.run(None, feeds)
+    with arenas.released_after_run(False):
+        session.inner_session.run(None, feeds)
+    with arenas.released_after_run():
+        session.inner_session.run(None, feeds)
+        with arenas.released_after_run(False):  # an inner block does not undo the outer one
+            session.inner_session.run(None, feeds)
+    session.inner_session.run(None, feeds)
+    assert session.inner.runs == [False, False, True, True, False]

@@ -48,6 +48,14 @@ def test_write_then_lookup(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp left
 
 
+def test_a_result_is_written_from_its_pieces(tmp_path: Path) -> None:
+    """Encoders hand over their pieces: the file is them one after the other, never joined."""
+    store = ResultStore(tmp_path)
+    path = store.write("preprocessing", JOB, [PNG[:5], PNG[5:40], PNG[40:]])
+    assert path.read_bytes() == PNG and store.lookup("preprocessing", JOB) == path
+    assert cache.size_of([PNG[:5], PNG[5:]]) == len(PNG) == cache.size_of(PNG)
+
+
 def temps(root: Path) -> list[Path]:
     return list(root.glob(f"*/{TEMP_PREFIX}*"))
 

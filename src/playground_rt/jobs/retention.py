@@ -37,13 +37,13 @@ import shutil
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from playground_rt import errors, schemas
-from playground_rt.pipeline.results import TEMP_PREFIX, ResultStore, is_job_id
+from playground_rt.pipeline.results import TEMP_PREFIX, ResultStore, is_job_id, size_of
 
 log = logging.getLogger("playground_rt.jobs.retention")
 
@@ -161,7 +161,9 @@ class Retention:
 
     # --- writing (worker threads) ----------------------------------------------------------
 
-    def write(self, store: ResultStore, pipeline_id: str, job_id: str, data: bytes) -> Path:
+    def write(
+        self, store: ResultStore, pipeline_id: str, job_id: str, data: bytes | Sequence[bytes]
+    ) -> Path:
         """Write a result with ``store`` and return its path *pinned*: the caller unpins it
         once the job's followers were told. Others are trimmed to make room under the cap.
 
@@ -175,10 +177,10 @@ class Retention:
             try:
                 store.write(pipeline_id, job_id, data)
             except errors.DiskFull:
-                if not self.make_room(len(data)):
+                if not self.make_room(size_of(data)):
                     raise
                 store.write(pipeline_id, job_id, data)
-            self.add(path, len(data))
+            self.add(path, size_of(data))
         except BaseException:
             self.unpin(path)
             raise

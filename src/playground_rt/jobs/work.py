@@ -26,9 +26,6 @@ from playground_rt.pipeline.masks import MaskCache
 from playground_rt.pipeline.ops.base import OpContext, SessionProvider
 from playground_rt.pipeline.results import ResultStore
 
-TRIM_PIXELS = 4_000_000
-"""A job on an image this big gives its freed memory back to the system when it ends."""
-
 
 class JobWork:
     """The thread side of :class:`~playground_rt.jobs.manager.JobManager` (its executor's
@@ -85,13 +82,14 @@ class JobWork:
         job.check()
         started = time.perf_counter()
         # A job alone in the pool deflates on every core too (the bytes do not change).
-        data = images.encode_png(image, max(1, self.settings.wide_threads) if job.wide else 1)
+        threads = max(1, self.settings.wide_threads) if job.wide else 1
+        data = images.encode_png_pieces(image, threads)  # written piece by piece, never joined
         job.durations["encode"] = ms(time.perf_counter() - started)
         started = time.perf_counter()
         path = self.retention.write(self.store, job.prepared.pipeline_id, job.id, data)
         job.durations["write"] = ms(time.perf_counter() - started)
         self._hold(job, path)
-        if job.prepared.size[0] * job.prepared.size[1] >= TRIM_PIXELS:
+        if job.prepared.size[0] * job.prepared.size[1] >= arenas.BIG_IMAGE_PIXELS:
             del image, data
             arenas.malloc_trim()  # the next big job may run on the other worker's heap
         return path

@@ -357,3 +357,8 @@ def encode_png(image: Image.Image, threads: int = 1) -> bytes:
     """The result bytes. Fixed settings, so the same pixels always give the same file
     (whatever ``threads``: how many threads may deflate its segments)."""
     return png.encode(image, threads)  # chosen by measurement: see playground_rt.pipeline.png
+
+
+def encode_png_pieces(image: Image.Image, threads: int = 1) -> list[bytes]:
+    """:func:`encode_png`'s bytes in pieces, for a writer that streams them to a file."""
+    return png.encode_pieces(image, threads)

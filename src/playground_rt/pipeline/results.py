@@ -23,7 +23,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from playground_rt import errors
@@ -83,14 +83,15 @@ class ResultStore:
             path.unlink()
         return None
 
-    def write(self, pipeline_id: str, job_id: str, data: bytes) -> Path:
-        """Atomically place ``data`` (world-readable, as results are served) and return the
-        path; ``DiskFull`` when there is no room (nothing is left behind)."""
+    def write(self, pipeline_id: str, job_id: str, data: bytes | Sequence[bytes]) -> Path:
+        """Atomically place ``data`` (the file's bytes, or its pieces in order;
+        world-readable, as results are served) and return the path; ``DiskFull`` when there
+        is no room (nothing is left behind)."""
         path = self.path(pipeline_id, job_id)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            _raise_if_full(exc, path, len(data))
+            _raise_if_full(exc, path, size_of(data))
             raise
         # No fsync: a file torn by a power cut fails lookup()'s whole-PNG check and is
         # recomputed, so durability would cost every job milliseconds for nothing.
@@ -117,6 +118,11 @@ class ResultStore:
             except OSError:  # gone meanwhile: its writer renamed or removed it
                 continue
         return removed
+
+
+def size_of(data: bytes | Sequence[bytes]) -> int:
+    """The byte count of a file given whole or in pieces."""
+    return len(data) if isinstance(data, bytes) else sum(map(len, data))
 
 
 def write_atomic(

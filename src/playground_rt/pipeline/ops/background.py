@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from rembg.bg import alpha_matting_cutout, decontaminate_cutout
 
-from playground_rt.pipeline import masks
+from playground_rt.pipeline import arenas, masks
 from playground_rt.pipeline.ops import compose
 from playground_rt.pipeline.ops.base import OpContext, OpSpec
 
@@ -114,17 +114,18 @@ def remove_background(image: Image.Image, params: RembgParams, ctx: OpContext) -
     stages = ["model", "alpha matting", "compose"] if matting else ["model", "compose"]
     ctx.report("model", 0, len(stages))
     # No bgcolor here: it has to go under the strength-blended result, not rembg's.
-    removed = masks.remove(  # rembg.remove, the mask computed once (playground_rt.pipeline.masks)
-        ctx,
-        image,
-        session=_Reporting(session, lambda: ctx.report(stages[1], 1, len(stages))),
-        alpha_matting=matting and not scaled,
-        alpha_matting_foreground_threshold=params.alpha_matting_foreground_threshold,
-        alpha_matting_background_threshold=params.alpha_matting_background_threshold,
-        alpha_matting_erode_size=params.alpha_matting_erode_size,
-        only_mask=params.only_mask or scaled,
-        post_process_mask=params.post_process_mask,
-    )
+    with arenas.released_after_run(image.width * image.height >= arenas.BIG_IMAGE_PIXELS):
+        removed = masks.remove(  # rembg.remove, the mask computed once (pipeline.masks)
+            ctx,
+            image,
+            session=_Reporting(session, lambda: ctx.report(stages[1], 1, len(stages))),
+            alpha_matting=matting and not scaled,
+            alpha_matting_foreground_threshold=params.alpha_matting_foreground_threshold,
+            alpha_matting_background_threshold=params.alpha_matting_background_threshold,
+            alpha_matting_erode_size=params.alpha_matting_erode_size,
+            only_mask=params.only_mask or scaled,
+            post_process_mask=params.post_process_mask,
+        )
     assert isinstance(removed, Image.Image), type(removed)
     result: Image.Image = removed
     ctx.check_cancelled()
