@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "playground_rt"
-LAYERS = {"": 0, "pipeline": 1, "commands": 2, "jobs": 2, "hub": 3, "web": 4, "cli": 5}
+LAYERS = {"": 0, "schemas": 0, "pipeline": 1, "commands": 2, "jobs": 2, "hub": 3, "web": 4, "cli": 5}
 """Each folder's layer: a module imports only from its own folder or from lower layers."""
 SYNC_ONLY = {"asyncio", "starlette", "uvicorn", "websockets", "redis"}
 """What ``pipeline/`` never imports: it is the synchronous core the CLI runs without a loop."""
@@ -98,4 +98,13 @@ def test_the_import_graph_has_no_cycle() -> None:
 
 def test_the_pipeline_runs_without_an_event_loop_or_http() -> None:
     used = {name: GRAPH[name][1] & SYNC_ONLY for name in GRAPH if folder(name) == "pipeline"}
+    assert not {name: found for name, found in used.items() if found}
+
+
+JOB_HANDLING = {"jobs.manager", "jobs.cluster.remote", "jobs.cluster.worker", "jobs.work"}
+"""Who runs and withdraws jobs: the edge (``web``) drives them, the hub only fans frames out."""
+
+
+def test_the_hub_fans_out_frames_and_handles_no_job() -> None:
+    used = {name: GRAPH[name][0] & JOB_HANDLING for name in GRAPH if folder(name) == "hub"}
     assert not {name: found for name, found in used.items() if found}

@@ -148,3 +148,10 @@ def test_unusable_arguments_exit_2(tmp_path: Path, extra: tuple[str, ...], messa
     assert result.returncode == 2
     assert message in result.stderr
     assert result.stdout == ""
+
+
+def test_bench_names_every_benchmark_and_refuses_others() -> None:
+    """``playground-rt bench`` takes the names bench/main.py knows (budgets among them)."""
+    refused = cli("bench", "nosuch", cwd=Path(__file__).resolve().parents[1])
+    assert refused.returncode == 2
+    assert "'budgets'" in refused.stderr and "'sweep'" in refused.stderr

@@ -22,7 +22,8 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -37,10 +38,9 @@ from playground_rt.hub.broker import CancelMessage, FrameMessage, Message, Redis
 from playground_rt.hub.connection import CLOSE_TIMEOUT_S, Close, Connection, Droppable
 from playground_rt.hub.replay import Entry, ReplayBuffer
 from playground_rt.hub.telemetry import Telemetry
-from playground_rt.jobs.cluster.remote import RemoteJobs
+from playground_rt.jobs.cluster.feed import Feed
 from playground_rt.jobs.cluster.wire import HistoryEntry
 from playground_rt.jobs.job import JobEvent
-from playground_rt.jobs.manager import JobManager
 
 log = logging.getLogger("playground_rt.hub.fanout")
 
@@ -50,6 +50,9 @@ BROKER_SCHEMES = ("redis", "rediss", "unix")
 
 _encoder = msgspec.json.Encoder()
 
+Withdraw = Callable[[str | None, str], Coroutine[Any, Any, None]]
+"""Applies another process's relayed withdrawal ``(job_id, task_id)`` here."""
+
 
 def _encode(frame: schemas.ServerFrame) -> str:
     return _encoder.encode(frame).decode()
@@ -58,14 +61,25 @@ def _encode(frame: schemas.ServerFrame) -> str:
 class Hub:
     encode = staticmethod(_encode)
 
-    def __init__(self, settings: Settings, jobs: JobManager, telemetry: Telemetry) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        telemetry: Telemetry,
+        *,
+        feed: Feed | None = None,
+        withdraw: Withdraw | None = None,
+    ) -> None:
+        """``feed``: the cluster's history in remote mode (``resume`` from another node
+        replays from it; no broker then). ``withdraw``: applies withdrawals that other
+        processes relay through the broker."""
         if settings.broker and urlsplit(settings.broker).scheme not in BROKER_SCHEMES:
             raise ValueError(
                 f"broker {settings.broker!r}: use a redis://, rediss:// or unix:// URL"
             )
         self.settings = settings
-        self.jobs = jobs
         self.telemetry = telemetry
+        self.feed = feed
+        self.withdraw = withdraw
         self.epoch = secrets.token_hex(8)
         self.seq = 0
         self.replay = ReplayBuffer()
@@ -80,7 +94,7 @@ class Hub:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.settings.broker and not isinstance(self.jobs, RemoteJobs):
+        if self.settings.broker and self.feed is None:
             self.broker = RedisBroker(
                 self.settings.broker, self.epoch, self._on_broker, self._on_broker_state
             )
@@ -266,51 +280,16 @@ class Hub:
 
     # --- client frames ---------------------------------------------------------------------
 
-    async def cancel(self, conn: Connection, job_id: str | None, task_id: str | None) -> None:
-        """A client's ``cancel``: withdraw its interest, never anyone else's.
-
-        With a ``taskId`` (a capability: only its holder knows it), that task's interest in
-        ``job_id``, or in every job it follows. With only ``job_id``, the interests of the
-        taskIds this socket follows, and the socket stops following the job's id. Jobs run
-        by another process get the withdrawal through the broker.
-        """
-        if job_id is None and task_id is None:
-            raise errors.BadRequest("cancel needs job_id or taskId")
-        if isinstance(self.jobs, RemoteJobs):
-            await remote.cancel(self, self.jobs, conn, job_id, task_id)
-            return
-        if task_id is not None:
-            pairs = [(job_id, task_id)]
-        else:
-            assert job_id is not None
-            own = {key[2:] for key in conn.keys if key.startswith("t:")}
-            mine = self.jobs.follows(job_id, own)
-            self.unsubscribe(conn, {"j:" + job_id})
-            if not mine and not (own and self._relaying()):
-                self.jobs.get(job_id)  # UnknownJob when it never was here
-                raise errors.BadRequest(
-                    f"this socket follows job {job_id!r} under no taskId of its own; "
-                    "cancel withdraws only your own interest (send your taskId)"
-                )
-            pairs = [(job_id, t) for t in sorted(mine or own)]
-        for pair in pairs:
-            if not await self._withdraw(*pair) and self._relaying():
-                assert self.broker is not None
-                self.broker.publish(CancelMessage(self.epoch, *pair))
-
-    async def _withdraw(self, job_id: str | None, task_id: str) -> bool:
-        """Withdraw here; False when no job of this process had that interest."""
-        if job_id is None:
-            return bool(await self.jobs.withdraw_task(task_id))
-        if not self.jobs.follows(job_id, {task_id}):
-            if not self._relaying():
-                self.jobs.get(job_id)  # UnknownJob unless it already finished here
-            return False
-        await self.jobs.withdraw(job_id, task_id)
-        return True
-
-    def _relaying(self) -> bool:
+    @property
+    def relaying(self) -> bool:
+        """Withdrawals can reach the other processes (a connected broker)."""
         return self.broker is not None and self.broker.connected.is_set()
+
+    def relay_cancel(self, job_id: str | None, task_id: str) -> None:
+        """Send a withdrawal to the other processes (when :attr:`relaying`)."""
+        if self.relaying:
+            assert self.broker is not None
+            self.broker.publish(CancelMessage(self.epoch, job_id, task_id))
 
     async def resume(self, conn: Connection, frame: schemas.Resume) -> None:
         """Subscribe, then replay what the socket missed, in seq order, paged: the replay
@@ -320,12 +299,8 @@ class Hub:
         One replay at a time: a resume before the previous one's ack is refused."""
         if conn.pages:
             raise errors.BadRequest("the previous resume is still being replayed: await its ack")
-        if (
-            frame.cursor is not None
-            and frame.epoch != self.epoch
-            and isinstance(self.jobs, RemoteJobs)
-        ):
-            await remote.replay(self, self.jobs.feed, conn, frame)
+        if frame.cursor is not None and frame.epoch != self.epoch and self.feed is not None:
+            await remote.replay(self, self.feed, conn, frame)
             return
         before = frozenset(conn.keys)
         self.subscribe(conn, {"t:" + t for t in frame.taskIds} | {"j:" + j for j in frame.job_ids})
@@ -347,19 +322,10 @@ class Hub:
     def _on_broker(self, message: Message) -> None:
         if isinstance(message, FrameMessage):
             self._deliver(message.frame, frozenset(message.task_ids), message.withdrawn)
-        elif message.task_id is not None:
-            task = asyncio.create_task(self._withdraw_relayed(message.job_id, message.task_id))
+        elif message.task_id is not None and self.withdraw is not None:
+            task = asyncio.create_task(self.withdraw(message.job_id, message.task_id))
             self._relayed.add(task)
             task.add_done_callback(self._relayed.discard)
-
-    async def _withdraw_relayed(self, job_id: str | None, task_id: str) -> None:
-        try:
-            if job_id is None:
-                await self.jobs.withdraw_task(task_id)
-            elif self.jobs.follows(job_id, {task_id}):
-                await self.jobs.withdraw(job_id, task_id)
-        except Exception:  # task boundary
-            log.exception("a relayed withdrawal failed")
 
     def _on_broker_state(self, connected: bool) -> None:
         if not connected:

@@ -1,4 +1,4 @@
-"""The hub's side of remote mode: ``cancel`` and ``resume`` against the cluster.
+"""The hub's side of remote mode: ``resume`` against the cluster's history.
 
 ``resume`` on another node (another ``epoch``) with a ``cursor``: the frames after it come
 from the cluster's history (:meth:`~.feed.Feed.range`), those read while that ran from the
@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import msgspec
 from redis.exceptions import RedisError
 
-from playground_rt import errors, schemas
+from playground_rt import schemas
 from playground_rt.hub.connection import Connection
 from playground_rt.hub.replay import Entry, ReplayBuffer
 from playground_rt.jobs.cluster import wire
 from playground_rt.jobs.cluster.feed import Feed
 from playground_rt.jobs.cluster.link import LOST
-
-if TYPE_CHECKING:
-    from playground_rt.jobs.cluster.remote import RemoteJobs
 
 
 class Hub(Protocol):
@@ -36,7 +33,6 @@ class Hub(Protocol):
     replay: ReplayBuffer
 
     def subscribe(self, conn: Connection, keys: set[str]) -> set[str]: ...
-    def unsubscribe(self, conn: Connection, keys: set[str]) -> None: ...
     def next_seq(self) -> int: ...
     def encode(self, frame: schemas.ServerFrame) -> str: ...
     def reply(self, conn: Connection, frame: schemas.ServerFrame) -> None: ...
@@ -45,31 +41,6 @@ class Hub(Protocol):
 
 CATCH_UP_S = 1.0
 """How long a ``resume`` waits for this node's feed to reach the client's cursor."""
-
-
-async def cancel(
-    hub: Hub, jobs: RemoteJobs, conn: Connection, job_id: str | None, task_id: str | None
-) -> None:
-    """A socket's ``cancel`` in remote mode: the withdrawal runs in Redis, wherever the job
-    runs (the worker sees it between ops). Same answers as in one process."""
-    if task_id is not None:
-        if job_id is None:
-            await jobs.withdraw_task(task_id)
-        elif await jobs.withdraw_status(job_id, task_id) == "unknown":
-            raise errors.UnknownJob(f"no job {job_id!r}")
-        return
-    assert job_id is not None
-    own = sorted(key[2:] for key in conn.keys if key.startswith("t:"))
-    hub.unsubscribe(conn, {"j:" + job_id})
-    statuses = {await jobs.withdraw_status(job_id, t) for t in own}
-    if statuses & {"withdrawn", "cancelled"}:
-        return
-    if statuses <= {"unknown"}:
-        jobs.get(job_id)  # UnknownJob unless this node knew it
-    raise errors.BadRequest(
-        f"this socket follows job {job_id!r} under no taskId of its own; "
-        "cancel withdraws only your own interest (send your taskId)"
-    )
 
 
 async def replay(hub: Hub, feed: Feed, conn: Connection, frame: schemas.Resume) -> None:

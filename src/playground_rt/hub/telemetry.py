@@ -17,8 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from playground_rt import schemas
 from playground_rt.jobs.executor import Stats
-from playground_rt.jobs.job import JobEvent
-from playground_rt.jobs.manager import Submission
+from playground_rt.jobs.job import JobEvent, Submission
 from playground_rt.pipeline.ops.background import CLIENT_MODELS
 from playground_rt.pipeline.registry import split_job_id
 

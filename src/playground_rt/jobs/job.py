@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from playground_rt import errors, schemas
 from playground_rt.pipeline import images, registry
@@ -128,6 +129,32 @@ class JobEvent:
 
 
 Listener = Callable[[JobEvent], None]
+
+Mode = Literal["preview", "fallback"]
+"""How a request asks: a ``preview`` (the page may run it) or a ``fallback`` (the server does)."""
+
+
+@dataclass
+class Submission:
+    job: Job
+    status: Literal["accepted", "completed", "failed", "cancelled"]
+    notes: list[str]
+    joined: bool = False
+    """True when an identical job was already in flight (single-flight)."""
+    server_reasons: list[str] = field(default_factory=list)
+    """Why a preview the page could have run goes to the server (empty otherwise)."""
+
+    @property
+    def queued(self) -> bool:
+        """A new job was queued on the server (not joined, not the page's, not a hit)."""
+        return (
+            self.status == "accepted"
+            and not self.joined
+            and self.job.routed_backend != (CLIENT_BACKEND)
+        )
+
+
+CLIENT_BACKEND = "client-workers"
 
 
 def without_image(prepared: Prepared) -> Prepared:

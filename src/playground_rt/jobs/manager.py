@@ -27,56 +27,36 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import msgspec
 
 from playground_rt import errors, schemas
 from playground_rt.config import Settings
+from playground_rt.jobs import views
 from playground_rt.jobs.executor import Executor
 from playground_rt.jobs.intake import Intake
-from playground_rt.jobs.job import Job, JobEvent, JobState, Listener, Prepared, without_image
+from playground_rt.jobs.job import (
+    CLIENT_BACKEND,
+    Job,
+    JobEvent,
+    JobState,
+    Listener,
+    Mode,
+    Prepared,
+    Submission,
+    without_image,
+)
 from playground_rt.jobs.retention import Retention
 from playground_rt.jobs.work import JobWork, ms
-from playground_rt.paths import display
 from playground_rt.pipeline import registry
 from playground_rt.pipeline.ops.base import SessionProvider
 from playground_rt.pipeline.results import ResultStore
 
 log = logging.getLogger("playground_rt.jobs.manager")
 
-Mode = Literal["preview", "fallback"]
 PROGRESS_INTERVAL_S = 0.1
 FINISHED_KEPT = 2000
-REMOVED_NOTE = (
-    "its result has since been removed by retention (results_max_bytes, results_max_age_s); "
-    "ask for the preview again to recompute it"
-)
-
-
-@dataclass
-class Submission:
-    job: Job
-    status: Literal["accepted", "completed", "failed", "cancelled"]
-    notes: list[str]
-    joined: bool = False
-    """True when an identical job was already in flight (single-flight)."""
-    server_reasons: list[str] = field(default_factory=list)
-    """Why a preview the page could have run goes to the server (empty otherwise)."""
-
-    @property
-    def queued(self) -> bool:
-        """A new job was queued on the server (not joined, not the page's, not a hit)."""
-        return (
-            self.status == "accepted"
-            and not self.joined
-            and self.job.routed_backend != (CLIENT_BACKEND)
-        )
-
-
-CLIENT_BACKEND = "client-workers"
 
 
 def server_reasons(prepared: Prepared, mode: Mode) -> list[str]:
@@ -271,60 +251,28 @@ class JobManager:
         raise errors.UnknownJob(f"no job {job_id!r} (finished jobs are kept for a while only)")
 
     async def view_of(self, job_id: str) -> schemas.JobView:
-        """The job's view; a job this process no longer (or never) knew is found by its
-        result on disk, since job ids are content addresses (after a restart, or on another
-        process behind the same outputs folder)."""
+        """The job's view: from memory, else from its result on disk (``views``)."""
         try:
             return self.view(self.get(job_id))
         except errors.UnknownJob:
-            pipeline_id, hex_digest = registry.split_job_id(job_id)
-            if pipeline_id not in self.pipelines:
+            found = views.from_disk(job_id, self.settings, self.store, self.pipelines)
+            if found is None:
                 raise
-            path = self.store.lookup(pipeline_id, job_id)
-            if path is None:
-                raise
-        return schemas.JobView(
-            job_id=job_id,
-            pipeline_id=pipeline_id,
-            cache_key=registry.cache_key(pipeline_id, hex_digest),
-            state="completed",
-            routed_backend=f"server-{pipeline_id}",
-            cache_hit=True,
-            result_url=self.result_url(path),
-            result_path=display(self.settings.outputs_root, path),
-        )
+            return found
 
     def view(self, job: Job) -> schemas.JobView:
+        return views.of_job(job, self.settings, self._place(job), self._threads(job))
+
+    def _place(self, job: Job) -> tuple[int, int] | None:
+        """``(position, eta_ms)`` of a queued job."""
         position = self.executor.position(job) if job.state is JobState.QUEUED else None
-        result = job.result_path
-        return schemas.JobView(
-            job_id=job.id,
-            pipeline_id=job.prepared.pipeline_id,
-            cache_key=job.prepared.cache_key,
-            state=job.state.value,
-            routed_backend=job.routed_backend,
-            position=position,
-            eta_ms=self.executor.eta_ms(position) if position is not None else None,
-            result_url=self.result_url(result) if result else None,
-            result_path=display(self.settings.outputs_root, result) if result else None,
-            cache_hit=job.cache_hit,
-            detail=job.detail if result is None or result.exists() else REMOVED_NOTE,
-            code=job.code,
-            durations=job.durations,
-            threads=self._threads(job),
-            outline_url=job.outline_url if job.state is JobState.RUNNING else None,
-        )
+        return None if position is None else (position, self.executor.eta_ms(position))
 
     def _threads(self, job: Job) -> int | None:
-        if not job.prepared.plan.uses_model or job.state is JobState.QUEUED or job.cache_hit:
-            return None
-        if job.wide and job.prepared.checkpoint is None:
-            return self.settings.wide_threads
-        return max(1, self.settings.intra_op_threads)
+        return views.model_threads(job, self.settings)
 
     def result_url(self, path: Path) -> str:
-        relative = path.resolve().relative_to(self.settings.results_root.resolve())
-        return "/results/" + relative.as_posix()
+        return views.result_url(self.settings, path)
 
     # --- on the loop -----------------------------------------------------------------------
 

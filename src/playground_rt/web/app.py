@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from importlib.metadata import version
@@ -39,7 +40,7 @@ from playground_rt.pipeline.registry import (
 )
 from playground_rt.pipeline.results import ResultStore
 from playground_rt.pipeline.sessions import ModelRegistry
-from playground_rt.web import openapi, rest, routes, ws
+from playground_rt.web import openapi, rest, routes, withdrawals, ws
 from playground_rt.web.datasets import Datasets
 from playground_rt.web.hosts import HostPolicy
 from playground_rt.web.resultfiles import ResultFiles
@@ -127,7 +128,12 @@ def build_state(settings: Settings, pipelines: Pipelines = PIPELINES) -> AppStat
     else:
         jobs = JobManager(settings, store, models, retention, pipelines)
         telemetry = Telemetry(jobs.executor.stats, results=retention.figures)
-    hub = Hub(settings, jobs, telemetry)
+    hub = Hub(
+        settings,
+        telemetry,
+        feed=jobs.feed if isinstance(jobs, RemoteJobs) else None,
+        withdraw=functools.partial(withdrawals.relayed, jobs),
+    )
     return AppState(
         settings=settings,
         store=store,
@@ -213,7 +219,7 @@ def _routes(state: AppState) -> list[BaseRoute]:
 
     return [
         *routes.http_routes(),
-        WebSocketRoute("/ws", ws.Endpoint(state.hub, settings)),
+        WebSocketRoute("/ws", ws.Endpoint(state.hub, state.jobs, settings)),
         Mount("/results", ResultFiles(settings.results_root, state.retention), name="results"),
         Mount(
             "/", StaticFiles(directory=settings.resolved_static_dir(), html=True, check_dir=False)

@@ -15,8 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from playground_rt import errors, schemas
-from playground_rt.jobs.job import JobState, Prepared
-from playground_rt.jobs.manager import Mode, Submission
+from playground_rt.jobs.job import JobState, Mode, Prepared, Submission
 from playground_rt.paths import confine
 from playground_rt.pipeline.ops.geometry import MAX_SIDE
 from playground_rt.pipeline.results import check_job_id

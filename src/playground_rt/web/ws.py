@@ -26,7 +26,8 @@ from playground_rt import errors, schemas
 from playground_rt.config import Settings
 from playground_rt.hub.connection import STRIKES_TO_CLOSE, Close, Connection
 from playground_rt.hub.fanout import Hub
-from playground_rt.web import auth
+from playground_rt.jobs.manager import JobManager
+from playground_rt.web import auth, withdrawals
 from playground_rt.web.hosts import HostPolicy
 
 log = logging.getLogger("playground_rt.web.ws")
@@ -47,8 +48,9 @@ class Endpoint:
     socket's sender task calls directly (one layer of per-frame checks less on the hot
     path); everything else goes through Starlette's ``WebSocket``."""
 
-    def __init__(self, hub: Hub, settings: Settings) -> None:
+    def __init__(self, hub: Hub, jobs: JobManager, settings: Settings) -> None:
         self.hub = hub
+        self.jobs = jobs
         self.settings = settings
         self.hosts = HostPolicy.from_settings(settings)
 
@@ -72,7 +74,7 @@ class Endpoint:
         conn = self.hub.attach(websocket, send)
         try:
             await websocket.accept()
-            await conn.run(functools.partial(read_loop, self.hub))
+            await conn.run(functools.partial(read_loop, self.hub, self.jobs))
         except (OSError, WebSocketDisconnect):
             pass
         finally:
@@ -86,7 +88,7 @@ class Endpoint:
         return None
 
 
-async def read_loop(hub: Hub, conn: Connection) -> None:
+async def read_loop(hub: Hub, jobs: JobManager, conn: Connection) -> None:
     """Until the peer closes or a frame closes the socket."""
     limit = hub.settings.ws_max_frame_bytes
     while True:
@@ -106,10 +108,10 @@ async def read_loop(hub: Hub, conn: Connection) -> None:
             if conn.bucket.strikes == 1:
                 hub.reply(conn, _error("rate limit: frames are being dropped", "rate_limited"))
             continue
-        await dispatch(hub, conn, data)
+        await dispatch(hub, jobs, conn, data)
 
 
-async def dispatch(hub: Hub, conn: Connection, data: str | bytes) -> None:
+async def dispatch(hub: Hub, jobs: JobManager, conn: Connection, data: str | bytes) -> None:
     try:
         frame = _decoder.decode(data)
     except errors.UNDECODABLE as exc:
@@ -120,7 +122,7 @@ async def dispatch(hub: Hub, conn: Connection, data: str | bytes) -> None:
             hub.reply(conn, _error(error.detail, error.code))
         return
     try:
-        await handle(hub, conn, frame)
+        await handle(hub, jobs, conn, frame)
     except errors.PlaygroundError as exc:
         hub.reply(conn, _error(exc.detail, exc.code, frame.ref))
     except Exception:  # a bug, not the client's fault: log it, answer, keep the socket
@@ -128,20 +130,20 @@ async def dispatch(hub: Hub, conn: Connection, data: str | bytes) -> None:
         hub.reply(conn, _error(INTERNAL, "internal", frame.ref))
 
 
-async def handle(hub: Hub, conn: Connection, frame: schemas.ClientFrame) -> None:
+async def handle(hub: Hub, jobs: JobManager, conn: Connection, frame: schemas.ClientFrame) -> None:
     match frame:
         case schemas.Ping():
             hub.reply(conn, schemas.Pong(ref=frame.ref))
             return
         case schemas.Submit():
-            await submit(hub, conn, frame)  # answers itself
+            await submit(hub, jobs, conn, frame)  # answers itself
             return
         case schemas.Subscribe():
             hub.subscribe(conn, _keys(frame))
         case schemas.Unsubscribe():
             hub.unsubscribe(conn, _keys(frame))
         case schemas.Cancel():
-            await hub.cancel(conn, frame.job_id, frame.taskId)
+            await withdrawals.cancel(hub, jobs, conn, frame.job_id, frame.taskId)
         case schemas.TelemetryIn():
             hub.telemetry.client_report(_report(frame))
         case schemas.Resume():
@@ -149,7 +151,7 @@ async def handle(hub: Hub, conn: Connection, frame: schemas.ClientFrame) -> None
     hub.reply(conn, schemas.Ack(ref=frame.ref))
 
 
-async def submit(hub: Hub, conn: Connection, frame: schemas.Submit) -> None:
+async def submit(hub: Hub, jobs: JobManager, conn: Connection, frame: schemas.Submit) -> None:
     """Prepare, subscribe, submit; the ack goes out before any frame of the job.
 
     Subscribing *before* ``jobs.submit`` is what gets this socket the ``completed`` frame
@@ -157,14 +159,14 @@ async def submit(hub: Hub, conn: Connection, frame: schemas.Submit) -> None:
     puts the ack, whose seq is taken first, ahead of it.
     """
     task_id = frame.taskId or f"ws-{uuid.uuid4().hex}"
-    prepared = await hub.jobs.prepare(frame)
+    prepared = await jobs.prepare(frame)
     added = hub.subscribe(conn, {"t:" + task_id, "j:" + prepared.job_id})
     reply: schemas.Ack | schemas.Error
     seq = hub.next_seq()
     conn.hold()
     try:
         client = conn.ws.client.host if conn.ws.client else None
-        sub = await hub.jobs.submit(prepared, frame.mode, task_id, client)
+        sub = await jobs.submit(prepared, frame.mode, task_id, client)
         reply = schemas.Ack(
             ref=frame.ref,
             job_id=sub.job.id,

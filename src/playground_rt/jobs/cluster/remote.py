@@ -40,16 +40,23 @@ from typing import Any
 
 from playground_rt import errors, schemas
 from playground_rt.config import Settings
-from playground_rt.jobs.cluster import wire
+from playground_rt.jobs.cluster import records, wire
 from playground_rt.jobs.cluster.feed import Feed
 from playground_rt.jobs.cluster.figures import ClusterModels, Figures
 from playground_rt.jobs.cluster.link import LOST, Link, retrying, text
 from playground_rt.jobs.executor import default_duration_s
 from playground_rt.jobs.intake import Intake
-from playground_rt.jobs.job import Job, JobEvent, JobState, Prepared, without_image
-from playground_rt.jobs.manager import JobManager, Mode, Submission
+from playground_rt.jobs.job import (
+    Job,
+    JobEvent,
+    JobState,
+    Mode,
+    Prepared,
+    Submission,
+    without_image,
+)
+from playground_rt.jobs.manager import JobManager
 from playground_rt.jobs.retention import Retention
-from playground_rt.pipeline import images, registry
 from playground_rt.pipeline.results import ResultStore
 from playground_rt.pipeline.sessions import ModelRegistry
 
@@ -321,63 +328,35 @@ class RemoteJobs(JobManager):
         the withdrawal ended it: it is on its way), else what Redis says."""
         job = self.active.get(job_id)
         if job is None:
-            job = self.finished.get(job_id) or await self._detached(job_id)
+            job = self.finished.get(job_id) or await records.job(self.link, self.store, job_id)
         elif ended:
             await self.wait(job, WITHDRAWN_WAIT_S)
         return job
 
     # --- views -----------------------------------------------------------------------------
 
-    def view(self, job: Job) -> schemas.JobView:
-        view = super().view(job)
+    def _place(self, job: Job) -> tuple[int, int] | None:
+        """Where the job stands in the cluster's queue (as last announced)."""
         run = self._run_of.get(job)
         if job.state is JobState.QUEUED and run in self.positions:
-            view.position, view.eta_ms = self.positions[run]
-        view.threads = None  # the worker's business
-        return view
+            return self.positions[run]
+        return None
+
+    def _threads(self, job: Job) -> int | None:
+        return None  # the worker's business
 
     async def view_of(self, job_id: str) -> schemas.JobView:
-        """Known here, else the cluster's record, else the result on disk."""
+        """Known here, else the cluster's record (``records``), else the result on disk."""
         with contextlib.suppress(errors.UnknownJob):
             return self.view(self.get(job_id))
         with contextlib.suppress(errors.UnknownJob):
-            view = self.view(await self._detached(job_id))
+            view = self.view(await records.job(self.link, self.store, job_id))
             if view.state == "queued":  # its place in the cluster's queue
-                redis = self.link.redis
-                rank: Any = await redis.zrank(wire.QUEUE, job_id)
-                kind = text(await redis.hget(wire.job_key(job_id), "kind") or view.pipeline_id)
-                if rank is not None:
-                    view.position, view.eta_ms = int(rank), self._eta_ms(int(rank), kind)
+                found = await records.queue_rank(self.link, job_id, view.pipeline_id)
+                if found is not None:
+                    view.position, view.eta_ms = found[0], self._eta_ms(*found)
             return view
         return await super().view_of(job_id)
-
-    async def _detached(self, job_id: str) -> Job:
-        """A job this node holds no proxy for, from its record in Redis (``UnknownJob``
-        when there is none)."""
-        try:
-            fields: dict[Any, Any] = await self.link.redis.hgetall(wire.job_key(job_id))
-        except LOST as exc:
-            raise errors.NotReady(f"the cluster's Redis is unreachable: {exc}") from None
-        if not fields or job_id.rpartition("-")[0] not in registry.PIPELINES:
-            raise errors.UnknownJob(f"no job {job_id!r} (finished jobs are kept for a while only)")
-        pipeline_id, hex_digest = registry.split_job_id(job_id)
-        plan = registry.get_pipeline(pipeline_id).plan({})
-        prepared = Prepared(
-            plan,
-            images.Source(b"", ""),
-            None,
-            job_id,
-            registry.cache_key(pipeline_id, hex_digest),
-            (),
-            (0, 0),
-        )
-        job = Job(prepared, f"server-{pipeline_id}", state=JobState(text(fields[b"state"])))
-        job.detail = text(fields[b"detail"]) if fields.get(b"detail") else None
-        if job.state is JobState.COMPLETED:
-            job.result_path = self.store.lookup(pipeline_id, job_id)
-            if job.result_path is None:
-                raise errors.UnknownJob(f"job {job_id!r} has no result on this node's disk")
-        return job
 
     # --- the cluster's frames --------------------------------------------------------------
 
