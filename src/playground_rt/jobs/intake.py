@@ -37,7 +37,7 @@ class Intake:
         self.models = models
         self.pipelines = pipelines
         self.limits = images.Limits(settings.max_image_bytes, settings.max_pixels)
-        self._checkpoint_digests: dict[tuple[Path, int, int], str] = {}
+        self._digest_file = registry.FileDigests()
 
     async def prepare(self, request: schemas.PipelineRequest) -> Prepared:
         """Validate a request without running it (``PlaygroundError`` on bad input)."""
@@ -107,10 +107,3 @@ class Intake:
                 f"the result would be {width}x{height} = {width * height} pixels; "
                 f"max_pixels={self.settings.max_pixels}"
             )
-
-    def _digest_file(self, path: Path) -> str:
-        stat = path.stat()
-        key = (path, stat.st_mtime_ns, stat.st_size)
-        if key not in self._checkpoint_digests:
-            self._checkpoint_digests[key] = registry.file_sha256(path)
-        return self._checkpoint_digests[key]

@@ -193,17 +193,25 @@ class JobManager:
         return self.executor.accepting
 
     def _check_share(self, client: str | None) -> None:
+        """``client_queue_share``: ``ClientQueueFull`` for a client with that many jobs
+        waiting (on a web node: waiting in the cluster, queued through this node)."""
         share = self.settings.client_queue_share
         if client is None or share == 0:
             return
-        mine = [job for job in self.executor.queued() if job.client == client]
+        mine = self._waiting(client)
         if len(mine) >= share:
-            seconds = self.executor.retry_after(mine)
+            seconds = self._retry_after(mine)
             raise errors.ClientQueueFull(
                 f"you have {len(mine)} jobs waiting (client_queue_share={share}); "
                 f"retry in {seconds} s",
                 retry_after=seconds,
             )
+
+    def _waiting(self, client: str) -> list[Job]:
+        return [job for job in self.executor.queued() if job.client == client]
+
+    def _retry_after(self, jobs: list[Job]) -> int:
+        return self.executor.retry_after(jobs)
 
     async def wait(self, job: Job, timeout_s: float) -> bool:
         """Wait until ``job`` is terminal or ``timeout_s`` passed; True when terminal."""

@@ -249,6 +249,29 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+class FileDigests:
+    """:func:`file_sha256` computed once per (path, mtime, size): a checkpoint is hashed
+    again only when it changes. Thread-safe enough (a race hashes twice); bounded by
+    ``MAX_FILE_DIGESTS`` entries, the oldest forgotten first."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[Path, int, int], str] = {}
+
+    def __call__(self, path: Path) -> str:
+        stat = path.stat()
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        found = self._known.get(key)
+        if found is None:
+            found = self._known[key] = file_sha256(path)
+            while len(self._known) > MAX_FILE_DIGESTS:
+                del self._known[next(iter(self._known))]
+        return found
+
+
+MAX_FILE_DIGESTS = 256
+"""Checkpoint versions whose digests :class:`FileDigests` keeps."""
+
+
 def digest(plan: Plan, image_sha256: str, checkpoint_sha256: str = "") -> str:
     text = "\n".join(
         (

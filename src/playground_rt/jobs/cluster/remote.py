@@ -158,7 +158,7 @@ class RemoteJobs(JobManager):
             hit = self._cache_hit(prepared, backend, interest, path)
             return Submission(hit, "completed", notes)
         if not route_client:
-            self._check_cluster_share(client)
+            self._check_share(client)
         reply = await self._queue(prepared, interest, task_id, join_only=route_client)
         status = text(reply[0])
         if status == "completed":  # it ended between the lookup and the script
@@ -256,34 +256,24 @@ class RemoteJobs(JobManager):
         self._run_of[job] = run
         self.active[job.id] = job
 
-    def _check_cluster_share(self, client: str | None) -> None:
-        """``client_queue_share`` over this node's waiting jobs (a client's requests reach
-        one node at a time; the share is not summed across nodes)."""
-        share = self.settings.client_queue_share
-        if client is None or share == 0:
-            return
-        mine = [
-            job
-            for job in self._runs.values()
-            if job.client == client and job.state is JobState.QUEUED
-        ]
-        if len(mine) >= share:
-            seconds = self._retry_after(len(mine))
-            raise errors.ClientQueueFull(
-                f"you have {len(mine)} jobs waiting (client_queue_share={share}); "
-                f"retry in {seconds} s",
-                retry_after=seconds,
-            )
+    def _waiting(self, client: str) -> list[Job]:
+        """A client's requests reach one node at a time: the share counts this node's."""
+        runs = self._runs.values()
+        return [job for job in runs if job.client == client and job.state is JobState.QUEUED]
+
+    def _retry_after(self, jobs: list[Job]) -> int:
+        return self._seconds_for(len(jobs))
 
     def _queue_full(self, depth: int) -> errors.QueueFull:
-        seconds = self._retry_after(depth)
+        seconds = self._seconds_for(depth)
         return errors.QueueFull(
             f"queue full ({depth} jobs waiting in the cluster); retry in {seconds} s "
             "or keep the work client-side",
             retry_after=seconds,
         )
 
-    def _retry_after(self, jobs: int) -> int:
+    def _seconds_for(self, jobs: int) -> int:
+        """Seconds until that many jobs are likely done by the cluster's workers."""
         stats = self.executor.stats
         average = max(stats.durations_s.values(), default=default_duration_s("rembg:u2netp"))
         return max(1, math.ceil(jobs * average / max(1, stats.workers)))

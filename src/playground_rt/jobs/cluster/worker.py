@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
 import os
 import signal
@@ -38,7 +37,6 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -47,14 +45,13 @@ from redis.exceptions import ResponseError
 from playground_rt import errors, schemas
 from playground_rt.config import Settings
 from playground_rt.jobs.cluster import gpu, wire
+from playground_rt.jobs.cluster.entries import Entries
 from playground_rt.jobs.cluster.gpu import GpuRequired
 from playground_rt.jobs.cluster.link import BACKOFF_S, BLOCK_MS, LOST, Link, retrying, text
 from playground_rt.jobs.executor import EWMA_WEIGHT
-from playground_rt.jobs.job import JobEvent, Prepared
+from playground_rt.jobs.job import JobEvent
 from playground_rt.jobs.manager import JobManager
 from playground_rt.jobs.retention import Retention
-from playground_rt.paths import confine
-from playground_rt.pipeline import images, registry
 from playground_rt.pipeline.results import ResultStore
 from playground_rt.pipeline.sessions import ModelRegistry
 
@@ -113,6 +110,7 @@ class Worker:
         self.jobs = JobManager(settings, self.store, self.models, self.retention)
         self.jobs.listeners.append(self._on_event)
         self.link = Link(settings)
+        self.entries = Entries(settings)
         self.threads = settings.worker_count
         self.hands: dict[str, Hand] = {}
         self.done = 0
@@ -122,7 +120,6 @@ class Worker:
         self._abandon = asyncio.Event()
         self._free = asyncio.Event()
         self._outbox: asyncio.Queue[Op] = asyncio.Queue()
-        self._digests: dict[tuple[Path, int, int], str] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -287,7 +284,7 @@ class Worker:
             await self.link.run("ack", entry)
             return
         try:  # off the loop: hashing, and the probe (Pillow may inflate text chunks)
-            prepared = await asyncio.to_thread(self._rebuild, fields.get(b"body", b""))
+            prepared = await asyncio.to_thread(self.entries.prepared, fields.get(b"body", b""))
         except errors.PlaygroundError as exc:
             await self._fail(job_id, entry, exc)
             return
@@ -306,49 +303,6 @@ class Worker:
                 self._queue(("release", (self.name, idle_ms, hand.entry, *hand.stale)))
             elif hand is not None:
                 await self._fail(job_id, entry, exc)
-
-    def _rebuild(self, data: bytes) -> Prepared:
-        """The entry's job, checked: the id must still be what its bytes and checkpoint hash
-        to (``OpFailed`` otherwise: a changed checkpoint, another version of the pipeline)."""
-        try:
-            body = wire.decode_body(data)
-            params = msgspec.json.decode(body.params)
-        except msgspec.DecodeError as exc:
-            raise errors.OpFailed(f"the queued entry cannot be read: {exc}") from None
-        s = self.settings
-        plan = registry.get_pipeline(body.pipeline_id).plan(params)
-        image_sha = hashlib.sha256(body.image).hexdigest()
-        checkpoint = None
-        ckpt_sha = ""
-        if body.checkpoint is not None:
-            checkpoint = confine(s.outputs_root, body.checkpoint, field="checkpoint_path")
-            ckpt_sha = self._digest(checkpoint)
-        probed = images.probe(body.image, images.Limits(s.max_image_bytes, s.max_pixels))
-        digest = registry.digest(plan, image_sha, ckpt_sha)
-        if registry.job_id(plan.pipeline.id, digest) != body.job_id:
-            raise errors.OpFailed(
-                f"job {body.job_id} does not match what this worker has (its checkpoint "
-                "changed since it was queued, or the worker runs another pipeline version)"
-            )
-        return Prepared(
-            plan,
-            images.Source(body.image, image_sha),
-            checkpoint,
-            body.job_id,
-            registry.cache_key(plan.pipeline.id, digest),
-            (),
-            probed.size,
-        )
-
-    def _digest(self, path: Path) -> str:
-        try:
-            stat = path.stat()
-        except OSError as exc:
-            raise errors.ModelUnavailable(f"checkpoint_path {path.name} not found: {exc}") from None
-        key = (path, stat.st_mtime_ns, stat.st_size)
-        if key not in self._digests:
-            self._digests[key] = registry.file_sha256(path)
-        return self._digests[key]
 
     async def _fail(self, job_id: str, entry: str, error: errors.PlaygroundError) -> None:
         failed = schemas.Failed(job_id=job_id, detail=error.detail, code=error.code)
