@@ -10,39 +10,17 @@
 // its original. A layer may stand for a bigger picture (`scale`): a live preview computed on
 // a display-sized copy is drawn at the full result's size.
 //
-// Mouse, touch and keyboard: ui/stage-input.js. Implements the Viewer interface the previewer paints through (showOriginal, showResult,
-// clearResult).
+// Mouse, touch and keyboard: ui/stage-input.js; the layers and their drawing:
+// ui/stage-paint.js. Implements the Viewer interface the previewer paints through
+// (showOriginal, showResult, clearResult).
 
-import { el } from "./dom.js";
 import { bindStageInput } from "./stage-input.js";
+import { fitScale, layerOf, logicalSize, maskOf, paintStage, scaleIn } from "./stage-paint.js";
 
 const GAP = 8; // between the two panes, CSS px
 const MAX_ZOOM = 64;
 const MIN_ZOOM = 0.1;
 const WIPE_GRAB = 14; // CSS px around the handle that grab it instead of panning
-
-function layerOf(img, scale = 1) {
-  const surface = el("canvas", { width: img.width, height: img.height });
-  const data = new ImageData(new Uint8ClampedArray(img.data), img.width, img.height);
-  surface.getContext("2d").putImageData(data, 0, 0);
-  return { surface, width: img.width, height: img.height, scale };
-}
-
-/** The removed area of a cut-out as a tint: alpha 0 -> strong, 255 -> none. Null if opaque. */
-function maskOf(img) {
-  const { width, height, data } = img;
-  const tint = new Uint8ClampedArray(width * height * 4);
-  let any = false;
-  for (let i = 0; i < data.length; i += 4) {
-    const removed = 255 - data[i + 3];
-    if (removed) any = true;
-    tint[i] = 255;
-    tint[i + 1] = 0;
-    tint[i + 2] = 170;
-    tint[i + 3] = Math.round(removed * 0.6);
-  }
-  return any ? { width, height, data: tint } : null;
-}
 
 const clamp = (x, lo, hi) => Math.min(hi, Math.max(lo, x));
 
@@ -69,6 +47,7 @@ export class CompareStage {
     this.listeners = new Set(); // view changes (overlays follow)
     this.frame = 0;
     this.size = { width: 0, height: 0, dpr: 1 };
+    this.pattern = null; // the checkerboard's fill, kept by ui/stage-paint.js
     bindStageInput(this, els);
     new ResizeObserver(() => this.#resize()).observe(els.stage);
     this.#resize();
@@ -167,7 +146,7 @@ export class CompareStage {
     const pane = this.panes()[0];
     const ref = this.#reference();
     if (!pane || !ref) return;
-    const target = 1 / (this.#fit(ref, pane) * this.size.dpr * ref.scale);
+    const target = 1 / (fitScale(ref, pane) * this.size.dpr * ref.scale);
     this.zoomBy(target / this.view.zoom, at);
   }
 
@@ -180,7 +159,7 @@ export class CompareStage {
     const before = this.#toPicture(ref, pane, point);
     this.view.zoom = clamp(this.view.zoom * factor, MIN_ZOOM, MAX_ZOOM);
     const k = this.#scale(ref, pane);
-    const { lw, lh } = this.#logical(ref);
+    const { lw, lh } = logicalSize(ref);
     this.view.u = clamp(before.u - (point.x - (pane.x + pane.w / 2)) / (lw * k), 0, 1);
     this.view.v = clamp(before.v - (point.y - (pane.y + pane.h / 2)) / (lh * k), 0, 1);
     this.#changed();
@@ -192,7 +171,7 @@ export class CompareStage {
     const ref = this.#reference();
     if (!pane || !ref) return;
     const k = this.#scale(ref, pane);
-    const { lw, lh } = this.#logical(ref);
+    const { lw, lh } = logicalSize(ref);
     this.view.u = clamp(this.view.u - dx / (lw * k), 0, 1);
     this.view.v = clamp(this.view.v - dy / (lh * k), 0, 1);
     this.#changed();
@@ -260,7 +239,7 @@ export class CompareStage {
 
   /** The canvas pixel at (x, y) CSS px, as [r, g, b, a] (for tests). */
   pixelAt(x, y) {
-    this.#draw();
+    paintStage(this);
     const { dpr } = this.size;
     return [...this.ctx.getImageData(Math.floor(x * dpr), Math.floor(y * dpr), 1, 1).data];
   }
@@ -271,23 +250,14 @@ export class CompareStage {
     return this.after ?? this.before;
   }
 
-  #logical(layer) {
-    return { lw: layer.width * layer.scale, lh: layer.height * layer.scale };
-  }
-
-  #fit(layer, pane) {
-    const { lw, lh } = this.#logical(layer);
-    return Math.min(pane.w / lw, pane.h / lh);
-  }
-
   /** CSS px per logical pixel of `layer` in `pane`. */
   #scale(layer, pane) {
-    return this.#fit(layer, pane) * this.view.zoom;
+    return scaleIn(layer, pane, this.view.zoom);
   }
 
   #toPicture(layer, pane, point) {
     const k = this.#scale(layer, pane);
-    const { lw, lh } = this.#logical(layer);
+    const { lw, lh } = logicalSize(layer);
     return {
       u: this.view.u + (point.x - (pane.x + pane.w / 2)) / (lw * k),
       v: this.view.v + (point.y - (pane.y + pane.h / 2)) / (lh * k),
@@ -313,7 +283,7 @@ export class CompareStage {
     return this.view.zoom;
   }
 
-  // --- drawing -----------------------------------------------------------------------------
+  // --- changes -----------------------------------------------------------------------------
 
   #setAfter(img, scale) {
     this.after = layerOf(img, scale);
@@ -327,7 +297,7 @@ export class CompareStage {
     if (!this.frame) {
       this.frame = requestAnimationFrame(() => {
         this.frame = 0;
-        this.#draw();
+        paintStage(this);
       });
     }
     for (const listener of this.listeners) listener(this);
@@ -342,127 +312,6 @@ export class CompareStage {
     canvas.width = Math.max(1, Math.round(width * dpr));
     canvas.height = Math.max(1, Math.round(height * dpr));
     this.#changed();
-  }
-
-  #draw() {
-    const { ctx } = this;
-    const { dpr } = this.size;
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, this.size.width, this.size.height);
-    if (!this.before) return;
-    for (const pane of this.panes()) {
-      ctx.save();
-      ctx.beginPath();
-      ctx.rect(pane.x, pane.y, pane.w, pane.h);
-      ctx.clip();
-      this.#paintBackdrop(pane);
-      if (pane.layers.length === 2) this.#paintWipe(pane);
-      else this.#paintLayer(pane, pane.layers[0]);
-      ctx.restore();
-    }
-    if (this.mode === "wipe" && this.after) this.#paintHandle();
-  }
-
-  #paintWipe(pane) {
-    const split = this.wipeX();
-    const { ctx } = this;
-    ctx.save();
-    ctx.beginPath();
-    ctx.rect(pane.x, pane.y, split - pane.x, pane.h);
-    ctx.clip();
-    this.#paintLayer(pane, "before");
-    ctx.restore();
-    ctx.save();
-    ctx.beginPath();
-    ctx.rect(split, pane.y, pane.x + pane.w - split, pane.h);
-    ctx.clip();
-    this.#paintLayer(pane, "after");
-    ctx.restore();
-  }
-
-  #paintLayer(pane, which) {
-    const layer = which === "before" ? this.before : this.after;
-    this.#place(pane, layer);
-    if (which === "before" && this.showMask && this.tint) this.#place(pane, this.tint);
-  }
-
-  #place(pane, layer) {
-    const { ctx } = this;
-    const k = this.#scale(layer, pane);
-    const { lw, lh } = this.#logical(layer);
-    const x = pane.x + pane.w / 2 - this.view.u * lw * k;
-    const y = pane.y + pane.h / 2 - this.view.v * lh * k;
-    // Smooth when shrinking, sharp pixels when magnifying: a blur kernel must be judged
-    // on the real pixels.
-    ctx.imageSmoothingEnabled = k * layer.scale * this.size.dpr < 1;
-    ctx.drawImage(layer.surface, x, y, lw * k, lh * k);
-  }
-
-  #paintBackdrop(pane) {
-    const { ctx } = this;
-    if (this.backdrop === "checker") {
-      ctx.fillStyle = this.#checker();
-    } else {
-      ctx.fillStyle = this.backdrop === "black" ? "#000" : "#fff";
-    }
-    ctx.fillRect(pane.x, pane.y, pane.w, pane.h);
-  }
-
-  #checker() {
-    const styles = getComputedStyle(document.documentElement);
-    const a = styles.getPropertyValue("--checker-a").trim() || "#fff";
-    const b = styles.getPropertyValue("--checker-b").trim() || "#e6e8ec";
-    if (this.pattern?.key !== a + b) {
-      const tile = el("canvas", { width: 16, height: 16 });
-      const t = tile.getContext("2d");
-      t.fillStyle = a;
-      t.fillRect(0, 0, 16, 16);
-      t.fillStyle = b;
-      t.fillRect(0, 0, 8, 8);
-      t.fillRect(8, 8, 8, 8);
-      this.pattern = { key: a + b, fill: this.ctx.createPattern(tile, "repeat") };
-    }
-    return this.pattern.fill;
-  }
-
-  #paintHandle() {
-    const { ctx } = this;
-    const x = this.wipeX();
-    const h = this.size.height;
-    ctx.save();
-    ctx.fillStyle = "rgb(0 0 0 / 35%)";
-    ctx.fillRect(x - 2, 0, 4, h);
-    ctx.fillStyle = "#fff";
-    ctx.fillRect(x - 1, 0, 2, h);
-    ctx.beginPath();
-    ctx.arc(x, h / 2, 11, 0, 2 * Math.PI);
-    ctx.fill();
-    ctx.strokeStyle = "#1d2430";
-    ctx.lineWidth = 2;
-    ctx.stroke();
-    ctx.fillStyle = "#1d2430";
-    for (const dir of [-1, 1]) {
-      ctx.beginPath();
-      ctx.moveTo(x + dir * 3, h / 2 - 5);
-      ctx.lineTo(x + dir * 8, h / 2);
-      ctx.lineTo(x + dir * 3, h / 2 + 5);
-      ctx.fill();
-    }
-    ctx.font = "600 12px system-ui, sans-serif";
-    this.#label("Original", 8, "left");
-    this.#label("Result", this.size.width - 8, "right");
-    ctx.restore();
-  }
-
-  #label(text, x, align) {
-    const { ctx } = this;
-    ctx.textAlign = align;
-    const width = ctx.measureText(text).width;
-    const left = align === "left" ? x - 4 : x - width - 4;
-    ctx.fillStyle = "rgb(0 0 0 / 60%)";
-    ctx.fillRect(left, 6, width + 8, 18);
-    ctx.fillStyle = "#fff";
-    ctx.fillText(text, x, 19);
   }
 
   #syncControls() {
