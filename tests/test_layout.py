@@ -101,7 +101,14 @@ def test_the_pipeline_runs_without_an_event_loop_or_http() -> None:
     assert not {name: found for name, found in used.items() if found}
 
 
-JOB_HANDLING = {"jobs.manager", "jobs.cluster.remote", "jobs.cluster.worker", "jobs.work"}
+JOB_HANDLING = {
+    "jobs.manager",
+    "jobs.cluster.remote",
+    "jobs.cluster.worker",
+    "jobs.cluster.updates",
+    "jobs.cluster.upkeep",
+    "jobs.work",
+}
 """Who runs and withdraws jobs: the edge (``web``) drives them, the hub only fans frames out."""
 
 

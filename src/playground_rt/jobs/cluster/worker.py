@@ -4,7 +4,9 @@ A worker is the one-process server without its web half: the same
 :class:`~playground_rt.jobs.manager.JobManager` (executor threads, time budget, progress coalescing,
 the result cache, ``registry.apply``, ``images.decode``/``encode_png``, ``ResultStore``),
 fed from the ``jobs`` stream's consumer group instead of HTTP, its events turned into the
-cluster's scripts (:mod:`.scripts`) instead of frames to sockets.
+cluster's scripts (:mod:`.scripts`, by :mod:`.updates`) instead of frames to sockets. This
+module takes the entries and starts and stops the worker; the claims, cancels and heartbeat
+of the jobs in hand are :mod:`.upkeep`'s.
 
 Delivery is at-least-once, and a job's end is exactly-once:
 
@@ -29,17 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-import msgspec
 from redis.exceptions import ResponseError
 
 from playground_rt import errors, schemas
@@ -47,9 +45,9 @@ from playground_rt.config import Settings
 from playground_rt.jobs.cluster import gpu, wire
 from playground_rt.jobs.cluster.entries import Entries
 from playground_rt.jobs.cluster.gpu import GpuRequired
-from playground_rt.jobs.cluster.link import BACKOFF_S, BLOCK_MS, LOST, Link, retrying, text
-from playground_rt.jobs.executor import EWMA_WEIGHT
-from playground_rt.jobs.job import JobEvent
+from playground_rt.jobs.cluster.link import BACKOFF_S, BLOCK_MS, LOST, Link, text
+from playground_rt.jobs.cluster.updates import Hand, Updates
+from playground_rt.jobs.cluster.upkeep import Upkeep
 from playground_rt.jobs.manager import JobManager
 from playground_rt.jobs.retention import Retention
 from playground_rt.pipeline.results import ResultStore
@@ -57,39 +55,8 @@ from playground_rt.pipeline.sessions import ModelRegistry
 
 log = logging.getLogger("playground_rt.worker")
 
-WATCH_S = 0.1
-"""How often a worker reads the state of the jobs it runs (cancel reaches it this fast)."""
-HEARTBEAT_S = 1.0
-HEARTBEAT_TTL_MS = 5000
-"""A worker silent this long is gone from telemetry."""
-CLEANUP_S = 30.0
-"""How often a worker forgets the group's dead consumers (no entries, no heartbeat)."""
-DRAIN_S = 5.0
-SEND_BATCH = 64
 FREE_POLL_S = 0.1
 """How often a worker with every thread taken looks again (a cancelled op may have ended)."""
-
-
-AfterCancel = Literal["ack", "release", "leave"]
-
-
-@dataclass
-class Hand:
-    """A job this worker holds: its run's entry, and what to do if it ends cancelled."""
-
-    job_id: str
-    entry: str
-    kind: str
-    enqueued_ms: int
-    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
-    stale: list[str] = field(default_factory=list)
-    """Entries of older runs of the same job it also holds (acknowledged with this one)."""
-    after_cancel: AfterCancel = "release"
-    """``ack``: it ended in the cluster; ``leave``: another worker holds it now; ``release``
-    (shutdown, or anything unforeseen): hand it back for another worker."""
-
-
-Op = tuple[str, tuple[str | bytes | int | float, ...]]
 
 
 class Worker:
@@ -108,18 +75,24 @@ class Worker:
             settings.results_root, settings.results_max_bytes, settings.results_max_age_s
         )
         self.jobs = JobManager(settings, self.store, self.models, self.retention)
-        self.jobs.listeners.append(self._on_event)
         self.link = Link(settings)
         self.entries = Entries(settings)
         self.threads = settings.worker_count
         self.hands: dict[str, Hand] = {}
-        self.done = 0
-        self.failed = 0
         self.started_ms = int(time.time() * 1000)
         self._stop = asyncio.Event()
-        self._abandon = asyncio.Event()
         self._free = asyncio.Event()
-        self._outbox: asyncio.Queue[Op] = asyncio.Queue()
+        self.updates = Updates(settings, self.link, self.name, self.hands, self._free)
+        self.jobs.listeners.append(self.updates.on_event)
+        self.upkeep = Upkeep(
+            self.link,
+            self.name,
+            settings.claim_idle_s,
+            self.hands,
+            self.jobs,
+            self.status,
+            self._stop,
+        )
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -136,14 +109,8 @@ class Worker:
         tasks = [
             asyncio.create_task(self.retention.keep(), name="worker-retention"),
             asyncio.create_task(self._take_loop(), name="worker-take"),
-            asyncio.create_task(self._every(WATCH_S, self._watch), name="worker-watch"),
-            asyncio.create_task(
-                self._every(self.settings.claim_idle_s / 3, self._keepalive),
-                name="worker-keepalive",
-            ),
-            asyncio.create_task(self._every(HEARTBEAT_S, self._heartbeat), name="worker-beat"),
-            asyncio.create_task(self._every(CLEANUP_S, self._cleanup), name="worker-cleanup"),
-            asyncio.create_task(self._send(), name="worker-send"),
+            *self.upkeep.start(),
+            asyncio.create_task(self.updates.send(), name="worker-send"),
         ]
         log.info(
             "worker %s ready: %d thread(s), models %s on %s, broker %s",
@@ -166,16 +133,7 @@ class Worker:
         stopping = asyncio.ensure_future(self.jobs.stop(self.settings.shutdown_grace_s))
         await asyncio.wait(tasks[:1], timeout=BLOCK_MS / 1000 + 1)
         await stopping
-        try:
-            async with asyncio.timeout(DRAIN_S):
-                await self._outbox.join()
-        except TimeoutError:
-            log.warning(
-                "worker %s: Redis unreachable; %d update(s) dropped",
-                self.name,
-                self._outbox.qsize(),
-            )
-        self._abandon.set()
+        await self.updates.drain()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -183,16 +141,6 @@ class Worker:
             await self.link.redis.delete(wire.worker_key(self.name))
             await self.link.redis.srem(wire.WORKERS, self.name)
         await self.link.close()
-
-    async def _every(self, interval: float, action: Callable[[], Awaitable[None]]) -> None:
-        while not self._stop.is_set():
-            try:
-                await action()
-            except LOST:
-                pass  # the take loop reports Redis's absence
-            except Exception:  # task boundary: log, keep going
-                log.exception("worker %s failed", action.__name__)
-            await asyncio.sleep(interval)
 
     # --- taking entries --------------------------------------------------------------------
 
@@ -286,7 +234,7 @@ class Worker:
         try:  # off the loop: hashing, and the probe (Pillow may inflate text chunks)
             prepared = await asyncio.to_thread(self.entries.prepared, fields.get(b"body", b""))
         except errors.PlaygroundError as exc:
-            await self._fail(job_id, entry, exc)
+            await self.updates.fail(job_id, entry, exc)
             return
         if held is not None:  # an older run of the same job is still winding down here
             held.stale.append(held.entry)
@@ -299,122 +247,15 @@ class Worker:
         except errors.PlaygroundError as exc:  # stopping (NotReady): another worker runs it
             hand = self.hands.pop(job_id, None)
             if hand is not None and isinstance(exc, errors.NotReady):
-                idle_ms = int(self.settings.claim_idle_s * 1000)
-                self._queue(("release", (self.name, idle_ms, hand.entry, *hand.stale)))
+                self.updates.release(hand.entry, *hand.stale)
             elif hand is not None:
-                await self._fail(job_id, entry, exc)
+                await self.updates.fail(job_id, entry, exc)
 
-    async def _fail(self, job_id: str, entry: str, error: errors.PlaygroundError) -> None:
-        failed = schemas.Failed(job_id=job_id, detail=error.detail, code=error.code)
-        frame = wire.encode_frame(failed)
-        await self.link.run("finish", job_id, entry, "failed", frame, error.detail, "", "", 0)
-        self.failed += 1
+    # --- telemetry -------------------------------------------------------------------------
 
-    # --- the job manager's events → the cluster --------------------------------------------
-
-    def _on_event(self, event: JobEvent) -> None:
-        frame = event.frame
-        hand = self.hands.get(frame.job_id)
-        if hand is None or isinstance(frame, schemas.Queued):
-            return
-        if isinstance(frame, schemas.Progress):
-            args = (hand.job_id, self.name, hand.entry, wire.encode_frame(frame))
-            self._queue(("progress", args))
-            return
-        del self.hands[hand.job_id]
-        self._free.set()
-        if hand.stale:
-            self._queue(("ack", tuple(hand.stale)))
-        if isinstance(frame, schemas.Completed | schemas.Failed):
-            self._finish(hand, frame)
-        elif hand.after_cancel == "ack":
-            self._queue(("ack", (hand.entry,)))
-        elif hand.after_cancel == "release":
-            idle_ms = int(self.settings.claim_idle_s * 1000)
-            self._queue(("release", (self.name, idle_ms, hand.entry)))
-
-    def _finish(self, hand: Hand, frame: schemas.Completed | schemas.Failed) -> None:
-        run_ms: float | str = ""
-        if isinstance(frame, schemas.Completed):
-            self.done += 1
-            durations = dict(frame.durations)
-            local_queue = durations.pop("queue", 0.0)
-            queue_ms = float(max(0, hand.started_ms - hand.enqueued_ms))
-            if "total" in durations:
-                run_ms = round(durations["total"] - local_queue, 3)
-                durations["total"] = round(durations["total"] - local_queue + queue_ms, 3)
-            durations["queue"] = queue_ms
-            frame = msgspec.structs.replace(frame, durations=durations)
-            state, detail = "completed", ""
-        else:
-            self.failed += 1
-            state, detail = "failed", frame.detail
-        args = (
-            hand.job_id,
-            hand.entry,
-            state,
-            wire.encode_frame(frame),
-            detail,
-            hand.kind,
-            run_ms,
-            EWMA_WEIGHT,
-        )
-        self._queue(("finish", args))
-
-    def _queue(self, op: Op) -> None:
-        self._outbox.put_nowait(op)
-
-    async def _send(self) -> None:
-        """The cluster updates, in order, what is waiting sent in one round trip: a job's
-        ends are retried until Redis takes them; progress alone is dropped while Redis is
-        away (every script is safe to run twice)."""
-        while True:
-            ops = [await self._outbox.get()]
-            while not self._outbox.empty() and len(ops) < SEND_BATCH:
-                ops.append(self._outbox.get_nowait())
-            try:
-                if all(name == "progress" for name, _ in ops):
-                    with contextlib.suppress(*LOST):
-                        await self.link.batch(ops)
-                else:
-                    call = functools.partial(self.link.batch, ops)
-                    await retrying(call, "updates", self._abandon)
-            except Exception:
-                log.exception("worker %s: sending %d update(s) failed", self.name, len(ops))
-            finally:
-                for _ in ops:
-                    self._outbox.task_done()
-
-    # --- watching the jobs in hand ---------------------------------------------------------
-
-    async def _watch(self) -> None:
-        """Stop jobs that ended in the cluster (cancelled, or run by another worker now)."""
-        hands = list(self.hands.values())
-        if not hands:
-            return
-        async with self.link.redis.pipeline(transaction=False) as pipe:
-            for hand in hands:
-                pipe.hmget(wire.job_key(hand.job_id), ["state", "worker", "entry"])
-            states: list[list[bytes | None]] = await pipe.execute()
-        for hand, (state, worker, entry) in zip(hands, states, strict=True):
-            if self.hands.get(hand.job_id) is not hand:
-                continue
-            mine = entry is not None and text(entry) == hand.entry
-            if mine and state == b"running" and worker is not None and text(worker) == self.name:
-                continue
-            hand.after_cancel = "leave" if mine and state == b"running" else "ack"
-            why = "another worker took it over" if hand.after_cancel == "leave" else "it ended"
-            log.info("job %s: stopping here (%s)", hand.job_id, why)
-            await self.jobs.cancel(hand.job_id)
-
-    async def _keepalive(self) -> None:
-        """Renew the claim on the entries in hand (a live worker's jobs are never taken)."""
-        entries = [hand.entry for hand in self.hands.values()]
-        if entries:
-            await self.link.run("keepalive", self.name, *entries)
-
-    async def _heartbeat(self) -> None:
-        beat = schemas.WorkerStatus(
+    def status(self) -> schemas.WorkerStatus:
+        """What this worker's heartbeat tells telemetry."""
+        return schemas.WorkerStatus(
             name=self.name,
             host=socket.gethostname(),
             pid=os.getpid(),
@@ -422,31 +263,10 @@ class Worker:
             models=self.models.available(),
             providers=self._providers(),
             running=len(self.hands),
-            done=self.done,
-            failed=self.failed,
+            done=self.updates.done,
+            failed=self.updates.failed,
             started_ms=self.started_ms,
         )
-        async with self.link.redis.pipeline(transaction=False) as pipe:
-            pipe.set(wire.worker_key(self.name), wire.encode_beat(beat), px=HEARTBEAT_TTL_MS)
-            pipe.sadd(wire.WORKERS, self.name)
-            await pipe.execute()
-
-    async def _cleanup(self) -> None:
-        """Forget consumers of the group that hold nothing and have no heartbeat (workers
-        that are gone), so the group's consumer list does not grow forever."""
-        redis = self.link.redis
-        try:
-            consumers: Any = await redis.xinfo_consumers(wire.JOBS, wire.GROUP)
-        except ResponseError:  # no stream or group yet: no consumer to forget
-            return
-        for consumer in consumers:
-            name = text(consumer["name"])
-            if name == self.name or int(consumer["pending"]) > 0:
-                continue
-            if int(consumer.get("idle", 0)) > CLEANUP_S * 1000 and not await redis.exists(
-                wire.worker_key(name)
-            ):
-                await redis.xgroup_delconsumer(wire.JOBS, wire.GROUP, name)
 
     def _providers(self) -> list[str]:
         seen: list[str] = []
