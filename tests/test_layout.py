@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "playground_rt"
-LAYERS = {"": 0, "schemas": 0, "pipeline": 1, "commands": 2, "jobs": 2, "hub": 3, "web": 4, "cli": 5}
+LAYERS = {
+    "": 0,
+    "schemas": 0,
+    "pipeline": 1,
+    "commands": 2,
+    "jobs": 2,
+    "hub": 3,
+    "web": 4,
+    "cli": 5,
+}
 """Each folder's layer: a module imports only from its own folder or from lower layers."""
 SYNC_ONLY = {"asyncio", "starlette", "uvicorn", "websockets", "redis"}
 """What ``pipeline/`` never imports: it is the synchronous core the CLI runs without a loop."""

@@ -106,9 +106,10 @@ class Worker:
         await asyncio.to_thread(self.prepare_models)
         await asyncio.to_thread(self.retention.load)
         self.jobs.start()
+        take = asyncio.create_task(self._take_loop(), name="worker-take")
         tasks = [
             asyncio.create_task(self.retention.keep(), name="worker-retention"),
-            asyncio.create_task(self._take_loop(), name="worker-take"),
+            take,
             *self.upkeep.start(),
             asyncio.create_task(self.updates.send(), name="worker-send"),
         ]
@@ -121,9 +122,9 @@ class Worker:
             self.link.where,
         )
         await stop.wait()
-        await self._shutdown(tasks)
+        await self._shutdown(tasks, take)
 
-    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+    async def _shutdown(self, tasks: list[asyncio.Task[None]], take: asyncio.Task[None]) -> None:
         log.info("worker %s stopping: %d job(s) in hand", self.name, len(self.hands))
         self._stop.set()
         for hand in self.hands.values():
@@ -131,7 +132,7 @@ class Worker:
         # The grace starts now, not when the take loop's blocking read ends (up to BLOCK_MS
         # later): an entry it takes meanwhile is refused (NotReady) and handed back.
         stopping = asyncio.ensure_future(self.jobs.stop(self.settings.shutdown_grace_s))
-        await asyncio.wait(tasks[:1], timeout=BLOCK_MS / 1000 + 1)
+        await asyncio.wait([take], timeout=BLOCK_MS / 1000 + 1)
         await stopping
         await self.updates.drain()
         for task in tasks:
