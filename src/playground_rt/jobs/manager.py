@@ -29,15 +29,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
-import msgspec
-
 from playground_rt import errors, schemas
 from playground_rt.config import Settings
-from playground_rt.jobs import views
+from playground_rt.jobs import routing, views
 from playground_rt.jobs.executor import Executor
 from playground_rt.jobs.intake import Intake
 from playground_rt.jobs.job import (
-    CLIENT_BACKEND,
     Job,
     JobEvent,
     JobState,
@@ -47,6 +44,7 @@ from playground_rt.jobs.job import (
     Submission,
     without_image,
 )
+from playground_rt.jobs.progress import Progress
 from playground_rt.jobs.retention import Retention
 from playground_rt.jobs.work import JobWork, ms
 from playground_rt.pipeline import registry
@@ -55,15 +53,7 @@ from playground_rt.pipeline.results import ResultStore
 
 log = logging.getLogger("playground_rt.jobs.manager")
 
-PROGRESS_INTERVAL_S = 0.1
 FINISHED_KEPT = 2000
-
-
-def server_reasons(prepared: Prepared, mode: Mode) -> list[str]:
-    """Why a preview routed to the page's workers must run on the server instead."""
-    if mode != "preview" or prepared.plan.route != "client":
-        return []
-    return prepared.plan.server_reasons(prepared.checkpoint is not None)
 
 
 class JobManager:
@@ -107,7 +97,8 @@ class JobManager:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.work.connect(self._loop, progress=self._progress, outlined=self._outlined)
+        progress = Progress(self._loop, self._emit)
+        self.work.connect(self._loop, progress=progress.report, outlined=progress.outlined)
         self.executor.start()
 
     async def stop(self, grace_s: float) -> None:
@@ -145,7 +136,7 @@ class JobManager:
         one reaches the ``submissions`` observers (the ``coalesced`` metric).
         """
         submission = await self._accept(prepared, mode, task_id, client)
-        submission.server_reasons = server_reasons(prepared, mode)
+        submission.server_reasons = routing.server_reasons(prepared, mode)
         for observe in self.submissions:
             observe(submission)
         return submission
@@ -155,19 +146,19 @@ class JobManager:
     ) -> Submission:
         interest = task_id or f"anon:{uuid.uuid4().hex}"
         notes = list(prepared.notes)
-        route_client, backend = self._route(prepared, mode, notes)
+        route_client, backend = routing.route(prepared, mode, notes)
         if task_id is not None:
             self._supersede(task_id, prepared.job_id)
         if (job := self.active.get(prepared.job_id)) is not None:
             job.interests.add(interest)
-            notes.append("an identical job is already in flight; joined it")
+            notes.append(routing.JOINED_NOTE)
             self._announce_position(job)
             return Submission(job, "accepted", notes, joined=True)
         if (hit := self._from_cache(prepared, backend, interest)) is not None:
             return Submission(hit, "completed", notes)
         job = Job(prepared, backend, interests={interest}, client=client)
         if route_client:
-            notes.append("Client should use cache_key to reuse previously computed previews.")
+            notes.append(routing.CLIENT_NOTE)
             return Submission(job, "accepted", notes)
         self._check_share(client)
         position = self.executor.submit(job)  # QueueFull before anything is decoded
@@ -177,15 +168,6 @@ class JobManager:
             schemas.Queued(job_id=job.id, position=position, eta_ms=self.executor.eta_ms(position)),
         )
         return Submission(job, "accepted", notes)
-
-    @staticmethod
-    def _route(prepared: Prepared, mode: Mode, notes: list[str]) -> tuple[bool, str]:
-        """Whether the page's workers run it, and the ``routed_backend`` to report."""
-        route_client = mode == "preview" and prepared.plan.route == "client"
-        if route_client and (why := server_reasons(prepared, mode)):
-            notes.append("; ".join(why) + ": running on the server")
-            route_client = False
-        return route_client, CLIENT_BACKEND if route_client else f"server-{prepared.pipeline_id}"
 
     @property
     def accepting(self) -> bool:
@@ -307,41 +289,6 @@ class JobManager:
             detail = f"{type(outcome).__name__}: {outcome}"
             self._finish(job, JobState.FAILED, detail=detail, code=errors.OpFailed.code)
 
-    def _outlined(self, job: Job, url: str) -> None:
-        """The outline's frame goes out at once (the throttle would delay it, and a job
-        that ends within the interval would never send it): the latest stage, plus the URL."""
-        job.outline_url = url
-        if job.terminal:
-            return
-        base = job.progress or schemas.Progress(job_id=job.id, stage="rembg", step=0, total=1)
-        job.pending_progress = None  # made before the URL was known: this frame replaces it
-        job.last_progress = 0.0
-        self._progress(job, msgspec.structs.replace(base, outline_url=url))
-
-    def _progress(self, job: Job, frame: schemas.Progress) -> None:
-        if job.terminal:
-            return
-        if job.outline_url is not None and frame.outline_url is None:
-            frame = msgspec.structs.replace(frame, outline_url=job.outline_url)
-        job.progress = frame
-        now = time.monotonic()
-        wait = job.last_progress + PROGRESS_INTERVAL_S - now
-        if wait <= 0:
-            job.last_progress = now
-            self._emit(job, frame)
-            return
-        job.pending_progress = frame
-        if job.flush is None:
-            assert self._loop is not None
-            job.flush = self._loop.call_later(wait, self._flush_progress, job)
-
-    def _flush_progress(self, job: Job) -> None:
-        job.flush = None
-        frame, job.pending_progress = job.pending_progress, None
-        if frame is not None and not job.terminal:
-            job.last_progress = time.monotonic()
-            self._emit(job, frame)
-
     def _supersede(self, task_id: str, keep: str) -> None:
         """A task's newer request replaces its older ones, queued or running: while a
         slider is dragged only the newest value matters (Gradio's ``always_last``). A job
@@ -401,9 +348,7 @@ class JobManager:
         job.detail, job.code = detail, code
         job.durations["total"] = ms(time.perf_counter() - job.created)
         job.prepared = without_image(job.prepared)  # kept jobs must not keep request bytes
-        if job.flush is not None:
-            job.flush.cancel()
-            job.flush = None
+        Progress.stop(job)
         if self.active.get(job.id) is job:  # an identical newer job may have taken the id
             del self.active[job.id]
         self._retire(job)

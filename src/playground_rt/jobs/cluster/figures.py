@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import msgspec
 from playground_rt import errors, schemas
 from playground_rt.jobs.cluster import wire
 from playground_rt.jobs.cluster.link import LOST, Link, text
-from playground_rt.jobs.executor import Stats
+from playground_rt.jobs.executor import Stats, default_duration_s
 from playground_rt.pipeline.ops.base import SessionProvider
 from playground_rt.pipeline.sessions import SERVABLE_MODELS
 
@@ -95,3 +96,17 @@ class Figures:
         stats.workers = sum(w.threads for w in workers)
         stats.completed = sum(w.done for w in workers)
         stats.durations_s = {text(k): float(v) / 1000 for k, v in durations.items()}
+
+    # --- estimates from the cluster's figures ---------------------------------------------
+
+    def seconds_for(self, jobs: int) -> int:
+        """Seconds until that many jobs are likely done by the cluster's workers."""
+        stats = self.stats
+        average = max(stats.durations_s.values(), default=default_duration_s("rembg:u2netp"))
+        return max(1, math.ceil(jobs * average / max(1, stats.workers)))
+
+    def eta_ms(self, position: int, kind: str) -> int:
+        """Time until the job at ``position`` of the cluster's queue finishes."""
+        stats = self.stats
+        average = stats.durations_s.get(kind, default_duration_s(kind))
+        return int(1000 * (position * average / max(1, stats.workers) + average))

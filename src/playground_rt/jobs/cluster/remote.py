@@ -9,9 +9,10 @@ are scripts too, so they reach a job whichever node queued it, and the worker th
 
 Frames: every frame of a remote job goes to the cluster's ``history`` stream, and every web
 node delivers what it reads there (:class:`~.feed.Feed`) to its own sockets; nothing goes
-to the hub directly. A node keeps a *proxy* :class:`~playground_rt.jobs.job.Job` per run it was
-asked for, moved along by the frames it reads: ``/fallback`` waits on it and
-``GET /api/jobs/{id}`` shows it (a job this node never saw is read from Redis).
+to the hub directly. A node keeps a *proxy* :class:`~playground_rt.jobs.job.Job` per run it
+was asked for, moved along by the frames it reads (``proxies``): ``/fallback`` waits on it
+and ``GET /api/jobs/{id}`` shows it (a job this node never saw is read from Redis:
+``records``).
 
 Failures: while Redis is away, submissions fail with 503 (``NotReady``); the node keeps its
 sockets, and the feed goes on from where it stopped once Redis is back. If Redis lost its
@@ -28,11 +29,9 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import os
 import secrets
 import socket
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -40,10 +39,12 @@ from typing import Any
 
 from playground_rt import errors, schemas
 from playground_rt.config import Settings
+from playground_rt.jobs import routing
 from playground_rt.jobs.cluster import records, wire
 from playground_rt.jobs.cluster.feed import Feed
 from playground_rt.jobs.cluster.figures import ClusterModels, Figures
 from playground_rt.jobs.cluster.link import LOST, Link, retrying, text
+from playground_rt.jobs.cluster.proxies import Proxies
 from playground_rt.jobs.executor import default_duration_s
 from playground_rt.jobs.intake import Intake
 from playground_rt.jobs.job import (
@@ -53,7 +54,6 @@ from playground_rt.jobs.job import (
     Mode,
     Prepared,
     Submission,
-    without_image,
 )
 from playground_rt.jobs.manager import JobManager
 from playground_rt.jobs.retention import Retention
@@ -67,7 +67,6 @@ ACTIVE_TTL_S = 86_400
 ANNOUNCE_DELAY_S = 0.1
 """A job started somewhere: this node re-announces its queued jobs' positions this soon."""
 WITHDRAWN_WAIT_S = 1.0
-CLIENT_NOTE = "Client should use cache_key to reuse previously computed previews."
 
 
 class RemoteJobs(JobManager):
@@ -85,14 +84,9 @@ class RemoteJobs(JobManager):
         self.lost: list[Callable[[str], None]] = []
         """Told when history entries may be missing (the hub sends its sockets a ``gap``)."""
         self.feed = Feed(self.link, self._on_history, self._on_lost, self._on_state)
-        self._runs: dict[str, Job] = {}
-        """Proxies in flight, by run (the ``jobs`` entry id of the run)."""
-        self._run_of: dict[Job, str] = {}
-        self._mine: set[str] = set()
-        """Runs this node queued: it announces their positions."""
-        self._listening: dict[str, list[list[wire.HistoryEntry]]] = {}
-        """Per job id, the entries read while a submission of it awaits its script."""
-        self.positions: dict[str, tuple[int, int]] = {}
+        self.proxies = Proxies(
+            self.store, self.active, self._retire, functools.partial(JobManager._emit_event, self)
+        )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._announce: asyncio.TimerHandle | None = None
@@ -150,7 +144,7 @@ class RemoteJobs(JobManager):
         superseded."""
         interest = task_id or f"anon:{uuid.uuid4().hex}"
         notes = list(prepared.notes)
-        route_client, backend = self._route(prepared, mode, notes)
+        route_client, backend = routing.route(prepared, mode, notes)
         path = self.store.lookup(prepared.pipeline_id, prepared.job_id)
         if path is not None:
             if task_id is not None:
@@ -170,7 +164,7 @@ class RemoteJobs(JobManager):
         if status == "full":
             raise self._queue_full(int(reply[1]))
         if status == "absent":  # the page's own work, nothing in flight to join
-            notes.append(CLIENT_NOTE)
+            notes.append(routing.CLIENT_NOTE)
             return Submission(
                 Job(prepared, backend, interests={interest}, client=client), "accepted", notes
             )
@@ -196,9 +190,7 @@ class RemoteJobs(JobManager):
             origin=self.name,
         )
         kind = prepared.kind
-        buffer: list[wire.HistoryEntry] = []
-        self._listening.setdefault(prepared.job_id, []).append(buffer)
-        try:
+        with self.proxies.listening(prepared.job_id) as buffer:
             reply: list[Any] = await self._script(
                 "submit",
                 prepared.job_id,
@@ -214,11 +206,6 @@ class RemoteJobs(JobManager):
                 "1" if force else "0",
                 "1" if join_only else "0",
             )
-        finally:
-            buffers = self._listening[prepared.job_id]
-            buffers.remove(buffer)
-            if not buffers:
-                del self._listening[prepared.job_id]
         reply.append(buffer)
         return reply
 
@@ -233,55 +220,39 @@ class RemoteJobs(JobManager):
     ) -> Submission:
         """The run's proxy on this node, caught up with what was read while the script ran."""
         status, run, position, state, buffer = text(reply[0]), text(reply[1]), *reply[2:]
-        job = self._runs.get(run)
+        job = self.proxies.get(run)
         if job is None:
             job = Job(prepared, backend, client=client)
-            self._track(job, run)
+            self.proxies.track(job, run)
             if text(state) == "running":
                 job.move(JobState.RUNNING)
         job.interests.add(interest)
         if status == "queued":
-            self._mine.add(run)
+            self.proxies.mine.add(run)
         if int(position) >= 0:
-            self.positions[run] = (int(position), self._eta_ms(int(position), prepared.kind))
+            place = (int(position), self.figures.eta_ms(int(position), prepared.kind))
+            self.proxies.positions[run] = place
         for entry in buffer:
             if entry.run == run:
-                self._apply(job, run, entry)
+                self.proxies.apply(job, run, entry)
         if status == "joined":
-            notes.append("an identical job is already in flight; joined it")
+            notes.append(routing.JOINED_NOTE)
         return Submission(job, "accepted", notes, joined=status == "joined")
-
-    def _track(self, job: Job, run: str) -> None:
-        self._runs[run] = job
-        self._run_of[job] = run
-        self.active[job.id] = job
 
     def _waiting(self, client: str) -> list[Job]:
         """A client's requests reach one node at a time: the share counts this node's."""
-        runs = self._runs.values()
-        return [job for job in runs if job.client == client and job.state is JobState.QUEUED]
+        return self.proxies.waiting(client)
 
     def _retry_after(self, jobs: list[Job]) -> int:
-        return self._seconds_for(len(jobs))
+        return self.figures.seconds_for(len(jobs))
 
     def _queue_full(self, depth: int) -> errors.QueueFull:
-        seconds = self._seconds_for(depth)
+        seconds = self.figures.seconds_for(depth)
         return errors.QueueFull(
             f"queue full ({depth} jobs waiting in the cluster); retry in {seconds} s "
             "or keep the work client-side",
             retry_after=seconds,
         )
-
-    def _seconds_for(self, jobs: int) -> int:
-        """Seconds until that many jobs are likely done by the cluster's workers."""
-        stats = self.executor.stats
-        average = max(stats.durations_s.values(), default=default_duration_s("rembg:u2netp"))
-        return max(1, math.ceil(jobs * average / max(1, stats.workers)))
-
-    def _eta_ms(self, position: int, kind: str) -> int:
-        stats = self.executor.stats
-        average = stats.durations_s.get(kind, default_duration_s(kind))
-        return int(1000 * (position * average / max(1, stats.workers) + average))
 
     def _checkpoint_arg(self, checkpoint: Path | None) -> str | None:
         if checkpoint is None:
@@ -326,11 +297,7 @@ class RemoteJobs(JobManager):
     # --- views -----------------------------------------------------------------------------
 
     def _place(self, job: Job) -> tuple[int, int] | None:
-        """Where the job stands in the cluster's queue (as last announced)."""
-        run = self._run_of.get(job)
-        if job.state is JobState.QUEUED and run in self.positions:
-            return self.positions[run]
-        return None
+        return self.proxies.place(job)
 
     def _threads(self, job: Job) -> int | None:
         return None  # the worker's business
@@ -344,7 +311,7 @@ class RemoteJobs(JobManager):
             if view.state == "queued":  # its place in the cluster's queue
                 found = await records.queue_rank(self.link, job_id, view.pipeline_id)
                 if found is not None:
-                    view.position, view.eta_ms = found[0], self._eta_ms(*found)
+                    view.position, view.eta_ms = found[0], self.figures.eta_ms(*found)
             return view
         return await super().view_of(job_id)
 
@@ -353,61 +320,10 @@ class RemoteJobs(JobManager):
     def _on_history(self, entry: wire.HistoryEntry) -> None:
         for sink in self.sinks:
             sink(entry)
-        for buffer in self._listening.get(entry.frame.job_id, ()):
-            buffer.append(entry)
         frame = entry.frame
         if isinstance(frame, schemas.Progress) and frame.step == 0:
             self._schedule_announce()
-        job = self._runs.get(entry.run)
-        if job is not None:
-            self._apply(job, entry.run, entry)
-
-    def _apply(self, job: Job, run: str, entry: wire.HistoryEntry) -> None:
-        """Move a proxy along with a frame of its run."""
-        frame = entry.frame
-        if job.terminal:
-            return
-        if entry.withdrawn:
-            job.interests -= entry.task_ids
-        elif isinstance(frame, schemas.Queued):
-            self.positions[run] = (frame.position, frame.eta_ms)
-        elif isinstance(frame, schemas.Progress):
-            if job.state is JobState.QUEUED:
-                job.move(JobState.RUNNING)
-        elif isinstance(frame, schemas.Completed):
-            job.result_path = self.store.path(job.prepared.pipeline_id, job.id)
-            job.durations = dict(frame.durations)
-            self._end(job, run, JobState.COMPLETED, None, frame)
-        elif isinstance(frame, schemas.Failed):
-            self._end(job, run, JobState.FAILED, frame.detail, frame)
-        else:
-            self._end(job, run, JobState.CANCELLED, frame.detail, frame)
-
-    def _end(
-        self, job: Job, run: str, state: JobState, detail: str | None, frame: schemas.JobFrame
-    ) -> None:
-        if job.state is JobState.QUEUED and state is JobState.COMPLETED:
-            job.move(JobState.RUNNING)
-        job.move(state)
-        job.detail = detail
-        job.durations.setdefault("total", round((time.perf_counter() - job.created) * 1000, 3))
-        job.prepared = without_image(job.prepared)
-        self._untrack(job, run)
-        self._retire(job)
-        for listener in self.listeners:  # telemetry (the hub reads the history itself)
-            try:
-                listener(JobEvent(frame, job.task_ids))
-            except Exception:
-                log.exception("job listener failed")
-        job.done.set()
-
-    def _untrack(self, job: Job, run: str) -> None:
-        self._runs.pop(run, None)
-        self._run_of.pop(job, None)
-        self._mine.discard(run)
-        self.positions.pop(run, None)
-        if self.active.get(job.id) is job:
-            del self.active[job.id]
+        self.proxies.follow(entry)
 
     def _emit_event(self, event: JobEvent) -> None:
         """Frames made here (a cache hit's ``completed``) go to the history like all others."""
@@ -417,17 +333,17 @@ class RemoteJobs(JobManager):
         self._outbox.put_nowait(("notify", (wire.encode_frame(event.frame), tasks, flag)))
 
     def _schedule_announce(self) -> None:
-        if self._announce is None and self._mine and self._loop is not None:
+        if self._announce is None and self.proxies.mine and self._loop is not None:
             self._announce = self._loop.call_later(ANNOUNCE_DELAY_S, self._announce_queued)
 
     def _announce_queued(self) -> None:
         """A job started: tell the followers of this node's queued runs where they are."""
         self._announce = None
-        for run in sorted(self._mine):
-            job = self._runs.get(run)
+        for run in sorted(self.proxies.mine):
+            job = self.proxies.get(run)
             if job is None or job.state is not JobState.QUEUED:
                 continue
-            last = self.positions.get(run, (-1, 0))[0]
+            last = self.proxies.positions.get(run, (-1, 0))[0]
             kind = job.prepared.kind
             default_ms = int(default_duration_s(kind) * 1000)
             threads = max(1, self.executor.stats.workers)
@@ -446,44 +362,15 @@ class RemoteJobs(JobManager):
             self._tasks.append(task)
 
     async def _requeue(self) -> None:
-        """Queue again every run this node has in flight (Redis restarted empty). Results
-        already written come back as cache hits; nothing runs twice for nothing."""
+        """Queue again every run this node has in flight (Redis restarted empty)."""
         try:
-            await self._requeue_all()
+            await self.proxies.requeue(self._queue_again, self._stop)
         except Exception:  # task boundary
             log.exception("cluster: queueing the jobs in flight again failed")
 
-    async def _requeue_all(self) -> None:
-        for run, job in list(self._runs.items()):
-            if job.terminal:
-                continue
-            log.warning("cluster: queueing job %s again (Redis lost it)", job.id)
-            interests = sorted(job.interests) or [f"anon:{uuid.uuid4().hex}"]
-            self._untrack(job, run)
-            if job.state is JobState.RUNNING:
-                job.state = JobState.QUEUED  # not a transition: a new run of the same job
-            for interest in interests:
-                if not await self._requeue_one(job, interest):
-                    return
-
-    async def _requeue_one(self, job: Job, interest: str) -> bool:
+    def _queue_again(self, job: Job, interest: str) -> Awaitable[list[Any]]:
         task = None if interest.startswith("anon:") else interest
-
-        def call() -> Awaitable[list[Any]]:
-            return self._queue(job.prepared, interest, task, force=True)
-
-        retry_on = (*LOST, errors.NotReady)
-        reply = await retrying(call, f"requeue {job.id}", self._stop, retry_on)
-        if reply is None:
-            return False
-        status, run = text(reply[0]), text(reply[1]) if len(reply) > 2 else ""
-        if status in ("queued", "joined") and run not in self._runs:
-            self._track(job, run)
-            self._mine.add(run)
-            for entry in reply[-1]:
-                if entry.run == run:
-                    self._apply(job, run, entry)
-        return True
+        return self._queue(job.prepared, interest, task, force=True)
 
     # --- background ------------------------------------------------------------------------
 
@@ -512,6 +399,7 @@ class RemoteJobs(JobManager):
                 self._outbox.task_done()
 
     def _positioned(self, run: str, position: int) -> None:
-        job = self._runs.get(run)
+        job = self.proxies.get(run)
         if job is not None:
-            self.positions[run] = (position, self._eta_ms(position, job.prepared.kind))
+            eta_ms = self.figures.eta_ms(position, job.prepared.kind)
+            self.proxies.positions[run] = (position, eta_ms)
