@@ -9,10 +9,10 @@ page shows it until the full result arrives.
 
 Only jobs on images of at least ``MIN_PIXELS`` get one: below that a job on the default
 two cores takes about half a second or less in all, which is about what fetching and
-showing an outline would take. Rendering one costs ~10 ms at 12 MP: a nearest-neighbour
-sample at ``OVERSAMPLE`` times the outline's size (reading 16 pixels per outline pixel,
-not the whole image: a box-filtered reduce of 12 MP took ~45 ms a job), then a bilinear
-resize of that small image, which smooths the sample's aliasing enough for a preview.
+showing an outline would take. Rendering one costs ~10 ms at 2-12 MP: a nearest-neighbour
+sample at ``OVERSAMPLE`` times the outline's size (4 pixels per outline pixel, not the
+whole image: a box-filtered reduce of 12 MP took ~45 ms a job), then a bilinear resize of
+that small image, which smooths the sample's aliasing enough for a preview.
 
 Bound: the store keeps the newest outlines up to ``MAX_BYTES`` of PNG (8 MiB: a few
 hundred outlines of 10-60 KB each; at most 256 KB each, so never fewer than 32); older
@@ -34,7 +34,7 @@ MIN_PIXELS = 1_000_000
 """Images smaller than this get no outline (see the module docstring)."""
 SIDE = 256
 """The outline's long side at most, in pixels."""
-OVERSAMPLE = 4
+OVERSAMPLE = 2
 """The nearest-neighbour sample's size, in outline sizes (see the module docstring)."""
 MAX_BYTES = 8 * 1024 * 1024
 """The store's bound: the PNG bytes it keeps, newest first."""
