@@ -271,7 +271,9 @@ async def test_a_strength_change_on_the_server_reuses_the_mask(server: Server) -
     data_file.parent.mkdir(parents=True, exist_ok=True)
     data_file.write_bytes(encode(subject()))
     cache = server.state.jobs.masks
+    decoded = server.state.jobs.work.decoded
     before = (cache.hits, cache.misses)
+    decoded_before = decoded.hits
     for strength in (0.85, 0.5, 1):
         request = {
             "pipeline_id": "rembg",
@@ -281,6 +283,7 @@ async def test_a_strength_change_on_the_server_reuses_the_mask(server: Server) -
         answer = await server.post("/api/pipelines/fallback", request)
         assert answer.json()["status"] == "completed", answer.text
     assert (cache.hits - before[0], cache.misses - before[1]) == (2, 1)
+    assert decoded.hits - decoded_before == 2  # and the image was decoded once
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])

@@ -508,6 +508,40 @@ class NoModels(SessionProvider):
         raise errors.ModelUnavailable(f"model {model!r} is not installed")
 
 
+NO_WRITES = [
+    ("autocontrast", {}),
+    ("equalize", {}),
+    ("grayscale", {"keep_alpha": True}),
+    ("blur", {"kernelSize": 5}),
+    ("blur", {"kernelSize": 1}),
+    ("sharpen", {}),
+    ("resize", {"width": 64}),  # its own size: a resize that changes nothing
+    ("crop", {"left": 1}),
+    ("rotate", {"degrees": 90}),
+    ("flip", {"direction": "horizontal"}),
+    ("rembg", {}),
+    ("rembg", {"strength": 0.5, "bgcolor": [0, 0, 255, 255]}),
+    ("rembg", {"only_mask": True, "strength": 0.5}),
+    ("rembg", {"post_process_mask": True}),
+]
+
+
+@pytest.mark.parametrize("alpha", [False, True], ids=["RGB", "RGBA"])
+@pytest.mark.parametrize(("name", "raw"), NO_WRITES, ids=[f"{n}{r}" for n, r in NO_WRITES])
+def test_no_op_writes_into_its_input(
+    name: str, raw: dict[str, Any], alpha: bool, u2netp: BaseSession
+) -> None:
+    """Decoded images are kept and shared between jobs (``pipeline.decoded``): an op
+    returns a new image and leaves the one it was given as it was."""
+    given = image(alpha=alpha) if name != "rembg" else subject()
+    if name == "rembg" and alpha:
+        given = given.convert("RGBA")
+    before = given.tobytes()
+    out = run(name, raw, given, OpContext(models=LocalModels(u2netp)))
+    assert given.tobytes() == before, f"{name} wrote into its input"
+    assert out.size[0] > 0
+
+
 def test_rembg_missing_model_fails_before_reporting() -> None:
     steps: list[tuple[str, int, int]] = []
     ctx = OpContext(NoModels(), report=lambda *step: steps.append(step))

@@ -22,6 +22,7 @@ from playground_rt.config import Settings
 from playground_rt.jobs.job import Job
 from playground_rt.jobs.retention import Retention
 from playground_rt.pipeline import arenas, images, outlines, registry
+from playground_rt.pipeline.decoded import DecodedImages
 from playground_rt.pipeline.masks import MaskCache
 from playground_rt.pipeline.ops.base import OpContext, SessionProvider
 from playground_rt.pipeline.results import ResultStore
@@ -45,6 +46,7 @@ class JobWork:
         self.models = models
         self.limits = limits
         self.masks = MaskCache(settings.mask_cache_bytes)
+        self.decoded = DecodedImages(settings.decoded_cache_bytes)
         self.outlines = outlines.OutlineStore()
         self._holding = threading.Lock()  # a result's pin: handed from its writer to _finish
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -63,7 +65,7 @@ class JobWork:
     def run(self, job: Job) -> Path:
         job.check()  # cancelled between being taken and reaching its thread
         started = time.perf_counter()
-        image = images.decode(job.prepared.source.data, self.limits)
+        image = self._decoded(job)
         job.durations["decode"] = ms(time.perf_counter() - started)
         steps = job.prepared.plan.steps
         ctx = OpContext(
@@ -93,6 +95,18 @@ class JobWork:
             del image, data
             arenas.malloc_trim()  # the next big job may run on the other worker's heap
         return path
+
+    def _decoded(self, job: Job) -> Image.Image:
+        """The job's image: kept from an earlier job on the same bytes, else decoded (after
+        making room for it among the kept ones) and kept (``pipeline.decoded``)."""
+        source = job.prepared.source
+        image = self.decoded.get(source.sha256)
+        if image is None:
+            width, height = job.prepared.size
+            self.decoded.reserve(width * height * 4)
+            image = images.decode(source.data, self.limits)
+            self.decoded.put(source.sha256, image)
+        return image
 
     def _hold(self, job: Job, path: Path) -> None:
         """The written result stays pinned until ``_finish`` told the job's followers; a job

@@ -234,7 +234,9 @@ def remove(
             cutouts.append(cutout)
         else:
             cutouts.append(cutout_of(upright, mask))
-    result: Image.Image = get_concat_v_multi(cutouts) if cutouts else upright
+    # No mask at all: the image itself, as a copy (the caller writes over what it gets, and
+    # the image may be a kept one: ``pipeline.decoded``).
+    result: Image.Image = get_concat_v_multi(cutouts) if cutouts else upright.copy()
     return result
 
 

@@ -1,0 +1,87 @@
+"""Decoded images kept between jobs on the same bytes, within a byte bound.
+
+A playground runs many jobs on one image: every slider move is a new job on the same bytes.
+Decoding a 12 MP photo costs ~100 ms (JPEG) to ~700 ms (PNG): after the model (which the
+mask cache skips) and the encode, the biggest part of a strength change. So the decoded
+images are kept by the sha256 of their bytes (the cache key's image part), least recently
+used first, within ``capacity_bytes`` (the ``decoded_cache_bytes`` setting: 64 MiB, one
+12 MP image or eight of 2 MP; 0 keeps none), counted as Pillow holds them (4 bytes a pixel,
+1 for L and P).
+
+A job reserves room for its image *before* decoding it (:meth:`DecodedImages.reserve`), so
+what is kept plus the image being decoded stays within the bound where it can: a new big
+image evicts older ones first instead of sitting beside them, and a job's peak memory is
+what it was without the cache. An image bigger than the whole bound is not kept.
+
+Kept images are shared, read-only: every op returns a new image and writes nothing into
+its input (``tests/test_ops.py`` checks each op), and several jobs may read one at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from PIL import Image
+
+__all__ = ["DecodedImages", "nbytes"]
+
+
+def nbytes(image: Image.Image) -> int:
+    """The bytes Pillow holds for ``image``'s pixels (RGB is stored 4 bytes a pixel)."""
+    return image.width * image.height * (1 if image.mode in ("1", "L", "P") else 4)
+
+
+class DecodedImages:
+    """Decoded images by the sha256 of their bytes; thread-safe (the workers share one)."""
+
+    def __init__(self, capacity_bytes: int) -> None:
+        if capacity_bytes < 0:
+            raise ValueError(f"capacity_bytes must be >= 0, got {capacity_bytes}")
+        self.capacity_bytes = capacity_bytes
+        self.hits = 0
+        self._images: OrderedDict[str, Image.Image] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        """The pixel bytes held now (never above ``capacity_bytes``)."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def get(self, sha256: str) -> Image.Image | None:
+        with self._lock:
+            image = self._images.get(sha256)
+            if image is not None:
+                self._images.move_to_end(sha256)
+                self.hits += 1
+            return image
+
+    def reserve(self, size: int) -> None:
+        """Make room for an image of ``size`` bytes about to be decoded (nothing is evicted
+        for one that will not be kept anyway)."""
+        if size > self.capacity_bytes:
+            return
+        with self._lock:
+            self._evict(self.capacity_bytes - size)
+
+    def put(self, sha256: str, image: Image.Image) -> bool:
+        """Keep ``image``; False when it is bigger than the whole bound."""
+        size = nbytes(image)
+        if size > self.capacity_bytes:
+            return False
+        with self._lock:
+            old = self._images.pop(sha256, None)
+            self._bytes -= nbytes(old) if old is not None else 0
+            self._evict(self.capacity_bytes - size)
+            self._images[sha256] = image
+            self._bytes += size
+        return True
+
+    def _evict(self, room: int) -> None:
+        while self._images and self._bytes > room:
+            _, image = self._images.popitem(last=False)
+            self._bytes -= nbytes(image)
