@@ -4,9 +4,11 @@ A playground runs many jobs on one image: every slider move is a new job on the 
 Decoding a 12 MP photo costs ~100 ms (JPEG) to ~700 ms (PNG): after the model (which the
 mask cache skips) and the encode, the biggest part of a strength change. So the decoded
 images are kept by the sha256 of their bytes (the cache key's image part), least recently
-used first, within ``capacity_bytes`` (the ``decoded_cache_bytes`` setting: 64 MiB, one
-12 MP image or eight of 2 MP; 0 keeps none), counted as Pillow holds them (4 bytes a pixel,
-1 for L and P).
+used first, within ``capacity_bytes`` (the ``decoded_cache_bytes`` setting: 32 MiB, four
+images of 2 MP or one of up to 8 MP; 0 keeps none), counted as Pillow holds them (4 bytes a
+pixel, 1 for L and P). Why not more by default: a kept image also stays in memory through
+its own job's cut-out, blend and encode, where it would otherwise be freed; at 12 MP that
+adds its 48 MB to the job's peak (measured: +377 → +422 MB with 64 MiB).
 
 A job reserves room for its image *before* decoding it (:meth:`DecodedImages.reserve`), so
 what is kept plus the image being decoded stays within the bound where it can: a new big
