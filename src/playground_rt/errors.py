@@ -106,6 +106,15 @@ class QueueFull(PlaygroundError):
         super().__init__(detail)
         self.retry_after = retry_after
 
+    @classmethod
+    def waiting(cls, depth: int, retry_after: int, where: str = "") -> QueueFull:
+        """The queue holds ``depth`` jobs (``where``: e.g. " in the cluster")."""
+        return cls(
+            f"queue full ({depth} jobs waiting{where}); retry in {retry_after} s "
+            "or keep the work client-side",
+            retry_after=retry_after,
+        )
+
 
 class ClientQueueFull(QueueFull):
     code = "client_queue_full"

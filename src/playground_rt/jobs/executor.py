@@ -185,11 +185,7 @@ class Executor(Generic[J, R]):
             raise errors.NotReady("the executor is not running (starting or shutting down)")
         if len(self._queue) >= self.queue_size:
             seconds = self.retry_after()
-            raise errors.QueueFull(
-                f"queue full ({len(self._queue)} jobs waiting); retry in {seconds} s "
-                "or keep the work client-side",
-                retry_after=seconds,
-            )
+            raise errors.QueueFull.waiting(len(self._queue), seconds)
         self._queue.append(job)
         self.stats.queue_depth = len(self._queue)
         self._wake.set()

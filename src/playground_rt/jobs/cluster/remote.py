@@ -248,11 +248,7 @@ class RemoteJobs(JobManager):
 
     def _queue_full(self, depth: int) -> errors.QueueFull:
         seconds = self.figures.seconds_for(depth)
-        return errors.QueueFull(
-            f"queue full ({depth} jobs waiting in the cluster); retry in {seconds} s "
-            "or keep the work client-side",
-            retry_after=seconds,
-        )
+        return errors.QueueFull.waiting(depth, seconds, " in the cluster")
 
     def _checkpoint_arg(self, checkpoint: Path | None) -> str | None:
         if checkpoint is None:
