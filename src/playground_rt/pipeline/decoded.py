@@ -21,10 +21,9 @@ its input (``tests/test_ops.py`` checks each op), and several jobs may read one 
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 from PIL import Image
+
+from playground_rt.pipeline.lru import SizedLRU
 
 __all__ = ["DecodedImages", "nbytes"]
 
@@ -35,55 +34,30 @@ def nbytes(image: Image.Image) -> int:
 
 
 class DecodedImages:
-    """Decoded images by the sha256 of their bytes; thread-safe (the workers share one)."""
+    """Decoded images by the sha256 of their bytes (see the module docstring)."""
 
     def __init__(self, capacity_bytes: int) -> None:
-        if capacity_bytes < 0:
-            raise ValueError(f"capacity_bytes must be >= 0, got {capacity_bytes}")
-        self.capacity_bytes = capacity_bytes
         self.hits = 0
-        self._images: OrderedDict[str, Image.Image] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
+        self._kept: SizedLRU[str, Image.Image] = SizedLRU(capacity_bytes, nbytes)
 
     @property
     def nbytes(self) -> int:
-        """The pixel bytes held now (never above ``capacity_bytes``)."""
-        return self._bytes
+        """The pixel bytes held now (never above the bound)."""
+        return self._kept.nbytes
 
     def __len__(self) -> int:
-        return len(self._images)
+        return len(self._kept)
 
     def get(self, sha256: str) -> Image.Image | None:
-        with self._lock:
-            image = self._images.get(sha256)
-            if image is not None:
-                self._images.move_to_end(sha256)
-                self.hits += 1
-            return image
+        image = self._kept.get(sha256)
+        if image is not None:
+            self.hits += 1
+        return image
 
     def reserve(self, size: int) -> None:
-        """Make room for an image of ``size`` bytes about to be decoded (nothing is evicted
-        for one that will not be kept anyway)."""
-        if size > self.capacity_bytes:
-            return
-        with self._lock:
-            self._evict(self.capacity_bytes - size)
+        """Make room for an image of ``size`` bytes about to be decoded."""
+        self._kept.reserve(size)
 
     def put(self, sha256: str, image: Image.Image) -> bool:
         """Keep ``image``; False when it is bigger than the whole bound."""
-        size = nbytes(image)
-        if size > self.capacity_bytes:
-            return False
-        with self._lock:
-            old = self._images.pop(sha256, None)
-            self._bytes -= nbytes(old) if old is not None else 0
-            self._evict(self.capacity_bytes - size)
-            self._images[sha256] = image
-            self._bytes += size
-        return True
-
-    def _evict(self, room: int) -> None:
-        while self._images and self._bytes > room:
-            _, image = self._images.popitem(last=False)
-            self._bytes -= nbytes(image)
+        return self._kept.put(sha256, image)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,8 @@ from rembg.bg import (
     naive_cutout,
     post_process,
 )
+
+from playground_rt.pipeline.lru import SizedLRU
 
 if TYPE_CHECKING:
     from rembg.sessions.base import BaseSession
@@ -81,6 +82,9 @@ class _Entry:
     session: weakref.ref[BaseSession] | None
     """The custom session that made the masks; ``None`` for a named model."""
 
+    def size(self) -> int:
+        return self.nbytes
+
 
 @dataclass
 class _Gate:
@@ -96,51 +100,39 @@ class MaskCache:
     """
 
     def __init__(self, capacity_bytes: int) -> None:
-        if capacity_bytes < 0:
-            raise ValueError(f"capacity_bytes must be >= 0, got {capacity_bytes}")
         self.capacity_bytes = capacity_bytes
         self.hits = 0
         self.misses = 0
-        self.evictions = 0
-        self._entries: OrderedDict[MaskKey, _Entry] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
+        self._entries: SizedLRU[MaskKey, _Entry] = SizedLRU(capacity_bytes, _Entry.size)
+        self._lock = threading.Lock()  # the counters and the gates
         self._gates: dict[MaskKey, _Gate] = {}
 
     @property
     def nbytes(self) -> int:
         """The pixel bytes held now (never above ``capacity_bytes``)."""
-        return self._bytes
+        return self._entries.nbytes
+
+    @property
+    def evictions(self) -> int:
+        return self._entries.evictions
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, key: MaskKey, session: BaseSession | None = None) -> Masks | None:
         """The masks kept for ``key`` (made by ``session`` when it is a custom one), or None."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or (entry.session is not None and entry.session() is not session):
-                return None
-            self._entries.move_to_end(key)
-            return entry.masks
+        entry = self._entries.get(key, touch=False)
+        if entry is None or (entry.session is not None and entry.session() is not session):
+            return None
+        self._entries.get(key)  # now the most recently used
+        return entry.masks
 
     def put(self, key: MaskKey, masks: Masks, session: BaseSession | None = None) -> bool:
         """Keep ``masks`` (``session``: the custom session that made them); False when they
         are bigger than the whole bound and so not kept."""
         nbytes = sum(mask.width * mask.height * len(mask.getbands()) for mask in masks)
-        if nbytes > self.capacity_bytes:
-            return False
         entry = _Entry(masks, nbytes, weakref.ref(session) if session is not None else None)
-        with self._lock:
-            old = self._entries.pop(key, None)
-            self._bytes -= old.nbytes if old is not None else 0
-            while self._entries and self._bytes + nbytes > self.capacity_bytes:
-                _, evicted = self._entries.popitem(last=False)
-                self._bytes -= evicted.nbytes
-                self.evictions += 1
-            self._entries[key] = entry
-            self._bytes += nbytes
-        return True
+        return self._entries.put(key, entry)
 
     def masks(
         self,

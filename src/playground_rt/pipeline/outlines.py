@@ -21,12 +21,10 @@ ones are dropped first. Thread-safe: worker threads put, the event loop gets.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 from PIL import Image
 
 from playground_rt.pipeline import png
+from playground_rt.pipeline.lru import SizedLRU
 
 __all__ = ["MAX_BYTES", "MIN_PIXELS", "SIDE", "OutlineStore", "render", "url"]
 
@@ -73,29 +71,17 @@ class OutlineStore:
 
     def __init__(self, max_bytes: int = MAX_BYTES) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[str, bytes] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
+        self._kept: SizedLRU[str, bytes] = SizedLRU(max_bytes, len)
 
     @property
     def nbytes(self) -> int:
-        return self._bytes
+        return self._kept.nbytes
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._kept)
 
     def put(self, job_id: str, data: bytes) -> None:
-        with self._lock:
-            old = self._items.pop(job_id, None)
-            self._bytes -= len(old) if old is not None else 0
-            if len(data) > self.max_bytes:
-                return
-            while self._items and self._bytes + len(data) > self.max_bytes:
-                _, dropped = self._items.popitem(last=False)
-                self._bytes -= len(dropped)
-            self._items[job_id] = data
-            self._bytes += len(data)
+        self._kept.put(job_id, data)
 
     def get(self, job_id: str) -> bytes | None:
-        with self._lock:
-            return self._items.get(job_id)
+        return self._kept.get(job_id, touch=False)  # the newest kept, not the most read
