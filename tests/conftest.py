@@ -152,6 +152,22 @@ def make_settings(root: Path, **overrides: Any) -> Settings:
 
 
 START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 60.0
+"""Longer than any shutdown bound (grace, socket drain, uvicorn's graceful timeout)."""
+
+
+async def _stopped(task: asyncio.Task[None]) -> None:
+    """Wait for uvicorn to stop; past ``STOP_TIMEOUT_S``, print every pending task's stack
+    (what the shutdown waits for) and fail, instead of hanging the suite."""
+    done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+    if done:
+        task.result()
+        return
+    for pending in asyncio.all_tasks():
+        if pending is not asyncio.current_task():
+            pending.print_stack(limit=12)
+    task.cancel()
+    raise AssertionError(f"uvicorn did not stop within {STOP_TIMEOUT_S:g} s (stacks above)")
 
 
 @contextlib.asynccontextmanager
@@ -189,7 +205,7 @@ async def running(
             yield Server(url, settings, app, http)
         finally:
             server.should_exit = True
-            await task
+            await _stopped(task)
 
 
 @pytest.fixture(scope="module")

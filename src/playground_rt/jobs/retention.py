@@ -307,8 +307,11 @@ class Retention:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.interval_s()
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that
+            # arrives as the wait ends, and the lifespan's cancel must stop this loop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, deadline - loop.time()))
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    await self._wake.wait()
             self._wake.clear()
             due = loop.time() >= deadline
             try:
