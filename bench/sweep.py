@@ -11,7 +11,8 @@ Beside each, in this process, the **in-process floor** on the same files: decode
 server's RSS when idle after one warm-up job, and its peak (VmHWM) after the jobs: the rise
 is what one job of that size costs. Then:
 
-* a strength change on an image already seen (0.85 -> 0.5), against the first job's time;
+* a strength change on an image already seen, against that image's first job: right after
+  it (0.85 -> 0.5, the slider case) and after another image ran (0.85 -> 0.4);
 * A/B of onnxruntime's CPU arena (the options before issue 12, ``bench.arena_serve``) against
   the lean options now in ``pipeline.sessions``: idle RSS after a concurrency-8 warm-up
   and 640x480 throughput at concurrency 8, alternating, fresh servers;
@@ -21,7 +22,7 @@ Inputs are made once and kept in ``bench/results/sweep-inputs`` (the 12 MP PNGs 
 while); results go to ``bench/results/sweep-<time>.json``::
 
     python -m bench.sweep [--quick] [--sizes 0.3,2,12] [--formats jpeg,png] [--no-ab]
-        [--pipelines "rembg 0.85,rembg {}"] [--queued 0]
+        [--pipelines "rembg 0.85,rembg {}"] [--queued 0] [--set NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -112,6 +113,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     cli.add_argument("--queued", type=int, help="12 MP jobs submitted at once (default 30)")
     cli.add_argument("--ab-rounds", type=int, help="arena A/B rounds (default 2)")
     cli.add_argument("--no-ab", action="store_true", help="skip the arena A/B")
+    cli.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting for the size rows (e.g. decoded_cache_bytes=67108864); repeatable",
+    )
     cli.add_argument("--model-home", type=Path, default=Path("~/.u2net"))
     cli.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     args = cli.parse_args(argv)
@@ -125,6 +133,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.queued = args.queued if args.queued is not None else (4 if args.quick else 30)
     args.ab_rounds = args.ab_rounds or (1 if args.quick else 2)
     args.model_home = args.model_home.expanduser().resolve()
+    pairs = [item.partition("=") for item in args.set]
+    if any(not name or not eq for name, eq, _ in pairs):
+        cli.error(f"--set takes NAME=VALUE: {args.set}")
+    args.set = {name: value for name, _, value in pairs}
     return args
 
 
@@ -337,7 +349,7 @@ def _config(
     work: Path,
 ) -> Row:
     floor_ms = floor.measure(pipeline, files)
-    with serve(args, work, f"{size}-{fmt}") as served, client(served) as http:
+    with serve(args, work, f"{size}-{fmt}", **args.set) as served, client(served) as http:
         fallback(http, pipeline, _warm_input())
         idle = served.settled_rss()
         served.reset_peak()
@@ -345,9 +357,15 @@ def _config(
         peak = served.status("VmHWM")
         reblend = {}
         if PIPELINES[pipeline][1].get("strength") == 0.85:
-            again = fallback(http, pipeline, files[0], strength=0.5)
-            first = views[0]["durations"]["total"]
-            reblend = {"first_ms": first, "reblend_ms": again["durations"]["total"]}
+            # The slider case: the image just run, dialled; then one seen before the last.
+            just = fallback(http, pipeline, files[-1], strength=0.5)
+            earlier = fallback(http, pipeline, files[0], strength=0.4) if len(files) > 1 else just
+            reblend = {
+                "first_ms": views[-1]["durations"]["total"],
+                "reblend_ms": just["durations"]["total"],
+                "earlier_first_ms": views[0]["durations"]["total"],
+                "earlier_ms": earlier["durations"]["total"],
+            }
     stages: dict[str, list[float]] = {}
     for view in views:
         for stage, ms in view["durations"].items():
@@ -548,14 +566,23 @@ def _floor_table(rows: list[Row]) -> Table:
 
 
 def _reblend_table(rows: list[Row]) -> Table:
-    table = _table("strength 0.85 -> 0.5 on an image seen", "MP", "input", "", "first ms")
-    table.add_column("re-blend ms", justify="right")
-    table.add_column("ratio", justify="right")
+    table = _table("a strength change on an image seen", "MP", "input", "", "first ms")
+    for column in ("just run: ms", "ratio", "seen earlier: ms", "ratio"):
+        table.add_column(column, justify="right")
     for row in rows:
         if row.reblend:
             first, again = row.reblend["first_ms"], row.reblend["reblend_ms"]
+            earlier_first = row.reblend.get("earlier_first_ms", first)
+            earlier = row.reblend.get("earlier_ms", again)
             table.add_row(
-                row.size, row.fmt, "", f"{first:.0f}", f"{again:.0f}", f"{again / first:.2f}"
+                row.size,
+                row.fmt,
+                "",
+                f"{first:.0f}",
+                f"{again:.0f}",
+                f"{again / first:.2f}",
+                f"{earlier:.0f}",
+                f"{earlier / earlier_first:.2f}",
             )
     return table
 

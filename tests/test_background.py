@@ -18,6 +18,7 @@ import rembg.bg
 from PIL import Image
 from rembg.sessions.base import BaseSession
 
+from playground_rt.pipeline import bands
 from playground_rt.pipeline.ops import OpContext, SessionProvider, compose, get_op, parse_params
 from playground_rt.pipeline.ops import background as bg
 
@@ -160,7 +161,7 @@ def test_the_blend_is_within_one_level_of_the_float64_blend(
 ) -> None:
     """Alpha and the mask exactly; colours within 1 (the weight is rounded to 1/255)."""
     rng = np.random.default_rng(seed)
-    monkeypatch.setattr(compose, "BAND_PIXELS", 1000)  # many bands, a ragged last one
+    monkeypatch.setattr(bands, "BAND_PIXELS", 1000)  # many bands, a ragged last one
     width, height = int(rng.integers(1, 300)), int(rng.integers(1, 200))
     cutout = random_rgba(rng, width, height)
     original = random_rgba(rng, width, height).convert(ORIGINAL_MODES[seed % 4])
@@ -206,9 +207,54 @@ def test_the_blend_of_an_opaque_photo_mostly_matches_the_float64_blend(
 
 
 def test_bgcolor_is_rembgs_alpha_composite(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compose, "BAND_PIXELS", 500)
+    monkeypatch.setattr(bands, "BAND_PIXELS", 500)
     cutout = random_rgba(np.random.default_rng(3), 123, 45)
     for colour in [(12, 200, 56, 255), (255, 0, 0, 90), (0, 0, 0, 0)]:
         want = rembg.bg.apply_background_color(cutout, colour)
-        got = compose.over_colour(cutout.copy(), colour)
-        assert np.array_equal(array(got), array(want)), colour
+        for threads in (1, 2):
+            got = compose.over_colour(cutout.copy(), colour, threads)
+            assert np.array_equal(array(got), array(want)), (colour, threads)
+
+
+def every_value_and_mask(mode: str) -> tuple[Image.Image, Image.Image]:
+    """An image of ``mode`` and an L mask holding every (value, mask) pair once."""
+    values = np.arange(256, dtype=np.uint8)
+    value, weight = np.meshgrid(values, values)
+    layers = [value, 255 - value, value[::-1], weight[::-1]][: len(mode)]
+    pixels = np.stack(layers, axis=-1) if len(layers) > 1 else layers[0]
+    return Image.fromarray(pixels.astype(np.uint8), mode), Image.fromarray(weight, "L")
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA"])
+def test_the_cutout_is_rembgs_naive_cutout_for_every_value_and_mask(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bands, "BAND_PIXELS", 5000)  # bands of 19 rows, the last short
+    image, mask = every_value_and_mask(mode)
+    want = array(rembg.bg.naive_cutout(image, mask))
+    for threads in (1, 2):
+        assert np.array_equal(array(compose.cutout(image, mask, threads=threads)), want)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "LA"])
+def test_the_dialled_cutout_is_the_cutout_then_the_blend(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RGB and L take one pass (cut-out and blend band by band): the same bytes as the
+    cut-out followed by the blend, for every (value, mask) pair, on one thread or two."""
+    monkeypatch.setattr(bands, "BAND_PIXELS", 5000)
+    image, mask = every_value_and_mask(mode)
+    for strength in (0.0, 0.3, 0.85, 1.0):
+        want = array(blended(image, rembg.bg.naive_cutout(image, mask), strength))
+        for threads in (1, 2):
+            got = compose.cutout(image, mask, strength, threads)
+            assert np.array_equal(array(got), want), (strength, threads)
+
+
+def test_a_cutout_by_a_mask_of_another_size_is_rembgs() -> None:
+    image, mask = every_value_and_mask("RGB")
+    other = mask.resize((128, 256)).resize(image.size)
+    assert np.array_equal(
+        array(compose.cutout(image, other.convert("1"), 0.5)),
+        array(blended(image, rembg.bg.naive_cutout(image, other.convert("1")), 0.5)),
+    )

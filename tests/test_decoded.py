@@ -31,10 +31,10 @@ def test_least_recently_used_go_first_within_the_bound() -> None:
 def test_room_is_made_before_a_new_image_is_decoded() -> None:
     kept = DecodedImages(capacity_bytes=1000)
     kept.put("old", rgb(10, 20))  # 800 bytes
-    kept.reserve(800)  # the next image needs as much: the old one goes first
+    assert kept.reserve(800) == 800  # the next image needs as much: the old one goes first
     assert len(kept) == 0 and kept.nbytes == 0
     kept.put("small", rgb(5, 5))
-    kept.reserve(2000)  # one that will not be kept evicts nothing
+    assert kept.reserve(2000) == 0  # one that will not be kept evicts nothing
     assert kept.get("small") is not None
 
 

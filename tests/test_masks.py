@@ -13,7 +13,6 @@ import onnxruntime as ort
 import pytest
 import rembg
 from PIL import Image
-from rembg.bg import naive_cutout
 from rembg.sessions.base import BaseSession
 
 from playground_rt import errors
@@ -284,20 +283,3 @@ async def test_a_strength_change_on_the_server_reuses_the_mask(server: Server) -
         assert answer.json()["status"] == "completed", answer.text
     assert (cache.hits - before[0], cache.misses - before[1]) == (2, 1)
     assert decoded.hits - decoded_before == 2  # and the image was decoded once
-
-
-@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
-def test_cutout_is_rembgs_naive_cutout_for_every_value_and_mask(mode: str) -> None:
-    values = np.arange(256, dtype=np.uint8)
-    value, weight = np.meshgrid(values, values)  # every (value, mask) pair once
-    bands = [value, 255 - value, value[::-1], weight[::-1]][: len(mode)]
-    array = np.stack(bands, axis=-1) if len(bands) > 1 else bands[0]
-    image = Image.fromarray(array.astype(np.uint8), mode)
-    mask = Image.fromarray(weight.astype(np.uint8), "L")
-    assert same(masks.cutout_of(image, mask), naive_cutout(image, mask))
-
-
-def test_cutout_tiles_cover_the_image() -> None:
-    image = sample_image(700, 450, seed=3, mode="RGBA")  # tiles of a few rows, the last short
-    mask = sample_image(700, 450, seed=4, mode="L")
-    assert same(masks.cutout_of(image, mask), naive_cutout(image, mask))

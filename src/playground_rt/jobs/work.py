@@ -68,12 +68,15 @@ class JobWork:
         image = self._decoded(job)
         job.durations["decode"] = ms(time.perf_counter() - started)
         steps = job.prepared.plan.steps
+        # A job alone in the pool uses every core for its per-pixel passes and its deflate.
+        threads = max(1, self.settings.wide_threads) if job.wide else 1
         ctx = OpContext(
             models=self.models,
             report=lambda stage, step, total: self._report(job, stage, step, total),
             check_cancelled=job.check,
             checkpoint=job.prepared.checkpoint,
             wide=job.wide,
+            threads=threads,
             image_key=job.prepared.source.sha256,
             masks=self.masks,
             outline=lambda image, mask: self._outline(job, image, mask),
@@ -83,8 +86,6 @@ class JobWork:
         job.durations["ops"] = ms(time.perf_counter() - ops_started)
         job.check()
         started = time.perf_counter()
-        # A job alone in the pool deflates on every core too (the bytes do not change).
-        threads = max(1, self.settings.wide_threads) if job.wide else 1
         data = images.encode_png_pieces(image, threads)  # written piece by piece, never joined
         job.durations["encode"] = ms(time.perf_counter() - started)
         started = time.perf_counter()
@@ -103,7 +104,11 @@ class JobWork:
         image = self.decoded.get(source.sha256)
         if image is None:
             width, height = job.prepared.size
-            self.decoded.reserve(width * height * 4)
+            if self.decoded.reserve(width * height * 4) >= 4 * arenas.BIG_IMAGE_PIXELS:
+                # A big image let go here was freed into the heap of the worker that
+                # decoded it, which this job may not be: give its pages back before
+                # decoding another beside them.
+                arenas.malloc_trim()
             image = images.decode(source.data, self.limits)
             self.decoded.put(source.sha256, image)
         return image

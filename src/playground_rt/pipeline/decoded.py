@@ -54,9 +54,9 @@ class DecodedImages:
             self.hits += 1
         return image
 
-    def reserve(self, size: int) -> None:
-        """Make room for an image of ``size`` bytes about to be decoded."""
-        self._kept.reserve(size)
+    def reserve(self, size: int) -> int:
+        """Make room for an image of ``size`` bytes about to be decoded; the bytes evicted."""
+        return self._kept.reserve(size)
 
     def put(self, sha256: str, image: Image.Image) -> bool:
         """Keep ``image``; False when it is bigger than the whole bound."""

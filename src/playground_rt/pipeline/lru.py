@@ -61,15 +61,20 @@ class SizedLRU(Generic[K, V]):
             self._bytes += size
         return True
 
-    def reserve(self, size: int) -> None:
+    def reserve(self, size: int) -> int:
         """Make room for a value of ``size`` about to be made (nothing is evicted for one
-        that will not be kept anyway)."""
-        if size <= self.capacity_bytes:
-            with self._lock:
-                self._evict(self.capacity_bytes - size)
+        that will not be kept anyway); the bytes evicted."""
+        if size > self.capacity_bytes:
+            return 0
+        with self._lock:
+            return self._evict(self.capacity_bytes - size)
 
-    def _evict(self, room: int) -> None:
+    def _evict(self, room: int) -> int:
+        evicted = 0
         while self._values and self._bytes > room:
             _, value = self._values.popitem(last=False)
-            self._bytes -= self._size(value)
+            size = self._size(value)
+            self._bytes -= size
+            evicted += size
             self.evictions += 1
+        return evicted

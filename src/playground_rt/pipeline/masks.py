@@ -70,7 +70,6 @@ class MaskJob(Protocol):
     def outline(self) -> Callable[[Image.Image, Image.Image], None]: ...
 
 
-_TILE_PIXELS = 1 << 18  # pixels per tile of the cut-out: ~1 MB of RGBA temporaries
 _WAIT_S = 0.05  # how often a job waiting for another's mask checks its own cancellation
 _ORIENTATION = 0x0112
 
@@ -198,10 +197,13 @@ def remove(
     alpha_matting_erode_size: int = 10,
     only_mask: bool = False,
     post_process_mask: bool = False,
+    cut: Callable[[Image.Image, Image.Image], Image.Image] = naive_cutout,
 ) -> Image.Image:
     """``rembg.remove(image, session=session, ...)`` for a Pillow image, with the mask from
     ``ctx.masks`` when it was computed before (see the module docstring). The first mask
-    goes to ``ctx.outline`` as soon as it is known."""
+    goes to ``ctx.outline`` as soon as it is known. ``cut(image, mask)`` makes the plain
+    cut-out (rembg's ``naive_cutout``; the rembg op's is ``ops.compose.cutout``, which may
+    also dial it)."""
     upright = _upright(image)
     masks = _predict(ctx, upright, session)
     ctx.check_cancelled()
@@ -225,27 +227,11 @@ def remove(
                 cutout = decontaminate_cutout(upright, mask)
             cutouts.append(cutout)
         else:
-            cutouts.append(cutout_of(upright, mask))
+            cutouts.append(cut(upright, mask))
     # No mask at all: the image itself, as a copy (the caller writes over what it gets, and
     # the image may be a kept one: ``pipeline.decoded``).
     result: Image.Image = get_concat_v_multi(cutouts) if cutouts else upright.copy()
     return result
-
-
-def cutout_of(image: Image.Image, mask: Image.Image) -> Image.Image:
-    """rembg's ``naive_cutout`` in row tiles: ``Image.composite(image, transparent black,
-    mask)`` copies the black image and converts the whole image to RGBA before pasting (three
-    full-size RGBA images); pasting tile by tile into one output does the same arithmetic
-    (Pillow's own paste) with one RGBA image and a few MB beside it."""
-    if mask.mode != "L" or mask.size != image.size:
-        result: Image.Image = naive_cutout(image, mask)
-        return result
-    out = Image.new("RGBA", image.size, 0)
-    step = max(1, _TILE_PIXELS // max(1, image.width))
-    for top in range(0, image.height, step):
-        box = (0, top, image.width, min(image.height, top + step))
-        out.paste(image.crop(box).convert("RGBA"), box, mask.crop(box))
-    return out
 
 
 def _predict(ctx: MaskJob, image: Image.Image, session: BaseSession) -> Masks:

@@ -6,6 +6,7 @@ shared by the worker threads), never from ``rembg.new_session`` here.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -113,7 +114,13 @@ def remove_background(image: Image.Image, params: RembgParams, ctx: OpContext) -
     # Named stages with real steps: the model, alpha matting when it runs, the compositing.
     stages = ["model", "alpha matting", "compose"] if matting else ["model", "compose"]
     ctx.report("model", 0, len(stages))
-    # No bgcolor here: it has to go under the strength-blended result, not rembg's.
+    # The plain cut-out is made already dialled to ``strength`` (ops/compose.py); the mask
+    # and a matted cut-out are dialled after. No bgcolor here: it goes under the dialled
+    # result, not rembg's.
+    dialled = not params.only_mask and not matting
+    cut = functools.partial(
+        compose.cutout, strength=params.strength if dialled else 1.0, threads=ctx.threads
+    )
     with arenas.released_after_run(image.width * image.height >= arenas.BIG_IMAGE_PIXELS):
         removed = masks.remove(  # rembg.remove, the mask computed once (pipeline.masks)
             ctx,
@@ -125,6 +132,7 @@ def remove_background(image: Image.Image, params: RembgParams, ctx: OpContext) -
             alpha_matting_erode_size=params.alpha_matting_erode_size,
             only_mask=params.only_mask or scaled,
             post_process_mask=params.post_process_mask,
+            cut=cut,
         )
     assert isinstance(removed, Image.Image), type(removed)
     result: Image.Image = removed
@@ -136,13 +144,13 @@ def remove_background(image: Image.Image, params: RembgParams, ctx: OpContext) -
         ctx.report("compose", 2, len(stages))
     # ``result`` is this job's own image (masks.remove never hands out a kept mask), so
     # the blend and the colour are written over it, band by band (ops/compose.py).
-    if params.strength < 1.0:
+    if params.strength < 1.0 and not dialled:
         if params.only_mask:
             result = compose.blend_mask(result, params.strength)
         else:
-            result = compose.blend_cutout(image, result, params.strength)
+            result = compose.blend_cutout(image, result, params.strength, ctx.threads)
     if params.bgcolor is not None and not params.only_mask:
-        result = compose.over_colour(result, params.bgcolor)
+        result = compose.over_colour(result, params.bgcolor, ctx.threads)
     ctx.report("compose", len(stages), len(stages))
     return result
 

@@ -63,6 +63,9 @@ class OpContext:
     checkpoint: Path | None = None
     wide: bool = False
     """The job is alone in the pool: its model may use the session that runs on every core."""
+    threads: int = 1
+    """Threads the op's whole-image passes may use (``pipeline.bands``): every core when the
+    job is alone in the pool, else one. The bytes do not depend on it."""
     image_key: str | None = None
     """Identifies the op's input image: the sha256 of the bytes it was decoded from, which
     ``pipelines.apply`` derives anew after each op. ``None``: unknown (nothing is cached)."""

@@ -1,19 +1,27 @@
-"""The rembg op's compositing after the model: the strength blend and the background colour.
+"""The rembg op's compositing after the model: the cut-out, the strength blend, the colour.
 
 The per-pixel work is Pillow's own C loops (``paste`` with a mask, ``putalpha``, ``point``,
-``alpha_composite``) over bands of rows, written into the image being finished, so a 12 MP
-job allocates a few MB beside its images rather than whole-image float64 temporaries.
-numpy only builds lookup tables over the two alphas (65,536 entries) and reads them.
+``alpha_composite``) over bands of rows (``pipeline.bands``: on every core the job may use),
+written into the image being finished, so a 12 MP job allocates a few MB beside its images
+rather than whole-image float64 temporaries. numpy only builds lookup tables over the two
+alphas (65,536 entries) and reads them.
 
-The blend's arithmetic (see ``RembgParams``): the alpha is ``a0 - rint(s * (a0 - a))``
-(a0: the input's alpha, a: the cut-out's), looked up from a table computed in float64, so
-it is exactly the float64 formula. The colours are the premultiplied blend
-``(s a c + (1 - s) a0 c0) / (s a + (1 - s) a0)``, written as ``c0 + w (c - c0)`` with the
-weight ``w = s a / (s a + (1 - s) a0)`` looked up as ``M = rint(255 w)`` and applied by
-Pillow's paste (``(c0 (255 - M) + c M) / 255``, rounded): within 1 of the float64 formula
-(the weight's rounding moves the colour by at most 255 x 0.5 / 255 = 0.5), exact at
-strength 0 and 1, and where both alphas are 0 the colour is the cut-out's, as before.
-``static/js/rembg-ops.js`` computes the same tables and the same rounding, bit for bit.
+The cut-out is rembg's ``naive_cutout``, ``Image.composite(image, transparent black, mask)``:
+colour ``c0 m / 255`` (rounded as Pillow's paste does), alpha ``m``. The blend's arithmetic
+(see ``RembgParams``): the alpha is ``a0 - rint(s * (a0 - a))`` (a0: the input's alpha, a:
+the cut-out's), looked up from a table computed in float64, so it is exactly the float64
+formula. The colours are the premultiplied blend ``(s a c + (1 - s) a0 c0) / (s a + (1 - s)
+a0)``, written as ``c0 + w (c - c0)`` with the weight ``w = s a / (s a + (1 - s) a0)`` looked
+up as ``M = rint(255 w)`` and applied by Pillow's paste (``(c0 (255 - M) + c M) / 255``,
+rounded): within 1 of the float64 formula (the weight's rounding moves the colour by at most
+255 x 0.5 / 255 = 0.5), exact at strength 0 and 1, and where both alphas are 0 the colour is
+the cut-out's, as before. ``static/js/rembg-ops.js`` computes the same tables and the same
+rounding, bit for bit.
+
+For an opaque original (RGB or L: ``a0`` = 255 everywhere) :func:`cutout` makes the cut-out
+and the blend in one pass over each band (the same two pastes, on the band while it is in
+cache), instead of a whole cut-out first and a second pass over it: the same bytes, 30 %
+less time on one thread.
 """
 
 from __future__ import annotations
@@ -23,18 +31,12 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
+from rembg.bg import naive_cutout
+
+from playground_rt.pipeline import bands
+from playground_rt.pipeline.bands import Box
 
 U8 = npt.NDArray[np.uint8]
-
-BAND_PIXELS = 1 << 18
-"""Pixels per band of rows: ~1 MB of RGBA temporaries per band."""
-
-
-def bands(size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
-    """Boxes of whole rows covering an image of ``size``, ``BAND_PIXELS`` or so each."""
-    width, height = size
-    step = max(1, BAND_PIXELS // max(1, width))
-    return [(0, top, width, min(height, top + step)) for top in range(0, height, step)]
 
 
 @lru_cache(maxsize=8)
@@ -52,7 +54,41 @@ def tables(strength: float) -> tuple[U8, U8]:
     return alpha, keep
 
 
-def blend_cutout(original: Image.Image, cutout: Image.Image, strength: float) -> Image.Image:
+def cutout(
+    original: Image.Image, mask: Image.Image, strength: float = 1.0, threads: int = 1
+) -> Image.Image:
+    """rembg's cut-out of ``original`` by the L ``mask`` (``naive_cutout``), its removal
+    dialled to ``strength`` (:func:`blend_cutout`'s bytes), band by band on up to
+    ``threads`` threads: one RGBA image and a few MB beside it, where ``Image.composite``
+    makes three full-size RGBA images."""
+    if mask.mode != "L" or mask.size != original.size:
+        full: Image.Image = naive_cutout(original, mask)
+        return blend_cutout(original, full, strength, threads) if strength < 1.0 else full
+    out = Image.new("RGBA", original.size, None)  # every band is filled first
+    opaque = _opaque(original)
+    alpha_table, keep_table = tables(strength)
+    alpha_row, keep_row = alpha_table[255 << 8 :].tolist(), keep_table[255 << 8 :].tolist()
+    alpha = Image.new("L", out.size, None) if opaque and strength < 1.0 else None
+
+    def band(box: Box) -> None:
+        before, m = original.crop(box).convert("RGBA"), mask.crop(box)
+        out.paste(0, box)
+        out.paste(before, box, m)  # the cut-out: c0 m / 255, alpha m
+        if alpha is not None:  # and the original's share back: (c (255 - K) + c0 K) / 255
+            out.paste(before, box, m.point(keep_row))
+            alpha.paste(m.point(alpha_row), box)
+
+    bands.each(out.size, band, threads)
+    if alpha is not None:
+        out.putalpha(alpha)
+    elif strength < 1.0:
+        out = blend_cutout(original, out, strength, threads)
+    return out
+
+
+def blend_cutout(
+    original: Image.Image, cutout: Image.Image, strength: float, threads: int = 1
+) -> Image.Image:
     """The cut-out with its removal scaled down to ``strength``: written over ``cutout``
     when it is RGBA (the caller hands over an image it owns), else over an RGBA copy.
 
@@ -63,10 +99,11 @@ def blend_cutout(original: Image.Image, cutout: Image.Image, strength: float) ->
     out = cutout if cutout.mode == "RGBA" else cutout.convert("RGBA")
     alpha_table, keep_table = tables(strength)
     # An input without alpha has a0 = 255 everywhere: one row of the tables, via point.
-    opaque = original.mode in ("RGB", "L") and "transparency" not in original.info
+    opaque = _opaque(original)
     alpha_row, keep_row = alpha_table[255 << 8 :].tolist(), keep_table[255 << 8 :].tolist()
-    alpha = Image.new("L", out.size)
-    for box in bands(out.size):
+    alpha = Image.new("L", out.size, None)  # every band writes its part
+
+    def band(box: Box) -> None:
         before = original.crop(box)
         a = out.crop(box).getchannel("A")
         if opaque:
@@ -79,6 +116,8 @@ def blend_cutout(original: Image.Image, cutout: Image.Image, strength: float) ->
             keep = Image.fromarray(keep_table[key], "L")
         out.paste(before, box, keep)
         alpha.paste(band_alpha, box)
+
+    bands.each(out.size, band, threads)
     out.putalpha(alpha)
     return out
 
@@ -89,12 +128,22 @@ def blend_mask(mask: Image.Image, strength: float) -> Image.Image:
     return mask.convert("L").point(alpha_table[255 << 8 :].tolist())
 
 
-def over_colour(image: Image.Image, colour: tuple[int, int, int, int]) -> Image.Image:
+def over_colour(
+    image: Image.Image, colour: tuple[int, int, int, int], threads: int = 1
+) -> Image.Image:
     """rembg's ``apply_background_color`` (``Image.alpha_composite`` of ``image`` over a
     solid ``colour``), band by band over ``image`` when it is RGBA (the caller's own),
     else over an RGBA copy: the same per-pixel arithmetic without a full-size backdrop."""
     out = image if image.mode == "RGBA" else image.convert("RGBA")
-    for box in bands(out.size):
-        band = out.crop(box)
-        out.paste(Image.alpha_composite(Image.new("RGBA", band.size, colour), band), box)
+
+    def band(box: Box) -> None:
+        piece = out.crop(box)
+        out.paste(Image.alpha_composite(Image.new("RGBA", piece.size, colour), piece), box)
+
+    bands.each(out.size, band, threads)
     return out
+
+
+def _opaque(original: Image.Image) -> bool:
+    """No alpha in ``original``: a0 = 255 everywhere."""
+    return original.mode in ("RGB", "L") and "transparency" not in original.info
