@@ -58,12 +58,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Memory for the model's masks kept between jobs (one byte per pixel: 12 MB for a 12 MP
     image), so a change of strength, only_mask, bgcolor or post_process_mask on an image seen
     before skips inference; least recently used evicted first; 0 keeps none."""
-    decoded_cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 32 * MiB
+    decoded_cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 * MiB
     """Memory for decoded images kept between jobs on the same bytes (4 bytes per pixel: 8 MB
     for 2 MP, 48 MB for 12 MP), so a new job on an image seen before skips decoding; least
-    recently used evicted first, room made before a new image is decoded; 0 keeps none. The
-    default keeps images up to 8 MP: a kept image stays in memory through its job's encode,
-    which at 12 MP would add its 48 MB to the job's peak."""
+    recently used evicted first, room made (and given back to the system) before a new
+    image is decoded; 0 keeps none. The default keeps one 12 MP photo or eight of 2 MP."""
     client_queue_share: Annotated[int, msgspec.Meta(ge=0)] = 16
     """Queued jobs one client (remote address) may hold; past it 429 ``client_queue_full``
     while others still get in. 0 turns the share off."""

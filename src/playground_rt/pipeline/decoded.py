@@ -4,16 +4,19 @@ A playground runs many jobs on one image: every slider move is a new job on the 
 Decoding a 12 MP photo costs ~100 ms (JPEG) to ~700 ms (PNG): after the model (which the
 mask cache skips) and the encode, the biggest part of a strength change. So the decoded
 images are kept by the sha256 of their bytes (the cache key's image part), least recently
-used first, within ``capacity_bytes`` (the ``decoded_cache_bytes`` setting: 32 MiB, four
-images of 2 MP or one of up to 8 MP; 0 keeps none), counted as Pillow holds them (4 bytes a
-pixel, 1 for L and P). Why not more by default: a kept image also stays in memory through
-its own job's cut-out, blend and encode, where it would otherwise be freed; at 12 MP that
-adds its 48 MB to the job's peak (measured: +377 → +422 MB with 64 MiB).
+used first, within ``capacity_bytes`` (the ``decoded_cache_bytes`` setting: 64 MiB, one
+image of 12 MP or eight of 2 MP; 0 keeps none), counted as Pillow holds them (4 bytes a
+pixel, 1 for L and P).
 
 A job reserves room for its image *before* decoding it (:meth:`DecodedImages.reserve`), so
 what is kept plus the image being decoded stays within the bound where it can: a new big
 image evicts older ones first instead of sitting beside them, and a job's peak memory is
-what it was without the cache. An image bigger than the whole bound is not kept.
+what it was without the cache. An image bigger than the whole bound is not kept. A big
+image evicted that way was freed into the heap of the worker thread that decoded it, which
+the new job may not run on: the job gives those pages back to the system (``malloc_trim``)
+before decoding its own. Without that, a 64 MiB bound raised a 12 MP job's peak by the
+evicted image (+377 → +422 MB over idle); with it, +380 MB as with no cache at all
+(``python -m bench.sweep --sizes 12 --set decoded_cache_bytes=...``).
 
 Kept images are shared, read-only: every op returns a new image and writes nothing into
 its input (``tests/test_ops.py`` checks each op), and several jobs may read one at once.
