@@ -58,11 +58,15 @@ bench-sweep *ARGS:
 bench-cluster *ARGS:
     {{py}} -m bench.cluster {{ARGS}}
 
-# schemathesis against /openapi.json with many examples
 # the speed and memory budgets that were once test assertions (bench/budgets.py)
 bench-budgets *ARGS:
     {{py}} -m bench.budgets {{ARGS}}
 
+# the cut-out and strength blend: two passes (before), one pass, one pass on every core
+bench-compose *ARGS:
+    {{py}} -m bench.compose {{ARGS}}
+
+# schemathesis against /openapi.json with many examples
 fuzz EXAMPLES="500":
     PLAYGROUND_FUZZ_EXAMPLES={{EXAMPLES}} {{py}} -m pytest tests/test_fuzz.py -q
 

@@ -4,7 +4,8 @@
 (``bench.browser``: the page's own u2netp against the server's), ``cluster`` (``bench.cluster``:
 worker processes behind a remote web node), ``sweep`` (``bench.sweep``: sizes 0.3-12 MP, memory
 per job, ~15 minutes), ``retention`` (``bench.retention``: the results store at its cap, a
-soak), ``budgets`` (``bench.budgets``: speed and memory budgets, once test assertions) or
+soak), ``budgets`` (``bench.budgets``: speed and memory budgets, once test assertions),
+``compose`` (``bench.compose``: the cut-out and strength blend, one pass and threads) or
 ``all`` (pipeline, hub, browser); ``--quick`` makes every benchmark a short smoke run.
 """
 
@@ -22,6 +23,7 @@ MODULES = {
     "cluster": "bench.cluster",
     "retention": "bench.retention",
     "budgets": "bench.budgets",
+    "compose": "bench.compose",
 }
 ALL = ("pipeline", "hub", "browser")
 """What ``all`` runs; the others take many minutes and run when named."""

@@ -38,11 +38,19 @@ def test_each_band_is_worked_once_on_up_to_the_threads_given(
             seen.append(box)
             workers.add(threading.get_ident())
 
-    bands.each((10, 95), work, threads)
+    bands.each((10, 95), work, threads)  # 10 bands
     assert sorted(seen) == bands.boxes((10, 95))
     assert 1 <= len(workers) <= threads
     if threads == 1:
         assert workers == {threading.get_ident()}  # on the caller's thread, no pool
+
+
+def test_a_small_image_is_worked_on_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bands, "BAND_PIXELS", 100)
+    workers: set[int] = set()
+    count = bands.BANDS_PER_THREAD * 2 - 1  # too few bands for two threads
+    bands.each((10, count), lambda box: workers.add(threading.get_ident()), 4)
+    assert workers == {threading.get_ident()}
 
 
 def test_a_failing_band_fails_the_pass() -> None:
@@ -51,4 +59,4 @@ def test_a_failing_band_fails_the_pass() -> None:
             raise ValueError(f"band at {box[1]}")
 
     with pytest.raises(ValueError, match="band at"):
-        bands.each((bands.BAND_PIXELS, 3), work, 2)
+        bands.each((bands.BAND_PIXELS, 8), work, 2)

@@ -125,7 +125,7 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "which",
         nargs="?",
         default="all",
-        help="pipeline, hub, browser, sweep, cluster, retention, budgets or all (default)",
+        help="pipeline, hub, browser, sweep, cluster, retention, budgets, compose or all (default)",
     )
     bench.add_argument("--quick", action="store_true", help="fewer iterations, for a smoke run")
 

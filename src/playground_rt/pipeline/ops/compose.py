@@ -20,8 +20,8 @@ rounding, bit for bit.
 
 For an opaque original (RGB or L: ``a0`` = 255 everywhere) :func:`cutout` makes the cut-out
 and the blend in one pass over each band (the same two pastes, on the band while it is in
-cache), instead of a whole cut-out first and a second pass over it: the same bytes, 30 %
-less time on one thread.
+cache), instead of a whole cut-out first and a second pass over it: the same bytes, 1.2x
+faster on one thread (``python -m bench.compose``: 12 MP 233 -> 194 ms, 114 on two).
 """
 
 from __future__ import annotations
