@@ -36,12 +36,13 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 from zlib_ng import zlib_ng
+
+from playground_rt.pipeline import bands
 
 __all__ = ["SEGMENT_BYTES", "STRIP_BYTES", "adler32_combine", "encode", "encode_pieces"]
 
@@ -116,11 +117,7 @@ def _zlib_stream(image: Image.Image, row_bytes: int, threads: int) -> list[bytes
         top, bottom = segments[index]
         return _segment(image, top, bottom, row_bytes, final=index == len(segments) - 1)
 
-    if threads > 1 and len(segments) > 1:
-        with ThreadPoolExecutor(min(threads, len(segments))) as pool:
-            parts = list(pool.map(deflated, range(len(segments))))
-    else:
-        parts = [deflated(index) for index in range(len(segments))]
+    parts = bands.on_threads(deflated, range(len(segments)), threads)
     checksum = 1
     for _, adler, length in parts:
         checksum = adler32_combine(checksum, adler, length)

@@ -54,6 +54,14 @@ def tables(strength: float) -> tuple[U8, U8]:
     return alpha, keep
 
 
+@lru_cache(maxsize=8)
+def opaque_rows(strength: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """:func:`tables`' rows for ``a0`` = 255 (an input without alpha), indexed by ``a``: for
+    ``Image.point`` over the cut-out's alpha or the mask."""
+    alpha_table, keep_table = tables(strength)
+    return tuple(alpha_table[255 << 8 :].tolist()), tuple(keep_table[255 << 8 :].tolist())
+
+
 def cutout(
     original: Image.Image, mask: Image.Image, strength: float = 1.0, threads: int = 1
 ) -> Image.Image:
@@ -66,8 +74,7 @@ def cutout(
         return blend_cutout(original, full, strength, threads) if strength < 1.0 else full
     out = Image.new("RGBA", original.size, None)  # every band is filled first
     opaque = _opaque(original)
-    alpha_table, keep_table = tables(strength)
-    alpha_row, keep_row = alpha_table[255 << 8 :].tolist(), keep_table[255 << 8 :].tolist()
+    alpha_row, keep_row = opaque_rows(strength)
     alpha = Image.new("L", out.size, None) if opaque and strength < 1.0 else None
 
     def band(box: Box) -> None:
@@ -100,7 +107,7 @@ def blend_cutout(
     alpha_table, keep_table = tables(strength)
     # An input without alpha has a0 = 255 everywhere: one row of the tables, via point.
     opaque = _opaque(original)
-    alpha_row, keep_row = alpha_table[255 << 8 :].tolist(), keep_table[255 << 8 :].tolist()
+    alpha_row, keep_row = opaque_rows(strength)
     alpha = Image.new("L", out.size, None)  # every band writes its part
 
     def band(box: Box) -> None:
@@ -124,8 +131,7 @@ def blend_cutout(
 
 def blend_mask(mask: Image.Image, strength: float) -> Image.Image:
     """The L mask dialled to ``strength``: ``255 - rint(s * (255 - m))``, exactly."""
-    alpha_table, _ = tables(strength)
-    return mask.convert("L").point(alpha_table[255 << 8 :].tolist())
+    return mask.convert("L").point(opaque_rows(strength)[0])
 
 
 def over_colour(
