@@ -35,6 +35,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from playground_rt.errors import JobCancelled
+from playground_rt.pipeline import model_runs
+
 __all__ = [
     "BIG_IMAGE_PIXELS",
     "IDLE_RELEASE_S",
@@ -59,8 +62,7 @@ perhaps on the other worker's heap, does not add to it."""
 SHARED_ARENA = True
 """Sessions allocate from one process-wide arena (read by :func:`use_shared_arena`)."""
 
-_SHRINK = ort.RunOptions()
-_SHRINK.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+_SHRINK = {"memory.enable_memory_arena_shrinkage": "cpu:0"}
 _KSAME_AS_REQUESTED = 1  # onnxruntime's ArenaExtendStrategy
 _registered: bool | None = None
 _register_lock = threading.Lock()
@@ -112,12 +114,13 @@ class _Tracked:
         self.used = False
         """Ran since its arena was last shrunk."""
 
-    def run(self, *args: Any, **kwargs: Any) -> Any:
-        if getattr(_thread, "release", False) and len(args) < 3 and "run_options" not in kwargs:
-            kwargs["run_options"] = _SHRINK  # see released_after_run
+    def run(self, outputs: Any, feeds: Any, run_options: ort.RunOptions | None = None) -> Any:
+        if run_options is None:
+            release = getattr(_thread, "release", False)  # see released_after_run
+            run_options = model_runs.options(_SHRINK if release else None)
         self._owner.enter(self)
         try:
-            return self._inner.run(*args, **kwargs)
+            return model_runs.run(self._inner, outputs, feeds, run_options)
         finally:
             self._owner.leave()
 
@@ -127,7 +130,7 @@ class _Tracked:
             if not all(isinstance(side, int) and side > 0 for side in spec.shape):
                 return  # a dynamic input size: no safe dummy input; keep the arena
             feeds[spec.name] = np.zeros(spec.shape, dtype=_dtype(spec.type))
-        self._inner.run(None, feeds, _SHRINK)
+        model_runs.run(self._inner, None, feeds, model_runs.options(_SHRINK))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -198,6 +201,8 @@ class IdleRelease:
         for session in sessions:
             try:
                 session.shrink()
+            except JobCancelled:  # the process is exiting
+                return
             except Exception:  # a task boundary: a failed shrink must not kill the thread
                 log.exception("shrinking an onnxruntime arena failed")
         malloc_trim()
