@@ -10,9 +10,13 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from playground_rt import schemas
 from playground_rt.jobs.cluster import wire
+from playground_rt.jobs.cluster.figures import Figures
+from playground_rt.jobs.cluster.link import Link
+from playground_rt.jobs.executor import Stats
 
 from .conftest import Server, make_settings, poll, running
 from .hubfixtures import client, unique_png
@@ -138,3 +142,31 @@ async def test_without_redis_a_node_refuses_with_503_and_still_stops(tmp_path: P
             await poll(lambda: readyz(a), lambda status: status == 503, "/readyz 503", 10)
     finally:
         own.stop()
+
+
+async def test_the_figures_loop_ends_at_stop_even_when_redis_swallows_its_cancel(
+    tmp_path: Path, redis: Redis, store: aioredis.Redis
+) -> None:
+    """redis-py can turn a cancel that lands inside a command into a connection error
+    (redis/redis-py#2028, #2551); the polling loop rides those out, so cancelling alone
+    once left a node's shutdown waiting on it for ever (a CI run: "uvicorn did not stop")."""
+    figures = Figures(Link(make_settings(tmp_path, broker=redis.url)), Stats())
+    read, reads = figures.read, []
+
+    async def read_as_redis_py_may() -> None:
+        try:
+            await read()
+            reads.append(1)
+            await asyncio.sleep(0.05)  # where the cancel lands, as it may inside a command
+        except asyncio.CancelledError:
+            raise RedisConnectionError("Connection closed by server.") from None
+
+    figures.read = read_as_redis_py_may  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    loop = asyncio.create_task(figures.run(stop))
+    await poll(lambda: asyncio.sleep(0.01), lambda _: len(reads) > 0, "a read", 5)
+    stop.set()  # as RemoteJobs.stop does: the event, then the cancel
+    loop.cancel()
+    done, _ = await asyncio.wait({loop}, timeout=2)
+    assert done, "the figures loop ignored stop"
+    await figures.link.close()

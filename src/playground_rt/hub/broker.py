@@ -26,6 +26,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from playground_rt import schemas
+from playground_rt.jobs.cluster.link import pause
 
 log = logging.getLogger("playground_rt.hub.fanout")
 
@@ -74,6 +75,7 @@ class RedisBroker:
         self._on_state = on_state
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(OUTBOX)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
         self.dropped = 0
 
@@ -87,6 +89,7 @@ class RedisBroker:
             log.warning("broker %s not reachable yet; serving local sockets, retrying", self.url)
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -106,7 +109,7 @@ class RedisBroker:
 
     async def _run(self) -> None:
         backoff = BACKOFF_S[0]
-        while True:
+        while not self._stopping.is_set():  # see link.pause
             try:
                 await self._session()
             except (RedisError, OSError) as exc:
@@ -122,7 +125,7 @@ class RedisBroker:
                     self.connected.clear()
                     self._on_state(False)
                 _drain(self._outbox)
-            await asyncio.sleep(backoff)
+            await pause(self._stopping, backoff)
             backoff = min(backoff * 2, BACKOFF_S[1])
 
     async def _session(self) -> None:

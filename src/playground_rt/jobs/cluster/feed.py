@@ -13,7 +13,6 @@ client's cursor, and whether that is all of them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +21,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from playground_rt.jobs.cluster import wire
-from playground_rt.jobs.cluster.link import BACKOFF_S, BLOCK_MS, LOST, Link, text
+from playground_rt.jobs.cluster.link import BACKOFF_S, BLOCK_MS, LOST, Link, pause, text
 
 log = logging.getLogger("playground_rt.jobs.cluster")
 
@@ -60,9 +59,7 @@ class Feed:
                 self.connected.clear()
                 self._on_state(False)
                 backoff = BACKOFF_S[0]
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(backoff):
-                    await stop.wait()
+            await pause(stop, backoff)
             backoff = min(backoff * 2, BACKOFF_S[1])
 
     async def _session(self) -> None:

@@ -20,7 +20,7 @@ import msgspec
 
 from playground_rt import errors, schemas
 from playground_rt.jobs.cluster import wire
-from playground_rt.jobs.cluster.link import LOST, Link, text
+from playground_rt.jobs.cluster.link import LOST, Link, pause, text
 from playground_rt.jobs.executor import Stats, default_duration_s
 from playground_rt.pipeline.ops.base import SessionProvider
 from playground_rt.pipeline.sessions import SERVABLE_MODELS
@@ -60,16 +60,16 @@ class Figures:
         self.workers: list[schemas.WorkerStatus] = []
         """The live workers, as last read."""
 
-    async def run(self) -> None:
-        """The cluster's figures for telemetry, ETAs and ``Retry-After``."""
-        while True:
+    async def run(self, stop: asyncio.Event) -> None:
+        """The cluster's figures for telemetry, ETAs and ``Retry-After``, until ``stop``."""
+        while not stop.is_set():
             try:
                 await self.read()
             except LOST:
                 pass
             except Exception:  # task boundary: log and keep polling
                 log.exception("reading the cluster's figures failed")
-            await asyncio.sleep(POLL_S)
+            await pause(stop, POLL_S)
 
     async def read(self) -> None:
         redis = self.link.redis

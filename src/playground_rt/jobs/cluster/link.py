@@ -124,11 +124,22 @@ async def retrying(
             if not warned:
                 log.warning("%s: Redis unreachable (%s); retrying", what, exc)
                 warned = True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(backoff):
-                await stop.wait()
+        await pause(stop, backoff)
         backoff = min(backoff * 2, BACKOFF_S[1])
     return None
+
+
+async def pause(stop: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or until ``stop`` is set.
+
+    A background loop waits with this and runs ``while not stop.is_set()``, never on
+    cancellation alone: redis-py can turn a cancel that lands in a command into a connection
+    error (redis/redis-py#2028, #2551), which a loop that rides out Redis's absence would
+    swallow, and the shutdown's ``gather`` would wait on it forever.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
 
 
 def redacted(url: str) -> str:

@@ -100,7 +100,7 @@ class RemoteJobs(JobManager):
         self._loop = asyncio.get_running_loop()
         self._tasks = [
             asyncio.create_task(self.feed.run(self._stop), name="cluster-feed"),
-            asyncio.create_task(self.figures.run(), name="cluster-figures"),
+            asyncio.create_task(self.figures.run(self._stop), name="cluster-figures"),
             asyncio.create_task(self._send(), name="cluster-send"),
         ]
 
@@ -381,7 +381,7 @@ class RemoteJobs(JobManager):
 
     async def _send(self) -> None:
         """Frames and announcements made here, in order; retried while Redis is away."""
-        while True:
+        while not self._stop.is_set():  # see link.pause
             name, args = await self._outbox.get()
             try:
                 result = await retrying(

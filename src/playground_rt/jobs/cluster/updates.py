@@ -146,7 +146,7 @@ class Updates:
         """The cluster updates, in order, what is waiting sent in one round trip: a job's
         ends are retried until Redis takes them; progress alone is dropped while Redis is
         away (every script is safe to run twice)."""
-        while True:
+        while not self._abandon.is_set():  # see link.pause
             ops = [await self._outbox.get()]
             while not self._outbox.empty() and len(ops) < SEND_BATCH:
                 ops.append(self._outbox.get_nowait())

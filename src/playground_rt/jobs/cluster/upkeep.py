@@ -19,7 +19,7 @@ from redis.exceptions import ResponseError
 
 from playground_rt import schemas
 from playground_rt.jobs.cluster import wire
-from playground_rt.jobs.cluster.link import LOST, Link, text
+from playground_rt.jobs.cluster.link import LOST, Link, pause, text
 from playground_rt.jobs.cluster.updates import Hand
 from playground_rt.jobs.manager import JobManager
 
@@ -76,7 +76,7 @@ class Upkeep:
                 pass  # the take loop reports Redis's absence
             except Exception:  # task boundary: log, keep going
                 log.exception("worker %s failed", action.__name__)
-            await asyncio.sleep(interval)
+            await pause(self.stop, interval)
 
     async def _watch(self) -> None:
         """Stop jobs that ended in the cluster (cancelled, or run by another worker now)."""
