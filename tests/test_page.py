@@ -358,11 +358,12 @@ async def test_saturated_workers_fall_back_to_the_server(
     await page.close()
 
 
-async def blocker(srv: Server, seed: int) -> str:
-    """A slow rembg job (alpha matting on a large image) that keeps the one worker busy."""
+async def blocker(srv: Server, seed: int, size: tuple[int, int] = (960, 720)) -> str:
+    """A slow rembg job that keeps the one worker busy: alpha matting, ~1.3 s at the default
+    size on a quiet 2-core machine, ~5.5 s at 2400x1800."""
     body = {
         "pipeline_id": "rembg",
-        "image_base64": b64(encode(sample_image(960, 720, seed=seed))),
+        "image_base64": b64(encode(sample_image(*size, seed=seed), "JPEG")),
         "params": {"alpha_matting": True},
         "taskId": f"blocker-{seed}",
     }

@@ -101,6 +101,12 @@ async def slow_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
         yield srv
 
 
+HOLD = (2400, 1800)
+"""A blocker's size for the slow server: it holds the worker ~5.5 s, longer than a page reload
+on a busy CI machine (at 960x720, ~1.3 s, the job behind it sometimes ran before the page had
+re-attached)."""
+
+
 async def release(srv: Server, job_id: str, seed: int) -> None:
     await srv.http.delete(f"/api/jobs/{job_id}", params={"taskId": f"blocker-{seed}"})
 
@@ -372,7 +378,7 @@ async def test_server_jobs_start_on_release_and_superseded_rows_end_cancelled(
     await expect(page.locator("#socket-state")).to_have_attribute("data-state", "open")
     await upload(page, tmp_path, sample_image(seed=33))
     await page.check("#run-on-server")
-    held = await blocker(slow_server, 201)
+    held = await blocker(slow_server, 201, HOLD)
     await page.select_option("#pipeline", "rembg")
     first = page.locator('.job[data-state="queued"][data-job-id^="rembg-"]')
     await expect(first).to_be_visible()
@@ -456,7 +462,7 @@ async def test_a_reload_mid_job_reattaches_and_gets_the_terminal_frame(
     await expect(page.locator("#socket-state")).to_have_attribute("data-state", "open")
     await upload(page, tmp_path, sample_image(seed=35), name="reload.png")
     await page.check("#run-on-server")
-    held = await blocker(slow_server, 202)
+    held = await blocker(slow_server, 202, HOLD)
     await page.select_option("#pipeline", "rembg")
     queued = page.locator('.job[data-state="queued"][data-job-id^="rembg-"]')
     await expect(queued).to_be_visible()
