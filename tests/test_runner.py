@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
@@ -14,7 +15,17 @@ from typing import Any
 
 import pytest
 
-from .conftest import MODEL_HOME, SEED_IMAGE, Server, encode, require_model, sample_image
+from playground_rt.cli.run import add_arguments, prepare, process
+
+from .conftest import (
+    MODEL_HOME,
+    SEED_IMAGE,
+    Server,
+    encode,
+    make_settings,
+    require_model,
+    sample_image,
+)
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -155,3 +166,25 @@ def test_bench_names_every_benchmark_and_refuses_others() -> None:
     refused = cli("bench", "nosuch", cwd=Path(__file__).resolve().parents[1])
     assert refused.returncode == 2
     assert "'budgets'" in refused.stderr and "'sweep'" in refused.stderr
+
+
+def test_one_image_at_a_time_runs_on_every_core_and_writes_the_same_bytes(tmp_path: Path) -> None:
+    """As the server gives a job alone in its pool every core: a run that takes one image at
+    a time (a single image, or ``--workers 1``) uses them for the model, the per-pixel passes
+    and the deflate; a folder on several workers, one thread per image. Same bytes."""
+    require_model()
+    source = tmp_path / "big.jpg"
+    source.write_bytes(encode(sample_image(1400, 1000, seed=12), "JPEG"))  # > one band
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--pipeline", "rembg", "--image", str(source)])
+    args.params = '{"strength": 0.7}'
+    written = {}
+    for alone in (True, False):
+        settings = make_settings(tmp_path / str(alone), workers=2, intra_op_threads=1)
+        recipe = prepare(args, settings, alone=alone)
+        assert recipe.threads == (2 if alone else 1)
+        result = process(recipe, source)
+        assert result.outcome == "done" and result.path is not None, result.detail
+        written[alone] = result.path.read_bytes()
+    assert written[True] == written[False]

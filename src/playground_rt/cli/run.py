@@ -80,6 +80,10 @@ class Recipe:
     limits: images.Limits
     store: ResultStore
     models: SessionProvider
+    threads: int = 1
+    """Threads for one image's model run, per-pixel passes and deflate: every core when the
+    run takes one image at a time (as the server gives a job alone in its pool), else one.
+    The bytes do not depend on it."""
 
 
 @dataclass(frozen=True)
@@ -111,9 +115,16 @@ def _process(recipe: Recipe, source: Path) -> Result:
     if (found := recipe.store.lookup(pid, job_id)) is not None:
         return Result(source, "cached", found)
     image = images.decode(data, recipe.limits)
-    ctx = OpContext(models=recipe.models, checkpoint=recipe.checkpoint, image_key=image_key)
+    ctx = OpContext(
+        models=recipe.models,
+        checkpoint=recipe.checkpoint,
+        image_key=image_key,
+        wide=recipe.threads > 1,
+        threads=recipe.threads,
+    )
     output = registry.apply(plan.steps, image, ctx)
-    return Result(source, "done", recipe.store.write(pid, job_id, images.encode_png(output)))
+    data = images.encode_png(output, recipe.threads)
+    return Result(source, "done", recipe.store.write(pid, job_id, data))
 
 
 def _read(source: Path, limits: images.Limits) -> bytes:
@@ -129,14 +140,18 @@ def _read(source: Path, limits: images.Limits) -> bytes:
 # --- setting up ------------------------------------------------------------------------------
 
 
-def prepare(args: argparse.Namespace, settings: config.Settings) -> Recipe:
-    """Validate the arguments and load the model (``PlaygroundError`` when unusable)."""
+def prepare(args: argparse.Namespace, settings: config.Settings, alone: bool = False) -> Recipe:
+    """Validate the arguments and load the model (``PlaygroundError`` when unusable);
+    ``alone``: images run one at a time, each on every core."""
     plan = registry.get_pipeline(args.pipeline).plan(
         registry.params_from_json(args.params, "--params")
     )
     checkpoint: Path | None = args.checkpoint if plan.uses_checkpoint else None
     custom_root = checkpoint.resolve().parent if checkpoint else settings.outputs_root
-    models = ModelRegistry(settings.model_home, custom_root, settings.intra_op_threads)
+    wide_threads = settings.wide_threads if alone else 0
+    models = ModelRegistry(
+        settings.model_home, custom_root, settings.intra_op_threads, wide_threads=wide_threads
+    )
     digest = ""
     if checkpoint is not None:
         models.custom(checkpoint)  # refuses PyTorch files, missing or unloadable ones
@@ -145,9 +160,10 @@ def prepare(args: argparse.Namespace, settings: config.Settings) -> Recipe:
     elif plan.uses_model:
         for step in plan.steps:
             if isinstance(model := getattr(step.params, "model", None), str):
-                models.session(model)  # a missing model fails here, not once per image
+                models.session(model, wide=alone)  # a missing model fails here, not per image
     limits = images.Limits(settings.max_image_bytes, settings.max_pixels)
-    return Recipe(plan, checkpoint, digest, limits, ResultStore(settings.results_root), models)
+    store = ResultStore(settings.results_root)
+    return Recipe(plan, checkpoint, digest, limits, store, models, max(1, wide_threads))
 
 
 def inputs(target: Path, results_root: Path) -> list[Path]:
@@ -177,17 +193,17 @@ def run(args: argparse.Namespace) -> int:
         )
         if not args.image.exists():
             raise errors.NotFound(f"--image {args.image}: no such file or folder")
-        recipe = prepare(args, settings)
+        sources = inputs(args.image, settings.results_root)
+        if not sources:
+            raise errors.NotFound(f"no images ({', '.join(sorted(SUFFIXES))}) under {args.image}")
+        pool = min(settings.worker_count, len(sources))
+        recipe = prepare(args, settings, alone=pool == 1)
     except (errors.PlaygroundError, msgspec.ValidationError) as exc:
         err.print(Text(f"error: {getattr(exc, 'detail', exc)}", style="red"))
         return 2
     if args.checkpoint is not None and recipe.checkpoint is None:
         err.print(f"note: --checkpoint is not used by pipeline {args.pipeline!r}; ignored")
-    sources = inputs(args.image, settings.results_root)
-    if not sources:
-        err.print(Text(f"error: no images ({', '.join(sorted(SUFFIXES))}) under {args.image}"))
-        return 2
-    results = _run_all(recipe, sources, settings.worker_count, err, args.image.is_dir())
+    results = _run_all(recipe, sources, pool, err, args.image.is_dir())
     for result in results:
         if result.path is not None:
             sys.stdout.write(f"{result.path}\n")
@@ -209,7 +225,7 @@ def _run_all(
         TimeElapsedColumn(),
     )
     progress = Progress(*columns, console=err, disable=not show_progress)
-    with progress, ThreadPoolExecutor(max(1, min(workers, len(sources)))) as pool:
+    with progress, ThreadPoolExecutor(max(1, workers)) as pool:
         task = progress.add_task(recipe.plan.pipeline.id, total=len(sources))
         futures = {
             pool.submit(process, recipe, source): index for index, source in enumerate(sources)
