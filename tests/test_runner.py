@@ -169,9 +169,9 @@ def test_bench_names_every_benchmark_and_refuses_others() -> None:
 
 
 def test_one_image_at_a_time_runs_on_every_core_and_writes_the_same_bytes(tmp_path: Path) -> None:
-    """As the server gives a job alone in its pool every core: a run that takes one image at
-    a time (a single image, or ``--workers 1``) uses them for the model, the per-pixel passes
-    and the deflate; a folder on several workers, one thread per image. Same bytes."""
+    """As the server gives a job alone in its pool every core: a run of a single image uses
+    them for the model, the per-pixel passes and the deflate; a folder on several workers, one
+    thread per image. Same bytes."""
     require_model()
     source = tmp_path / "big.jpg"
     source.write_bytes(encode(sample_image(1400, 1000, seed=12), "JPEG"))  # > one band

@@ -81,9 +81,9 @@ class Recipe:
     store: ResultStore
     models: SessionProvider
     threads: int = 1
-    """Threads for one image's model run, per-pixel passes and deflate: every core when the
-    run takes one image at a time (as the server gives a job alone in its pool), else one.
-    The bytes do not depend on it."""
+    """Threads for one image's model run, per-pixel passes and deflate: the workers' cores
+    (``Settings.wide_threads``) when the run takes one image at a time, as the server gives a
+    job alone in its pool; else one. The bytes do not depend on it."""
 
 
 @dataclass(frozen=True)
