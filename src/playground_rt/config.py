@@ -148,6 +148,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         total = self.worker_count * max(1, self.intra_op_threads)
         return total if self.adaptive_threads and total > max(1, self.intra_op_threads) else 0
 
+    def job_threads(self, alone: bool) -> int:
+        """Threads one job's model, per-pixel passes and deflate use: every core the workers
+        share (``wide_threads``) when it is ``alone`` in the pool, else one."""
+        return max(1, self.wide_threads) if alone else 1
+
     @property
     def trusted_hosts(self) -> list[str]:
         """``allowed_hosts``, plus the bound ``host`` when it names one interface."""

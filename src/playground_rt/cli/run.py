@@ -82,7 +82,7 @@ class Recipe:
     models: SessionProvider
     threads: int = 1
     """Threads for one image's model run, per-pixel passes and deflate: the workers' cores
-    (``Settings.wide_threads``) when the run takes one image at a time, as the server gives a
+    (``Settings.job_threads``) when the run takes one image at a time, as the server gives a
     job alone in its pool; else one. The bytes do not depend on it."""
 
 
@@ -119,7 +119,6 @@ def _process(recipe: Recipe, source: Path) -> Result:
         models=recipe.models,
         checkpoint=recipe.checkpoint,
         image_key=image_key,
-        wide=recipe.threads > 1,
         threads=recipe.threads,
     )
     output = registry.apply(plan.steps, image, ctx)
@@ -148,9 +147,12 @@ def prepare(args: argparse.Namespace, settings: config.Settings, alone: bool = F
     )
     checkpoint: Path | None = args.checkpoint if plan.uses_checkpoint else None
     custom_root = checkpoint.resolve().parent if checkpoint else settings.outputs_root
-    wide_threads = settings.wide_threads if alone else 0
+    threads = settings.job_threads(alone)
     models = ModelRegistry(
-        settings.model_home, custom_root, settings.intra_op_threads, wide_threads=wide_threads
+        settings.model_home,
+        custom_root,
+        settings.intra_op_threads,
+        wide_threads=threads if threads > 1 else 0,
     )
     digest = ""
     if checkpoint is not None:
@@ -160,10 +162,10 @@ def prepare(args: argparse.Namespace, settings: config.Settings, alone: bool = F
     elif plan.uses_model:
         for step in plan.steps:
             if isinstance(model := getattr(step.params, "model", None), str):
-                models.session(model, wide=alone)  # a missing model fails here, not per image
+                models.session(model, wide=threads > 1)  # a missing model fails here
     limits = images.Limits(settings.max_image_bytes, settings.max_pixels)
     store = ResultStore(settings.results_root)
-    return Recipe(plan, checkpoint, digest, limits, store, models, max(1, wide_threads))
+    return Recipe(plan, checkpoint, digest, limits, store, models, threads)
 
 
 def inputs(target: Path, results_root: Path) -> list[Path]:
@@ -225,7 +227,7 @@ def _run_all(
         TimeElapsedColumn(),
     )
     progress = Progress(*columns, console=err, disable=not show_progress)
-    with progress, ThreadPoolExecutor(max(1, workers)) as pool:
+    with progress, ThreadPoolExecutor(workers) as pool:
         task = progress.add_task(recipe.plan.pipeline.id, total=len(sources))
         futures = {
             pool.submit(process, recipe, source): index for index, source in enumerate(sources)

@@ -68,14 +68,12 @@ class JobWork:
         image = self._decoded(job)
         job.durations["decode"] = ms(time.perf_counter() - started)
         steps = job.prepared.plan.steps
-        # A job alone in the pool uses every core for its per-pixel passes and its deflate.
-        threads = max(1, self.settings.wide_threads) if job.wide else 1
+        threads = self.settings.job_threads(alone=job.wide)
         ctx = OpContext(
             models=self.models,
             report=lambda stage, step, total: self._report(job, stage, step, total),
             check_cancelled=job.check,
             checkpoint=job.prepared.checkpoint,
-            wide=job.wide,
             threads=threads,
             image_key=job.prepared.source.sha256,
             masks=self.masks,

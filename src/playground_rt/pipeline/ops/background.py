@@ -108,7 +108,7 @@ def remove_background(image: Image.Image, params: RembgParams, ctx: OpContext) -
     if ctx.checkpoint is not None:
         session = ctx.models.custom(ctx.checkpoint)
     else:
-        session = ctx.models.session(params.model, wide=ctx.wide)
+        session = ctx.models.session(params.model, wide=ctx.threads > 1)
     matting = params.alpha_matting and not params.only_mask and min(image.size) >= MATTING_MIN_SIDE
     scaled = matting and image.width * image.height > MATTING_MAX_PIXELS
     # Named stages with real steps: the model, alpha matting when it runs, the compositing.

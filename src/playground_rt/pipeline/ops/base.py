@@ -61,11 +61,10 @@ class OpContext:
     report: Callable[[str, int, int], None] = _no_report
     check_cancelled: Callable[[], None] = _never_cancelled
     checkpoint: Path | None = None
-    wide: bool = False
-    """The job is alone in the pool: its model may use the session that runs on every core."""
     threads: int = 1
-    """Threads the op's whole-image passes may use (``pipeline.bands``): every core when the
-    job is alone in the pool, else one. The bytes do not depend on it."""
+    """Threads the op may use: more than one when the job is alone in the pool, for its
+    model (the session that runs on every core) and its whole-image passes
+    (``pipeline.bands``). The bytes do not depend on it."""
     image_key: str | None = None
     """Identifies the op's input image: the sha256 of the bytes it was decoded from, which
     ``pipelines.apply`` derives anew after each op. ``None``: unknown (nothing is cached)."""
