@@ -385,7 +385,8 @@ async def test_cancel_a_queued_job(browser: Browser, tmp_path: Path) -> None:
         blockers = [await blocker(srv, seed) for seed in seeds]
 
         await page.select_option("#pipeline", "rembg")
-        queued = page.locator('.job[data-state="queued"]').first
+        # The rembg job, not the page's earlier one (its row may still be queued, then go).
+        queued = page.locator('.job[data-state="queued"][data-job-id^="rembg-"]').first
         await expect(queued).to_be_visible()
         job_id = await queued.get_attribute("data-job-id")
         await queued.get_by_role("button", name="Cancel").click()
