@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from . import synth
+from .report import best_ms
 
 SIZES = {"0.3": (640, 480), "2": (1728, 1152), "12": (4000, 3000)}
 
@@ -76,13 +76,8 @@ def _ways(
 
 
 def _best(way: Callable[[], Image.Image], repeat: int) -> tuple[float, Image.Image]:
-    best, output = float("inf"), None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        output = way()
-        best = min(best, time.perf_counter() - started)
-    assert output is not None
-    return 1000 * best, output
+    made: list[Image.Image] = []
+    return best_ms(lambda: made.append(way()), repeat), made[-1]
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -33,6 +33,8 @@ from playground_rt import errors
 from playground_rt.pipeline import images
 from playground_rt.pipeline.ops import OpContext, SessionProvider, get_op, parse_params
 
+from .report import best_ms
+
 DEFAULT_CASES = (
     "4000x3000:",
     "4000x3000:strength=0.5",
@@ -40,15 +42,6 @@ DEFAULT_CASES = (
     "4000x3000:alpha_matting=1",
     "4000x3000:alpha_matting=1,strength=0.5",
 )
-
-
-def _best_ms(work: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        work()
-        best = min(best, time.perf_counter() - started)
-    return round(best * 1000, 3)
 
 
 def _refusal_ms(data: bytes) -> tuple[float, str]:
@@ -80,8 +73,8 @@ def probe() -> list[dict[str, Any]]:
             {
                 "file": name,
                 "bytes": len(data),
-                "probe_ms": _best_ms(partial(images.probe, data, limits), 20),
-                "decode_ms": _best_ms(partial(images.decode, data, limits), 3),
+                "probe_ms": best_ms(partial(images.probe, data, limits), 20),
+                "decode_ms": best_ms(partial(images.decode, data, limits), 3),
             }
         )
     return rows

@@ -102,11 +102,7 @@ class JobWork:
         image = self.decoded.get(source.sha256)
         if image is None:
             width, height = job.prepared.size
-            if self.decoded.reserve(width * height * 4) >= 4 * arenas.BIG_IMAGE_PIXELS:
-                # A big image let go here was freed into the heap of the worker that
-                # decoded it, which this job may not be: give its pages back before
-                # decoding another beside them.
-                arenas.malloc_trim()
+            self.decoded.reserve(width * height * 4)
             image = images.decode(source.data, self.limits)
             self.decoded.put(source.sha256, image)
         return image

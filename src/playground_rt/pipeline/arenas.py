@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import logging
 import threading
 import time
@@ -225,6 +226,11 @@ def malloc_trim() -> None:
     """glibc: give the free memory of every thread's heap back to the system (elsewhere:
     nothing). A worker thread's heap otherwise keeps what its last big job freed, and the
     next big job may run on the other worker and grow that one's heap too."""
-    name = ctypes.util.find_library("c")
     with contextlib.suppress(OSError, AttributeError, TypeError):
-        ctypes.CDLL(name).malloc_trim(0)
+        _libc().malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # Looked up once: find_library runs ``ldconfig -p`` (2-5 ms), and trims follow big jobs.
+    return ctypes.CDLL(ctypes.util.find_library("c"))

@@ -11,12 +11,12 @@ pixel, 1 for L and P).
 A job reserves room for its image *before* decoding it (:meth:`DecodedImages.reserve`), so
 what is kept plus the image being decoded stays within the bound where it can: a new big
 image evicts older ones first instead of sitting beside them, and a job's peak memory is
-what it was without the cache. An image bigger than the whole bound is not kept. A big
-image evicted that way was freed into the heap of the worker thread that decoded it, which
-the new job may not run on: the job gives those pages back to the system (``malloc_trim``)
-before decoding its own. Without that, a 64 MiB bound raised a 12 MP job's peak by the
-evicted image (+377 → +422 MB over idle); with it, +380 MB as with no cache at all
-(``python -m bench.sweep --sizes 12 --set decoded_cache_bytes=...``).
+what it was without the cache. An image bigger than the whole bound is not kept. A big image
+evicted that way was freed into the heap of the worker thread that decoded it, which the new
+job may not run on: :meth:`DecodedImages.reserve` gives those pages back to the system
+(``malloc_trim``) before the new one is decoded. Without that, a 64 MiB bound raised a 12 MP
+job's peak by the evicted image (+377 → +422 MB over idle); with it, +380 MB as with no
+cache at all (``python -m bench.sweep --sizes 12 --set decoded_cache_bytes=...``).
 
 Kept images are shared, read-only: every op returns a new image and writes nothing into
 its input (``tests/test_ops.py`` checks each op), and several jobs may read one at once.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from PIL import Image
 
+from playground_rt.pipeline import arenas
 from playground_rt.pipeline.lru import SizedLRU
 
 __all__ = ["DecodedImages", "nbytes"]
@@ -58,8 +59,13 @@ class DecodedImages:
         return image
 
     def reserve(self, size: int) -> int:
-        """Make room for an image of ``size`` bytes about to be decoded; the bytes evicted."""
-        return self._kept.reserve(size)
+        """Make room for an image of ``size`` bytes about to be decoded; the bytes evicted.
+        A big image evicted has its pages given back to the system (see the module
+        docstring)."""
+        evicted = self._kept.reserve(size)
+        if evicted >= 4 * arenas.BIG_IMAGE_PIXELS:
+            arenas.malloc_trim()
+        return evicted
 
     def put(self, sha256: str, image: Image.Image) -> bool:
         """Keep ``image``; False when it is bigger than the whole bound."""
